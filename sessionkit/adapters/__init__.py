@@ -1,0 +1,1 @@
+"""Thin translations between frameworks and `SessionManager`: no lifecycle rules here."""

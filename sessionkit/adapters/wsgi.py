@@ -1,0 +1,95 @@
+"""WSGI middleware: ``environ["sessionkit.session"]`` for any WSGI app.
+
+The session is saved when the app calls `start_response`, because the cookie
+must go out with the headers. A change made later, while the body streams, is
+saved when the server closes the response, if it needs no new cookie.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any
+
+from ..manager import Headers, SessionManager
+from ..session import Session
+
+__all__ = ["ENVIRON_KEY", "SessionMiddleware", "add_headers"]
+
+log = logging.getLogger("sessionkit")
+
+ENVIRON_KEY = "sessionkit.session"
+
+Environ = dict[str, Any]
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None] | None
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+
+def add_headers(headers: list[tuple[str, str]], extra: Headers) -> list[tuple[str, str]]:
+    """`headers` plus `extra`, merging `Vary` into an existing one instead of repeating it."""
+    result = list(headers)
+    for name, value in extra:
+        if name == "Vary":
+            for index, (existing, current) in enumerate(result):
+                if existing.lower() == "vary":
+                    tokens = {token.strip().lower() for token in current.split(",")}
+                    if value.lower() not in tokens and "*" not in tokens:
+                        result[index] = (existing, f"{current}, {value}")
+                    break
+            else:
+                result.append((name, value))
+        else:
+            result.append((name, value))
+    return result
+
+
+class SessionMiddleware:
+    """Give a WSGI app a lazily loaded session at ``environ["sessionkit.session"]``."""
+
+    def __init__(self, app: WSGIApp, manager: SessionManager) -> None:
+        self.app = app
+        self.manager = manager
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        manager = self.manager
+        session = manager.open(environ.get("HTTP_COOKIE"), https=environ.get("wsgi.url_scheme") == "https")
+        environ[ENVIRON_KEY] = session
+
+        def session_start_response(status: str, headers: list[tuple[str, str]],
+                                   exc_info: ExcInfo = None) -> Callable[[bytes], object]:
+            extra = manager.save(session)
+            return start_response(status, add_headers(headers, extra) if extra else headers, exc_info)
+
+        return _ClosingIterator(self.app(environ, session_start_response), manager, session)
+
+
+class _ClosingIterator:
+    """Passes the body through and saves late changes when the server closes it."""
+
+    def __init__(self, body: Iterable[bytes], manager: SessionManager, session: Session) -> None:
+        self._body = body
+        self._iterator: Iterator[bytes] = iter(body)
+        self._manager = manager
+        self._session = session
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._iterator
+
+    def __next__(self) -> bytes:
+        return next(self._iterator)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            session = self._session
+            if session._has_pending():
+                if session.is_new and session.keys():
+                    log.warning("session changed after the response started: a new session needs a "
+                                "cookie that can no longer be sent, so the change is dropped")
+                else:
+                    self._manager.save(session)

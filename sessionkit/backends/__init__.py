@@ -1,0 +1,48 @@
+"""Backends, chosen by URL scheme.
+
+Each scheme maps to a module and a class with a `from_url` constructor; the
+module is imported only when its scheme is used, so `sessionkit` installs and
+imports without the optional clients (redis, pymemcache).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ..config import StoreURL
+from ..errors import ConfigError
+from .base import AsyncSessionStore as AsyncSessionStore
+from .base import SessionStore as SessionStore
+
+__all__ = ["AsyncSessionStore", "SessionStore", "open_store", "register_backend"]
+
+_BACKENDS: dict[str, tuple[str, str, str | None]] = {
+    "memory": ("sessionkit.backends.memory", "MemoryStore", None),
+    "file": ("sessionkit.backends.file", "FileStore", None),
+}
+
+
+def register_backend(scheme: str, module: str, class_name: str, extra: str | None = None) -> None:
+    """Make `scheme://` URLs open `module.class_name.from_url(url)`."""
+    _BACKENDS[scheme.lower()] = (module, class_name, extra)
+
+
+def open_store(url: str) -> Any:
+    """The store for `url` (e.g. ``memory://``, ``file:///var/lib/app/sessions``).
+
+    Raises `ConfigError` naming the bad part of the URL.
+    """
+    parsed = StoreURL.parse(url)
+    try:
+        module_name, class_name, extra = _BACKENDS[parsed.scheme]
+    except KeyError:
+        known = ", ".join(f"{name}://" for name in sorted(_BACKENDS))
+        raise ConfigError(f"unknown store scheme {parsed.scheme!r}; known: {known}", option="scheme") from None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        hint = f" (pip install 'sessionkit[{extra}]')" if extra else ""
+        raise ConfigError(f"{parsed.scheme}:// needs a package that is not installed: {exc.name}{hint}",
+                          option="scheme") from exc
+    return getattr(module, class_name).from_url(parsed)

@@ -1,0 +1,88 @@
+"""The store protocol every backend implements, and the async face for sync-only ones.
+
+A store knows nothing about cookies, timeouts or serializers: it keeps
+`Record`s under ids with an expiry, and merges per-key changes atomically.
+The rules (what to load, when to write, what a timeout means) live in
+`SessionManager`; a store only carries them out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
+
+from asgiref.sync import sync_to_async
+
+from ..flow import MergeResult
+from ..record import Record
+
+__all__ = ["AsyncSessionStore", "SessionStore", "ThreadedAsyncFace"]
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    """The sync face.
+
+    Every method may raise `StoreError` (store unreachable or failing);
+    `load` may raise `CorruptRecord` for a stored value it cannot read.
+    """
+
+    def load(self, session_id: str, touch_ttl: float | None) -> Record | None:
+        """The live record, or None; with `touch_ttl`, expiry becomes now + touch_ttl."""
+
+    def create(self, session_id: str, record: Record, ttl: float) -> None:
+        """Store a whole record under a new id, expiring in `ttl` seconds."""
+
+    def merge(
+        self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float, ttl: float
+    ) -> MergeResult:
+        """Apply `changes` to the stored record atomically; never recreate a missing one."""
+
+    def delete(self, session_id: str) -> None:
+        """Remove the record; a missing one is not an error."""
+
+    def close(self) -> None:
+        """Release connections, file handles and threads."""
+
+
+@runtime_checkable
+class AsyncSessionStore(Protocol):
+    """The async face: the same contract, awaitable."""
+
+    async def aload(self, session_id: str, touch_ttl: float | None) -> Record | None: ...
+
+    async def acreate(self, session_id: str, record: Record, ttl: float) -> None: ...
+
+    async def amerge(
+        self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float, ttl: float
+    ) -> MergeResult: ...
+
+    async def adelete(self, session_id: str) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ThreadedAsyncFace:
+    """The async face of a store whose work is blocking (file system, pymemcache).
+
+    Each call runs in a worker thread with ``thread_sensitive=False``: asgiref's
+    default funnels every call through one thread, which would serialise all
+    requests of an ASGI app on its session store.
+    """
+
+    async def aload(self: SessionStore, session_id: str, touch_ttl: float | None) -> Record | None:
+        return await sync_to_async(self.load, thread_sensitive=False)(session_id, touch_ttl)
+
+    async def acreate(self: SessionStore, session_id: str, record: Record, ttl: float) -> None:
+        await sync_to_async(self.create, thread_sensitive=False)(session_id, record, ttl)
+
+    async def amerge(
+        self: SessionStore, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float, ttl: float
+    ) -> MergeResult:
+        return await sync_to_async(self.merge, thread_sensitive=False)(session_id, changes, accessed_at, ttl)
+
+    async def adelete(self: SessionStore, session_id: str) -> None:
+        await sync_to_async(self.delete, thread_sensitive=False)(session_id)
+
+    async def aclose(self: SessionStore) -> None:
+        await sync_to_async(self.close, thread_sensitive=False)()

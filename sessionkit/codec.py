@@ -1,0 +1,253 @@
+"""Session ids and the cookie that carries them.
+
+Pure functions over `str`: no I/O. A session id is 256 random bits; the cookie
+value is the id and an HMAC-SHA256 signature, so the store is never asked about
+an id this service did not issue. Parsing is strict and bounded because the
+`Cookie` header is attacker-controlled: anything that is not exactly the shape
+we issue is ignored before any cryptography runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .errors import ConfigError
+
+__all__ = [
+    "CookieCodec",
+    "IdSigner",
+    "Incoming",
+    "SameSite",
+    "derive_key",
+    "dump_cookie",
+    "new_session_id",
+    "parse_cookie_header",
+]
+
+SameSite = Literal["lax", "strict", "none"]
+
+#: 32 random bytes = 256 bits, base64url without padding = 43 characters.
+ID_BYTES = 32
+_ID_CHARS = 43
+_SIG_CHARS = 43  # a SHA-256 digest, base64url without padding
+_SIGNED_RE = re.compile(rf"[A-Za-z0-9_-]{{{_ID_CHARS}}}\.[A-Za-z0-9_-]{{{_SIG_CHARS}}}")
+_ID_RE = re.compile(rf"[A-Za-z0-9_-]{{{_ID_CHARS}}}")
+#: Browsers drop cookies over 4096 bytes; werkzeug warns from 4093 on.
+MAX_COOKIE_BYTES = 4093
+#: A Cookie header naming our cookie more often than this is garbage, not a browser.
+_MAX_CANDIDATES = 8
+
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_COOKIE_VALUE_RE = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*")
+_ATTR_VALUE_RE = re.compile(r"[\x20-\x3A\x3C-\x7E]*")
+_SAMESITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
+
+
+def new_session_id() -> str:
+    """A fresh session id: 256 bits from `secrets`, URL- and cookie-safe."""
+    return secrets.token_urlsafe(ID_BYTES)
+
+
+def is_session_id(value: str) -> bool:
+    """True if `value` has the exact shape of an id we issue."""
+    return _ID_RE.fullmatch(value) is not None
+
+
+def derive_key(secret: bytes, purpose: bytes) -> bytes:
+    """HKDF-SHA256 (RFC 5869) of one secret for one purpose.
+
+    One secret then never serves two purposes: a key that signs cookie ids
+    cannot be replayed as, say, an encryption key, and vice versa.
+    """
+    prk = hmac.new(b"\x00" * 32, secret, hashlib.sha256).digest()
+    return hmac.new(prk, b"sessionkit:" + purpose + b"\x01", hashlib.sha256).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+class IdSigner:
+    """Signs ids with the first key; verifies with every key (rotation)."""
+
+    def __init__(self, secret_keys: Sequence[bytes]) -> None:
+        if not secret_keys:
+            raise ConfigError("at least one secret key is required", option="secret_keys")
+        self._keys = [derive_key(key, b"cookie-id") for key in secret_keys]
+
+    def _signature(self, key: bytes, session_id: str) -> str:
+        return _b64(hmac.new(key, session_id.encode("ascii"), hashlib.sha256).digest())
+
+    def sign(self, session_id: str) -> str:
+        return f"{session_id}.{self._signature(self._keys[0], session_id)}"
+
+    def unsign(self, value: str) -> tuple[str, int] | None:
+        """The id and the index of the key that signed it, or None if forged or malformed."""
+        if len(value) != _ID_CHARS + 1 + _SIG_CHARS or _SIGNED_RE.fullmatch(value) is None:
+            return None
+        session_id, signature = value[:_ID_CHARS], value[_ID_CHARS + 1 :]
+        for index, key in enumerate(self._keys):
+            if hmac.compare_digest(self._signature(key, session_id), signature):
+                return session_id, index
+        return None
+
+
+def parse_cookie_header(header: str, name: str) -> list[str]:
+    """Every value the header gives for cookie `name`, in order (bounded)."""
+    values: list[str] = []
+    if name not in header:
+        return values
+    for part in header.split(";"):
+        key, sep, value = part.partition("=")
+        if sep and key.strip() == name:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            values.append(value)
+            if len(values) >= _MAX_CANDIDATES:
+                break
+    return values
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """What the request's cookie says: a verified id, or nothing usable."""
+
+    session_id: str | None
+    #: The client sent our cookie (valid or not); needed to know whether to expire it.
+    present: bool
+    #: The id verified only under an older key: re-sign it on the response.
+    stale_key: bool = False
+
+
+_NO_COOKIE = Incoming(None, present=False)
+_BAD_COOKIE = Incoming(None, present=True)
+
+
+def dump_cookie(
+    name: str,
+    value: str,
+    *,
+    max_age: int | None = None,
+    path: str | None = "/",
+    domain: str | None = None,
+    secure: bool = False,
+    httponly: bool = True,
+    samesite: SameSite | None = "lax",
+    partitioned: bool = False,
+) -> str:
+    """Render one `Set-Cookie` header value, validating every part.
+
+    `max_age=0` expires the cookie now; `Expires` in the past is added too,
+    for clients that ignore `Max-Age`.
+    """
+    if not _TOKEN_RE.fullmatch(name):
+        raise ConfigError(f"cookie name {name!r} is not a valid token", option="cookie_name")
+    if not _COOKIE_VALUE_RE.fullmatch(value):
+        raise ValueError(f"cookie value for {name!r} has characters a cookie cannot carry")
+    parts = [f"{name}={value}"]
+    if domain:
+        if not _ATTR_VALUE_RE.fullmatch(domain):
+            raise ConfigError(f"cookie domain {domain!r} is invalid", option="cookie_domain")
+        parts.append(f"Domain={domain}")
+    if path:
+        if not _ATTR_VALUE_RE.fullmatch(path):
+            raise ConfigError(f"cookie path {path!r} is invalid", option="cookie_path")
+        parts.append(f"Path={path}")
+    if max_age is not None:
+        max_age = max(0, int(max_age))
+        parts.append(f"Max-Age={max_age}")
+        if max_age == 0:
+            parts.append("Expires=Thu, 01 Jan 1970 00:00:00 GMT")
+    if secure:
+        parts.append("Secure")
+    if httponly:
+        parts.append("HttpOnly")
+    if samesite:
+        parts.append(f"SameSite={_SAMESITE[samesite]}")
+    if partitioned:
+        parts.append("Partitioned")
+    header = "; ".join(parts)
+    if len(header.encode("latin-1")) > MAX_COOKIE_BYTES:
+        raise ValueError(f"cookie {name!r} is {len(header)} bytes; browsers drop cookies over {MAX_COOKIE_BYTES}")
+    return header
+
+
+class CookieCodec:
+    """Reads the session cookie from a `Cookie` header and renders `Set-Cookie`."""
+
+    def __init__(
+        self,
+        secret_keys: Sequence[bytes],
+        *,
+        name: str = "session",
+        path: str = "/",
+        domain: str | None = None,
+        secure: bool | None = None,
+        httponly: bool = True,
+        samesite: SameSite | None = "lax",
+        partitioned: bool = False,
+    ) -> None:
+        if samesite is not None and samesite not in _SAMESITE:
+            raise ConfigError(f"samesite must be 'lax', 'strict', 'none' or None, not {samesite!r}", option="samesite")
+        self.signer = IdSigner(secret_keys)
+        self.name = name
+        self.path = path
+        self.domain = domain
+        self.secure = secure
+        self.httponly = httponly
+        self.samesite: SameSite | None = samesite
+        self.partitioned = partitioned
+        # Validate the attributes once, at configuration time, not per response.
+        dump_cookie(name, "x", path=path, domain=domain, samesite=samesite)
+
+    def read(self, header: str | None) -> Incoming:
+        """The verified session id in `header`, if any; never raises on bad input."""
+        if not header:
+            return _NO_COOKIE
+        candidates = parse_cookie_header(header, self.name)
+        if not candidates:
+            return _NO_COOKIE
+        for candidate in candidates:
+            verified = self.signer.unsign(candidate)
+            if verified is not None:
+                return Incoming(verified[0], present=True, stale_key=verified[1] > 0)
+        return _BAD_COOKIE
+
+    def _is_secure(self, https: bool) -> bool:
+        return https if self.secure is None else self.secure
+
+    def render(self, session_id: str, *, max_age: int | None, https: bool) -> str:
+        """`Set-Cookie` value carrying the signed `session_id`."""
+        return dump_cookie(
+            self.name,
+            self.signer.sign(session_id),
+            max_age=max_age,
+            path=self.path,
+            domain=self.domain,
+            secure=self._is_secure(https),
+            httponly=self.httponly,
+            samesite=self.samesite,
+            partitioned=self.partitioned,
+        )
+
+    def render_expired(self, *, https: bool) -> str:
+        """`Set-Cookie` value that makes the browser drop the session cookie."""
+        return dump_cookie(
+            self.name,
+            "",
+            max_age=0,
+            path=self.path,
+            domain=self.domain,
+            secure=self._is_secure(https),
+            httponly=self.httponly,
+            samesite=self.samesite,
+            partitioned=self.partitioned,
+        )

@@ -1,0 +1,172 @@
+"""Parsing of configuration values: durations, secret keys and store URLs.
+
+A store is chosen by a URL so that one string in every service's environment
+(`SESSIONKIT_URL`) shares one store. The parser is strict: an option nobody reads
+is a typo, and a typo in a session store's configuration must not fail silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
+
+from .errors import ConfigError
+
+__all__ = ["MIN_KEY_BYTES", "StoreURL", "parse_duration", "parse_secret_keys"]
+
+#: HMAC-SHA256 keys shorter than the hash output weaken it (RFC 2104 §3).
+MIN_KEY_BYTES = 32
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_duration(value: float | timedelta, *, name: str) -> float:
+    """Seconds as a float from seconds or a `timedelta`; must be positive."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ConfigError(f"{name} must be seconds or a timedelta, not {value!r}", option=name)
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"{name} must be a positive, finite duration, not {value!r}", option=name)
+    return seconds
+
+
+def parse_secret_keys(keys: str | bytes | Iterable[str | bytes] | None) -> tuple[bytes, ...]:
+    """Secret keys as bytes, newest first; refuse missing or short keys.
+
+    A single string is one key (not a comma list: commas are only split in
+    `SESSIONKIT_SECRET_KEYS`, where the environment leaves no other choice).
+    """
+    if keys is None:
+        raise ConfigError("secret_keys is required: pass at least one key of 32+ bytes", option="secret_keys")
+    items: Sequence[str | bytes] = [keys] if isinstance(keys, (str, bytes)) else list(keys)
+    if not items:
+        raise ConfigError("secret_keys is empty: pass at least one key of 32+ bytes", option="secret_keys")
+    result = []
+    for position, key in enumerate(items):
+        if not isinstance(key, (str, bytes)):
+            raise ConfigError(f"secret_keys[{position}] must be str or bytes", option="secret_keys")
+        raw = key.encode("utf-8") if isinstance(key, str) else key
+        if len(raw) < MIN_KEY_BYTES:
+            raise ConfigError(
+                f"secret_keys[{position}] is {len(raw)} bytes; keys need at least {MIN_KEY_BYTES} "
+                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')",
+                option="secret_keys",
+            )
+        result.append(raw)
+    return tuple(result)
+
+
+@dataclass
+class StoreURL:
+    """A parsed store URL whose options are read once each, then checked for leftovers.
+
+    Backends read their options through the typed getters; `finish()` then
+    refuses any option that no getter asked for.
+    """
+
+    url: str
+    scheme: str
+    netloc: str
+    hostname: str | None
+    port: int | None
+    username: str | None
+    password: str | None
+    path: str
+    _options: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def parse(cls, url: str) -> StoreURL:
+        if not isinstance(url, str) or not url:
+            raise ConfigError(f"store URL must be a non-empty string, not {url!r}", option="url")
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+            raise ConfigError("store URL contains control characters", option="url")
+        try:
+            parts: SplitResult = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"store URL {_redact(url)!r} is malformed: {exc}", option="url") from exc
+        if not parts.scheme:
+            raise ConfigError(f"store URL {_redact(url)!r} has no scheme (e.g. memory://)", option="url")
+        if parts.fragment:
+            raise ConfigError(f"store URL {_redact(url)!r} must not have a #fragment", option="url")
+        options: dict[str, str] = {}
+        try:
+            pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+        except ValueError as exc:
+            raise ConfigError(f"store URL query {parts.query!r} is malformed", option="url") from exc
+        for name, value in pairs:
+            if name in options:
+                raise ConfigError(f"store URL option {name!r} is given twice", option=name)
+            options[name] = value
+        return cls(
+            url=url,
+            scheme=parts.scheme.lower(),
+            netloc=parts.netloc,
+            hostname=parts.hostname,
+            port=port,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            path=unquote(parts.path),
+            _options=options,
+        )
+
+    def get_str(self, name: str, default: str | None = None) -> str | None:
+        return self._options.pop(name, default)
+
+    def get_int(self, name: str, default: int, *, minimum: int = 0) -> int:
+        raw = self._options.pop(name, None)
+        if raw is None:
+            return default
+        try:
+            value = int(raw, 10)
+        except ValueError:
+            raise ConfigError(f"store URL option {name}={raw!r} is not an integer", option=name) from None
+        if value < minimum:
+            raise ConfigError(f"store URL option {name}={value} must be at least {minimum}", option=name)
+        return value
+
+    def get_float(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        raw = self._options.pop(name, None)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"store URL option {name}={raw!r} is not a number", option=name) from None
+        if not value >= minimum or value == float("inf"):
+            raise ConfigError(f"store URL option {name}={raw} must be a finite number >= {minimum}", option=name)
+        return value
+
+    def get_bool(self, name: str, default: bool) -> bool:
+        raw = self._options.pop(name, None)
+        if raw is None:
+            return default
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ConfigError(f"store URL option {name}={raw!r} is not a boolean (1/0, true/false)", option=name)
+
+    def finish(self) -> None:
+        """Refuse options that the backend did not read (typos must not pass silently)."""
+        if self._options:
+            names = ", ".join(sorted(self._options))
+            raise ConfigError(f"unknown option(s) for {self.scheme}:// store: {names}", option=sorted(self._options)[0])
+
+
+def _redact(url: str) -> str:
+    """The URL with any password replaced, for error messages and logs."""
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+            return parts._replace(netloc=netloc).geturl()
+    except ValueError:
+        return "<unparseable URL>"
+    return url

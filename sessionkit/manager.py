@@ -1,0 +1,221 @@
+"""The session lifecycle: one set of rules, driven by a sync or an async driver.
+
+`SessionManager` holds the configuration and decides *what* happens to a
+session: which id to load, what to write with which TTL, which ids to delete,
+which cookie to set. Those decisions are written once, as generators that yield
+store operations (`load_flow`, `save_flow`); `run_sync` and `run_async` carry
+them out. Adapters call `open`/`save` (WSGI) or `aopen`/`asave` (ASGI) and
+translate requests and responses, nothing more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import Any
+
+from .backends import open_store
+from .codec import CookieCodec, SameSite
+from .config import parse_duration, parse_secret_keys
+from .errors import ConfigError
+from .flow import Create, Delete, Flow, Load, Merge, MergeResult, run_async, run_sync
+from .record import CorruptRecord, Record, merge_data
+from .serializers import JSONSerializer, Serializer
+from .session import Session
+
+__all__ = ["Headers", "SessionManager", "session_id_hash"]
+
+log = logging.getLogger("sessionkit")
+
+Headers = list[tuple[str, str]]
+
+
+def session_id_hash(session_id: str) -> str:
+    """A short, one-way name for an id, for logs: a logged id would be a stolen session."""
+    return hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:16]
+
+
+class SessionManager:
+    """Configuration and lifecycle rules for sessions in one store.
+
+    Every service that passes the same URL, secret keys and cookie name shares
+    the same sessions. Timeouts are seconds or `timedelta`s; the idle timeout
+    is rolling (each request that loads the session extends it) unless
+    ``rolling=False``, and the absolute timeout counts from creation. Both are
+    enforced on the server: the store's TTL and the creation time in the record,
+    never only the cookie's expiry.
+    """
+
+    def __init__(
+        self,
+        url: str | Any = "memory://",
+        *,
+        secret_keys: str | bytes | Iterable[str | bytes] | None,
+        cookie_name: str = "session",
+        cookie_path: str = "/",
+        cookie_domain: str | None = None,
+        secure: bool | None = None,
+        httponly: bool = True,
+        samesite: SameSite | None = "lax",
+        partitioned: bool = False,
+        idle_timeout: float | timedelta = 86400,
+        absolute_timeout: float | timedelta = 604800,
+        rolling: bool = True,
+        serializer: Serializer | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        keys = parse_secret_keys(secret_keys)
+        if isinstance(samesite, str):
+            samesite = samesite.lower()  # type: ignore[assignment]
+        if samesite == "none" and secure is not True:
+            raise ConfigError("samesite='none' requires secure=True: browsers drop such cookies otherwise",
+                              option="samesite")
+        self.codec = CookieCodec(
+            keys,
+            name=cookie_name,
+            path=cookie_path,
+            domain=cookie_domain,
+            secure=secure,
+            httponly=httponly,
+            samesite=samesite,
+            partitioned=partitioned,
+        )
+        self.idle_timeout = parse_duration(idle_timeout, name="idle_timeout")
+        self.absolute_timeout = parse_duration(absolute_timeout, name="absolute_timeout")
+        self.rolling = rolling
+        self.serializer: Serializer = serializer or JSONSerializer()
+        self.store: Any = open_store(url) if isinstance(url, str) else url
+        self._clock = clock
+        self._touch_ttl = self.idle_timeout if rolling else None
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **options: Any) -> SessionManager:
+        """A manager from `SESSIONKIT_URL` and `SESSIONKIT_SECRET_KEYS` (comma-separated, newest first).
+
+        The same two variables in every service's environment are what make
+        them share sessions; keyword `options` set the rest.
+        """
+        env = os.environ if environ is None else environ
+        raw_keys = env.get("SESSIONKIT_SECRET_KEYS", "")
+        keys = [key.strip() for key in raw_keys.split(",") if key.strip()]
+        if not keys:
+            raise ConfigError("SESSIONKIT_SECRET_KEYS is not set (comma-separated keys, newest first)",
+                              option="SESSIONKIT_SECRET_KEYS")
+        return cls(env.get("SESSIONKIT_URL", "memory://"), secret_keys=keys, **options)
+
+    # -- the lifecycle, written once ---------------------------------------------
+
+    def new_session(self, cookie_header: str | None, *, https: bool = False,
+                    loader: Callable[[Session], None] | None = None) -> Session:
+        """A lazy session for a request's `Cookie` header; nothing is read yet."""
+        return Session(self.codec.read(cookie_header), self.serializer, loader, self._clock(), https=https)
+
+    def load_flow(self, session: Session) -> Flow[None]:
+        """Load the session the cookie names; anything wrong leaves it new and empty."""
+        session_id = session.incoming.session_id
+        if session_id is None:
+            return
+        try:
+            record: Record | None = yield Load(session_id, self._touch_ttl)
+        except CorruptRecord as exc:
+            log.warning("session %s: unreadable stored record (%s); starting a fresh session",
+                        session_id_hash(session_id), exc)
+            session._doom(session_id)
+            return
+        if record is None:
+            return
+        if self._clock() - record.created_at >= self.absolute_timeout:
+            session._doom(session_id)
+            return
+        loads = self.serializer.loads
+        try:
+            data = {key: loads(value) for key, value in record.data.items()}
+        except ValueError as exc:
+            log.warning("session %s: undecodable stored value (%s); starting a fresh session",
+                        session_id_hash(session_id), exc)
+            session._doom(session_id)
+            return
+        session._attach(session_id, record.data, data, record.created_at, record.accessed_at)
+
+    def save_flow(self, session: Session) -> Flow[Headers]:
+        """Write what changed and return the headers the response needs."""
+        if not session.accessed:
+            return []
+        headers: Headers = [("Vary", "Cookie")]
+        for old_id in list(session._doomed):
+            yield Delete(old_id)
+        now = self._clock()
+        if session._is_new:
+            data = session.encoded_data()
+            if data:
+                session_id = session.id
+                created_at = session._created_at
+                yield Create(session_id, Record(data, created_at, now), self._ttl(created_at, now))
+                headers.append(("Set-Cookie", self._render(session, session_id, created_at, now)))
+                session._mark_saved(session_id, data)
+                return headers
+            if session.incoming.present:
+                headers.append(("Set-Cookie", self.codec.render_expired(https=session.https)))
+            session._mark_saved(None, {})
+            return headers
+        session_id = session.id
+        changes = session.changes()
+        if changes:
+            result = yield Merge(session_id, changes, now, self._ttl(session._created_at, now))
+            if result is not MergeResult.APPLIED:
+                # Emptied, or invalidated elsewhere meanwhile: invalidation wins.
+                headers.append(("Set-Cookie", self.codec.render_expired(https=session.https)))
+                session._mark_gone()
+                return headers
+        if session.incoming.stale_key:
+            headers.append(("Set-Cookie", self._render(session, session_id, session._created_at, now)))
+        session._mark_saved(session_id, merge_data(session._raw, changes) if changes else session._raw)
+        return headers
+
+    def _ttl(self, created_at: float, now: float) -> float:
+        return max(1.0, min(self.idle_timeout, created_at + self.absolute_timeout - now))
+
+    def _render(self, session: Session, session_id: str, created_at: float, now: float) -> str:
+        # The cookie lives until the absolute timeout; the idle timeout is the server's to enforce.
+        max_age = max(1, math.ceil(created_at + self.absolute_timeout - now))
+        return self.codec.render(session_id, max_age=max_age, https=session.https)
+
+    # -- the two drivers ---------------------------------------------------------
+
+    def open(self, cookie_header: str | None, *, https: bool = False) -> Session:
+        """A session for a sync (WSGI) request; it loads on first use."""
+        return self.new_session(cookie_header, https=https, loader=self._load_sync)
+
+    def _load_sync(self, session: Session) -> None:
+        run_sync(self.load_flow(session), self.store)
+
+    def save(self, session: Session) -> Headers:
+        """Save a sync request's session; returns headers to add to the response."""
+        return run_sync(self.save_flow(session), self.store)
+
+    async def aopen(self, cookie_header: str | None, *, https: bool = False) -> Session:
+        """A session for an async (ASGI) request, loaded now if the cookie names one.
+
+        Async code cannot load lazily from a sync mapping access, so a request
+        with a valid cookie pays its one round trip up front.
+        """
+        session = self.new_session(cookie_header, https=https)
+        if session.incoming.session_id is not None:
+            await run_async(self.load_flow(session), self.store)
+            session._loaded = True
+        return session
+
+    async def asave(self, session: Session) -> Headers:
+        """Save an async request's session; returns headers to add to the response."""
+        return await run_async(self.save_flow(session), self.store)
+
+    def close(self) -> None:
+        self.store.close()
+
+    async def aclose(self) -> None:
+        await self.store.aclose()
