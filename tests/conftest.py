@@ -1,0 +1,68 @@
+"""Shared pytest fixtures.
+
+Sections: real backing servers (one per session, emptied per test). Add new
+fixtures under a section header of their own.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+import redis
+from pymemcache.client.base import Client as MemcacheClient
+from servers import MemcachedServer, RedisServer
+
+# --- real backing servers ----------------------------------------------------
+
+
+def _require(binary: str) -> None:
+    """Fail loudly: a silent skip would hide that backends were never tested."""
+    if shutil.which(binary) is None:
+        pytest.fail(
+            f"{binary} not found: run ./scripts/test, or install {binary}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the whole run; tests may restart() it."""
+    _require("redis-server")
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def memcached_server() -> Iterator[MemcachedServer]:
+    """One memcached for the whole run; tests may restart() it."""
+    _require("memcached")
+    server = MemcachedServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """URL of the session redis, emptied so each test starts clean."""
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    yield redis_server.url
+
+
+@pytest.fixture
+def memcache_url(memcached_server: MemcachedServer) -> Iterator[str]:
+    """URL of the session memcached, emptied so each test starts clean."""
+    client = MemcacheClient((memcached_server.host, memcached_server.port))
+    try:
+        client.flush_all(noreply=False)  # noreply would race the next test
+    finally:
+        client.close()
+    yield memcached_server.url
