@@ -7,9 +7,9 @@ import socket
 
 import pytest
 import redis
-import servers
+from . import servers
 from pymemcache.client.base import Client as MemcacheClient
-from servers import MemcachedServer, RedisServer
+from .servers import MemcachedServer, RedisServer
 
 AnyServer = RedisServer | MemcachedServer
 SERVER_CLASSES = [RedisServer, MemcachedServer]

@@ -1,0 +1,54 @@
+"""Test helpers: a real memory store that also records what it was asked."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sessionkit.backends.memory import MemoryStore
+from sessionkit.flow import MergeResult
+from sessionkit.record import Record
+
+KEY = "k" * 32
+OLD_KEY = "o" * 32
+
+
+class Clock:
+    """A clock tests move by hand."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class RecordingStore(MemoryStore):
+    """A real `MemoryStore` that logs each call, to count store round trips."""
+
+    def __init__(self, clock: Clock | None = None, **options: Any) -> None:
+        super().__init__(clock=clock or Clock(), **options)
+        self.calls: list[tuple[str, Any]] = []
+
+    def verbs(self) -> list[str]:
+        return [verb for verb, _ in self.calls]
+
+    def load(self, session_id: str, touch_ttl: float | None) -> Record | None:
+        self.calls.append(("load", (session_id, touch_ttl)))
+        return super().load(session_id, touch_ttl)
+
+    def create(self, session_id: str, record: Record, ttl: float) -> None:
+        self.calls.append(("create", (session_id, record, ttl)))
+        super().create(session_id, record, ttl)
+
+    def merge(self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float,
+              ttl: float) -> MergeResult:
+        self.calls.append(("merge", (session_id, dict(changes), ttl)))
+        return super().merge(session_id, changes, accessed_at, ttl)
+
+    def delete(self, session_id: str) -> None:
+        self.calls.append(("delete", session_id))
+        super().delete(session_id)

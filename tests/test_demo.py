@@ -1,0 +1,345 @@
+"""The writer/reader demo: its WSGI services in-process, then the real two-process launcher.
+
+The in-process tests give each service its own `SessionManager` built from the
+same directory, as two processes would. The end-to-end test runs
+``python -m sessionkit.demo`` on free ports and drives it over HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.cookiejar import CookieJar
+from pathlib import Path
+
+import httpx
+import pytest
+import webtest
+
+from sessionkit import SessionManager
+from sessionkit.demo import COOKIE_NAME, KEY_FILE, app_service, auth_service, load_or_create_key, make_manager
+
+AUTH_PORT = 8001
+HINT = "not logged in: visit http://127.0.0.1:8001/login?user=alice"
+READY_TIMEOUT = 15.0
+STOP_TIMEOUT = 10.0
+
+
+def session_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.session"))
+
+
+# --- the two WSGI services, in-process -----------------------------------------
+
+
+@dataclass
+class Services:
+    auth: webtest.TestApp
+    app: webtest.TestApp
+    jar: CookieJar
+    directory: Path
+
+    def cookie(self) -> str | None:
+        values = [cookie.value for cookie in self.jar if cookie.name == COOKIE_NAME]
+        assert len(values) <= 1, values
+        return values[0] if values else None
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Services]:
+    """Both services on one file store, each with its own manager (as two processes would have)."""
+    directory = tmp_path / "sessions"
+    auth_manager = make_manager(directory, environ={})
+    app_manager = make_manager(directory, environ={})
+    jar = CookieJar()
+    yield Services(
+        auth=webtest.TestApp(auth_service(auth_manager), cookiejar=jar),
+        app=webtest.TestApp(app_service(app_manager, AUTH_PORT), cookiejar=jar),
+        jar=jar,
+        directory=directory,
+    )
+    auth_manager.close()
+    app_manager.close()
+
+
+def test_app_is_forbidden_without_login(services: Services) -> None:
+    response = services.app.get("/", status=403)
+    assert response.json == {"error": HINT}
+    assert "Set-Cookie" not in response.headers
+    assert session_files(services.directory) == []
+
+
+def test_increment_is_forbidden_without_login(services: Services) -> None:
+    response = services.auth.get("/increment", status=403)
+    assert response.json == {"error": "not logged in"}
+    assert session_files(services.directory) == []
+
+
+def test_login_then_app_shows_user_and_count(services: Services) -> None:
+    login = services.auth.get("/login", {"user": "bob"})
+    assert login.json["logged_in"] == "bob"
+    assert services.cookie() is not None
+
+    shown = services.app.get("/")
+    assert (shown.json["user"], shown.json["count"]) == ("bob", 0)
+
+    assert services.auth.get("/increment").json["count"] == 1
+    assert services.auth.get("/increment").json["count"] == 2
+    shown = services.app.get("/")
+    assert (shown.json["user"], shown.json["count"]) == ("bob", 2)
+    assert len(session_files(services.directory)) == 1
+
+
+def test_login_defaults_to_alice_and_accepts_a_form_post(services: Services) -> None:
+    assert services.auth.get("/login").json["logged_in"] == "alice"
+    assert services.app.get("/").json["user"] == "alice"
+    assert services.auth.post("/login", {"user": "carol"}).json["logged_in"] == "carol"
+    assert services.app.get("/").json["user"] == "carol"
+
+
+def test_login_rejects_a_bad_user_name(services: Services) -> None:
+    services.auth.post("/login", {"user": ""}, status=400)
+    services.auth.get("/login", {"user": ""}, status=400)
+    services.auth.get("/login", {"user": "x" * 65}, status=400)
+    assert services.cookie() is None
+    assert session_files(services.directory) == []
+
+
+def test_login_regenerates_the_session_id(services: Services) -> None:
+    services.auth.get("/login", {"user": "alice"})
+    services.auth.get("/increment")
+    before = services.cookie()
+    assert before is not None
+
+    services.auth.get("/login", {"user": "bob"})
+    after = services.cookie()
+    assert after is not None
+    assert after != before
+    shown = services.app.get("/")
+    assert (shown.json["user"], shown.json["count"]) == ("bob", 1)  # the data moved to the new id
+    assert len(session_files(services.directory)) == 1  # ... and the old id's record is gone
+
+    services.jar.clear()
+    services.app.set_cookie(COOKIE_NAME, before)  # an id seen before login is worthless after it
+    assert services.app.get("/", status=403).json == {"error": HINT}
+
+
+def test_logout_ends_the_session_on_the_server(services: Services) -> None:
+    services.auth.get("/login", {"user": "alice"})
+    old_cookie = services.cookie()
+    assert old_cookie is not None
+
+    logout = services.auth.get("/logout")
+    assert logout.json["logged_out"] is True
+    assert "Max-Age=0" in logout.headers["Set-Cookie"]
+    assert services.cookie() is None
+    assert session_files(services.directory) == []
+    services.app.get("/", status=403)
+
+    services.jar.clear()
+    services.app.set_cookie(COOKIE_NAME, old_cookie)  # a copied cookie is worthless after logout
+    services.app.get("/", status=403)
+
+
+def test_unknown_paths_and_methods(services: Services) -> None:
+    services.auth.get("/nope", status=404)
+    services.app.get("/nope", status=404)
+    response = services.auth.put("/login", status=405)
+    assert response.headers["Allow"] == "GET, POST"
+    services.app.post("/", status=405)
+
+
+# --- the shared configuration ---------------------------------------------------
+
+
+def test_key_is_generated_once_and_kept_private(tmp_path: Path) -> None:
+    first = load_or_create_key(tmp_path / "d")
+    assert len(first) >= 32
+    assert load_or_create_key(tmp_path / "d") == first
+    assert stat.S_IMODE((tmp_path / "d" / KEY_FILE).stat().st_mode) == 0o600
+    assert load_or_create_key(tmp_path / "other") != first
+    assert [path.name for path in (tmp_path / "d").iterdir()] == [KEY_FILE]  # no temp file left
+
+
+def test_environment_key_wins_and_a_different_key_shares_nothing(tmp_path: Path) -> None:
+    directory = tmp_path / "sessions"
+    env_key = "k" * 40
+    file_manager = make_manager(directory, environ={})
+    env_manager = make_manager(directory, environ={"SESSIONKIT_SECRET_KEYS": env_key})
+    try:
+        jar = CookieJar()
+        auth = webtest.TestApp(auth_service(file_manager), cookiejar=jar)
+        foreign_app = webtest.TestApp(app_service(env_manager, AUTH_PORT), cookiejar=jar)
+        auth.get("/login", {"user": "alice"})
+        assert len(session_files(directory)) == 1  # the session exists in the shared store ...
+        foreign_app.get("/", status=403)  # ... but a service with another key cannot use its cookie
+    finally:
+        file_manager.close()
+        env_manager.close()
+
+
+def test_manager_is_built_from_the_env_variables(tmp_path: Path) -> None:
+    key = "e" * 40
+    manager = make_manager(tmp_path / "with space", environ={"SESSIONKIT_SECRET_KEYS": key})
+    try:
+        assert isinstance(manager, SessionManager)
+        assert manager.codec.name == COOKIE_NAME
+        assert not (tmp_path / "with space" / KEY_FILE).exists()  # the env key is used, none generated
+        session = manager.open(None)
+        session["user"] = "alice"
+        headers = dict(manager.save(session))
+        assert headers["Set-Cookie"].startswith(f"{COOKIE_NAME}=")
+        assert len(session_files(tmp_path / "with space")) == 1
+    finally:
+        manager.close()
+
+
+# --- the real demo: two processes -----------------------------------------------
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct unused loopback ports (held open together so they cannot repeat)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass
+class Demo:
+    process: subprocess.Popen[bytes]
+    auth: str
+    app: str
+    auth_port: int
+    directory: Path
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=0.5)
+    except httpx.TransportError:
+        return False
+    return True
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _environment() -> dict[str, str]:
+    """Our environment minus the demo's variables, so it generates and shares its own key."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SESSIONKIT_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    auth_port, app_port = free_ports(2)
+    directory = tmp_path / "sessions"
+    log = tmp_path / "demo.log"
+    command = [sys.executable, "-m", "sessionkit.demo", "--auth-port", str(auth_port),
+               "--app-port", str(app_port), "--dir", str(directory)]
+    with open(log, "wb") as output:
+        # Its own process group, so the teardown can reach the children too if anything goes wrong.
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path,
+                                   env=_environment(), start_new_session=True)
+    running = Demo(process, f"http://127.0.0.1:{auth_port}", f"http://127.0.0.1:{app_port}",
+                   auth_port, directory, log)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not (_answers(running.auth + "/") and _answers(running.app + "/")):
+            if process.poll() is not None:
+                pytest.fail(f"demo exited with {process.returncode}:\n{running.output()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"demo did not answer within {READY_TIMEOUT}s:\n{running.output()}")
+            time.sleep(0.1)
+        yield running
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # any child the launcher failed to stop
+        except ProcessLookupError:
+            pass
+
+
+def test_demo_shares_one_session_across_two_processes(demo: Demo) -> None:
+    with httpx.Client(timeout=5.0) as client:
+        response = client.get(demo.app + "/")
+        assert response.status_code == 403
+        assert response.json() == {"error": f"not logged in: visit {demo.auth}/login?user=alice"}
+
+        login = client.get(demo.auth + "/login", params={"user": "alice"})
+        assert login.status_code == 200
+        assert client.cookies.get(COOKIE_NAME)  # one client: cookies are per host, not per port
+
+        shown = client.get(demo.app + "/")
+        assert shown.status_code == 200
+        assert (shown.json()["user"], shown.json()["count"]) == ("alice", 0)
+        auth_pid, app_pid = login.json()["pid"], shown.json()["pid"]
+        assert len({auth_pid, app_pid, demo.process.pid, os.getpid()}) == 4  # really separate processes
+
+        assert client.get(demo.auth + "/increment").json()["count"] == 1
+        assert client.get(demo.auth + "/increment").json()["count"] == 2
+        shown = client.get(demo.app + "/")
+        assert (shown.json()["user"], shown.json()["count"]) == ("alice", 2)
+
+        assert len(session_files(demo.directory)) == 1  # the session lives in the store, not in a process
+        assert (demo.directory / KEY_FILE).is_file()  # the key both processes share
+
+        assert client.get(demo.auth + "/logout").status_code == 200
+        assert client.get(demo.app + "/").status_code == 403
+        assert session_files(demo.directory) == []
+
+    banner = demo.output()
+    assert f"curl -c jar -b jar '{demo.auth}/login?user=alice'" in banner
+    assert f"curl -b jar {demo.app}/" in banner
+    assert "SESSIONKIT_SECRET_KEYS" in banner
+    assert "per host, not per port" in banner
+
+    demo.process.send_signal(signal.SIGINT)
+    assert demo.process.wait(timeout=STOP_TIMEOUT) == 0, demo.output()
+    deadline = time.monotonic() + 5.0
+    while not (_gone(auth_pid) and _gone(app_pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(auth_pid) and _gone(app_pid), "a demo service outlived the launcher"
+    assert not _answers(demo.auth + "/")
+    assert not _answers(demo.app + "/")
+    assert "demo: stopped" in demo.output()
+
+
+def test_demo_refuses_a_busy_port(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        busy_port = busy.getsockname()[1]
+        (free_port,) = free_ports(1)
+        result = subprocess.run(
+            [sys.executable, "-m", "sessionkit.demo", "--auth-port", str(free_port),
+             "--app-port", str(busy_port), "--dir", str(tmp_path / "sessions")],
+            capture_output=True, text=True, timeout=STOP_TIMEOUT, env=_environment(), cwd=tmp_path,
+        )
+    assert result.returncode == 1
+    assert f"{busy_port} already in use" in result.stderr
+    assert not _answers(f"http://127.0.0.1:{free_port}/")
