@@ -1,7 +1,7 @@
 """Store operations as values, and the two drivers that carry them out.
 
 The session lifecycle (in `manager.py`) is written once, as generators that
-yield these operations and receive their results. `run_sync` and `run_async`
+yield these operations (plain named tuples) and receive their results. `run_sync` and `run_async`
 are the only code that calls a store, so the sync (WSGI) and async (ASGI)
 faces can never drift apart. A store's exception is thrown back into the flow,
 which decides what it means (a corrupt record starts a fresh session; an
@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from .record import Record
 
-__all__ = ["Create", "Delete", "Flow", "Load", "Merge", "MergeResult", "Op", "run_async", "run_sync"]
+__all__ = ["VERBS", "Create", "Delete", "Flow", "Load", "Merge", "MergeResult", "Op", "run_async", "run_sync"]
 
 T = TypeVar("T")
 
@@ -32,42 +31,22 @@ class MergeResult(enum.Enum):
     GONE = "gone"
 
 
-class Op:
-    """A store operation: `verb` names the store method, `args()` its arguments."""
-
-    verb: ClassVar[str]
-
-    def args(self) -> tuple[Any, ...]:
-        raise NotImplementedError
-
-
-@dataclass(frozen=True, slots=True)
-class Load(Op):
+class Load(NamedTuple):
     """Read a session; with `touch_ttl`, also push its expiry out, in the same round trip."""
 
-    verb = "load"
     session_id: str
     touch_ttl: float | None
 
-    def args(self) -> tuple[Any, ...]:
-        return (self.session_id, self.touch_ttl)
 
-
-@dataclass(frozen=True, slots=True)
-class Create(Op):
+class Create(NamedTuple):
     """Write a whole new session (a new id: nothing to merge with)."""
 
-    verb = "create"
     session_id: str
     record: Record
     ttl: float
 
-    def args(self) -> tuple[Any, ...]:
-        return (self.session_id, self.record, self.ttl)
 
-
-@dataclass(frozen=True, slots=True)
-class Merge(Op):
+class Merge(NamedTuple):
     """Apply a per-key change to what the store holds *now*, atomically.
 
     Keys this request did not change are left as they are in the store, so
@@ -75,25 +54,24 @@ class Merge(Op):
     is gone stays gone (`MergeResult.GONE`).
     """
 
-    verb = "merge"
     session_id: str
     changes: Mapping[str, bytes | None]
     accessed_at: float
     ttl: float
 
-    def args(self) -> tuple[Any, ...]:
-        return (self.session_id, self.changes, self.accessed_at, self.ttl)
 
-
-@dataclass(frozen=True, slots=True)
-class Delete(Op):
+class Delete(NamedTuple):
     """Remove a session (logout, regeneration, expiry found on read)."""
 
-    verb = "delete"
     session_id: str
 
-    def args(self) -> tuple[Any, ...]:
-        return (self.session_id,)
+
+#: A store operation: its fields are the store method's arguments, in order.
+Op = Load | Create | Merge | Delete
+
+#: The store method each operation calls; the async face prefixes it with "a".
+VERBS: dict[type[Any], str] = {Load: "load", Create: "create", Merge: "merge", Delete: "delete"}
+_ASYNC_VERBS = {op: "a" + verb for op, verb in VERBS.items()}
 
 
 Flow = Generator[Op, Any, T]
@@ -110,7 +88,7 @@ def run_sync(flow: Flow[T], store: Any) -> T:
             return stop.value  # type: ignore[no-any-return]
         error = None
         try:
-            result = getattr(store, op.verb)(*op.args())
+            result = getattr(store, VERBS[type(op)])(*op)
         except Exception as exc:
             result, error = None, exc
 
@@ -126,6 +104,6 @@ async def run_async(flow: Flow[T], store: Any) -> T:
             return stop.value  # type: ignore[no-any-return]
         error = None
         try:
-            result = await getattr(store, "a" + op.verb)(*op.args())
+            result = await getattr(store, _ASYNC_VERBS[type(op)])(*op)
         except Exception as exc:
             result, error = None, exc

@@ -34,6 +34,9 @@ log = logging.getLogger("sessionkit")
 
 Headers = list[tuple[str, str]]
 
+#: Any response whose handler read the session depends on the cookie.
+_VARY = ("Vary", "Cookie")
+
 
 def session_id_hash(session_id: str) -> str:
     """A short, one-way name for an id, for logs: a logged id would be a stolen session."""
@@ -129,7 +132,7 @@ class SessionManager:
             return
         if record is None:
             return
-        if self._clock() - record.created_at >= self.absolute_timeout:
+        if session._now - record.created_at >= self.absolute_timeout:
             session._doom(session_id)
             return
         loads = self.serializer.loads
@@ -146,9 +149,12 @@ class SessionManager:
         """Write what changed and return the headers the response needs."""
         if not session.accessed:
             return []
-        headers: Headers = [("Vary", "Cookie")]
-        for old_id in list(session._doomed):
-            yield Delete(old_id)
+        headers: Headers = [_VARY]
+        if session._is_quiet():
+            return headers
+        if session._doomed:
+            for old_id in list(session._doomed):
+                yield Delete(old_id)
         now = self._clock()
         if session._is_new:
             data = session.encoded_data()
@@ -163,27 +169,28 @@ class SessionManager:
                 headers.append(("Set-Cookie", self.codec.render_expired(https=session.https)))
             session._mark_saved(None, {})
             return headers
-        session_id = session.id
+        stored_id = session._id
+        assert stored_id is not None  # a stored session always has its id
         changes = session.changes()
         if changes:
-            result = yield Merge(session_id, changes, now, self._ttl(session._created_at, now))
+            result = yield Merge(stored_id, changes, now, self._ttl(session._created_at, now))
             if result is not MergeResult.APPLIED:
                 # Emptied, or invalidated elsewhere meanwhile: invalidation wins.
                 headers.append(("Set-Cookie", self.codec.render_expired(https=session.https)))
                 session._mark_gone()
                 return headers
         if session.incoming.stale_key:
-            headers.append(("Set-Cookie", self._render(session, session_id, session._created_at, now)))
-        session._mark_saved(session_id, merge_data(session._raw, changes) if changes else session._raw)
+            headers.append(("Set-Cookie", self._render(session, stored_id, session._created_at, now)))
+        session._mark_saved(stored_id, merge_data(session._raw, changes) if changes else session._raw)
         return headers
 
     def _ttl(self, created_at: float, now: float) -> float:
         return max(1.0, min(self.idle_timeout, created_at + self.absolute_timeout - now))
 
-    def _render(self, session: Session, session_id: str, created_at: float, now: float) -> str:
+    def _render(self, session: Session, stored_id: str, created_at: float, now: float) -> str:
         # The cookie lives until the absolute timeout; the idle timeout is the server's to enforce.
         max_age = max(1, math.ceil(created_at + self.absolute_timeout - now))
-        return self.codec.render(session_id, max_age=max_age, https=session.https)
+        return self.codec.render(stored_id, max_age=max_age, https=session.https)
 
     # -- the two drivers ---------------------------------------------------------
 
@@ -196,6 +203,8 @@ class SessionManager:
 
     def save(self, session: Session) -> Headers:
         """Save a sync request's session; returns headers to add to the response."""
+        if session._touched and session._is_quiet():
+            return [_VARY]  # the read-only request: skip the flow machinery on the hot path
         return run_sync(self.save_flow(session), self.store)
 
     async def aopen(self, cookie_header: str | None, *, https: bool = False) -> Session:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NamedTuple
 
-__all__ = ["CorruptRecord", "Record", "decode_record", "encode_record", "merge_data"]
+__all__ = ["NO_META", "CorruptRecord", "Record", "decode_record", "encode_record", "merge_data"]
 
 _VERSION = 1
 
@@ -21,15 +22,21 @@ class CorruptRecord(ValueError):
     """A stored blob that cannot be read back; the session starts fresh."""
 
 
-@dataclass(frozen=True)
-class Record:
-    """One session as stored: values as bytes, plus the times the manager needs."""
+#: Shared, read-only "no metadata".
+NO_META: Mapping[str, str] = MappingProxyType({})
+
+
+class Record(NamedTuple):
+    """One session as stored: values as bytes, plus the times the manager needs.
+
+    A named tuple: built on every write, so it must be cheap to build.
+    """
 
     data: Mapping[str, bytes]
     created_at: float
     accessed_at: float
     #: Extra per-session metadata a later feature may need (user index, flags).
-    meta: Mapping[str, str] = field(default_factory=dict)
+    meta: Mapping[str, str] = NO_META
 
 
 def merge_data(current: Mapping[str, bytes], changes: Mapping[str, bytes | None]) -> dict[str, bytes]:

@@ -8,6 +8,8 @@ a pickle-based session store hands an attacker who can write to it.
 from __future__ import annotations
 
 import json
+import json.scanner
+from json.encoder import encode_basestring
 from typing import Any, Protocol
 
 from .errors import SerializationError
@@ -37,16 +39,40 @@ class JSONSerializer:
 
     def __init__(self) -> None:
         self._encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        self._decoder = json.JSONDecoder()
+        # Lone surrogates have no UTF-8 form: such strings are written \\u-escaped instead.
+        self._ascii_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+        self._decoder = json.JSONDecoder(parse_constant=_refuse_constant)
+        self._scan_once = json.scanner.make_scanner(self._decoder)  # type: ignore[arg-type]
 
     def dumps(self, value: Any) -> bytes:
+        # Integers and strings (most session values) skip the encoder's generic
+        # machinery; the bytes are the same the encoder would give.
+        kind = type(value)
         try:
-            return self._encoder.encode(value).encode("utf-8")
+            if kind is int:
+                return int.__repr__(value).encode("ascii")
+            text = encode_basestring(value) if kind is str else self._encoder.encode(value)
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            return self._ascii_encoder.encode(value).encode("ascii")
         except (TypeError, ValueError, RecursionError) as exc:
             raise SerializationError(f"value cannot be stored as JSON: {exc}") from exc
 
     def loads(self, data: bytes) -> Any:
         try:
-            return self._decoder.decode(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise ValueError(f"stored value is not valid JSON: {exc}") from exc
+            text = data.decode("utf-8")
+            try:
+                # The decoder's own scanner, without `decode`'s whitespace handling:
+                # our own output has none; anything else takes the strict path below.
+                value, end = self._scan_once(text, 0)
+                if end == len(text):
+                    return value
+            except StopIteration:
+                pass
+            return self._decoder.decode(text)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise ValueError(f"stored value is not valid JSON: {exc}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

@@ -33,6 +33,10 @@ class Session(MutableMapping[str, Any]):
     effect in the store when the response is sent.
     """
 
+    __slots__ = ("_accessed_at", "_changed", "_created_at", "_data", "_doomed", "_id", "_invalidated", "_is_new",
+                 "_loaded", "_loader", "_now", "_raw", "_regenerated", "_serializer", "_touched", "_watched",
+                 "https", "incoming")
+
     def __init__(self, incoming: Incoming, serializer: Serializer, loader: Loader | None, now: float,
                  *, https: bool = False) -> None:
         self.incoming = incoming
@@ -214,7 +218,8 @@ class Session(MutableMapping[str, Any]):
             return {}
         raw = self._raw
         changes: dict[str, bytes | None] = {}
-        for key in self._changed | self._watched:
+        keys = self._changed if not self._watched else self._changed | self._watched
+        for key in keys:
             if key in self._data:
                 encoded = self._encode(key, self._data[key])
                 if raw.get(key) != encoded:
@@ -232,6 +237,10 @@ class Session(MutableMapping[str, Any]):
             return self._serializer.dumps(value)
         except SerializationError as exc:
             raise SerializationError(f"session[{key!r}]: {exc}", key=key) from exc
+
+    def _is_quiet(self) -> bool:
+        """A stored session with nothing to write and no cookie to re-sign: saving is a no-op."""
+        return not (self._is_new or self.incoming.stale_key or self._has_pending())
 
     def _has_pending(self) -> bool:
         """Cheap check: could a save now write anything? (Exact answer: `changes()`.)"""

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from pymemcache.client.base import Client as MemcacheClient
+
 from .servers import MemcachedServer, RedisServer
 
 # --- real backing servers ----------------------------------------------------

@@ -194,3 +194,22 @@ def test_dump_cookie_refuses_bad_values_and_oversize() -> None:
         dump_cookie("a", "b;c")
     with pytest.raises(ValueError, match="4093"):
         dump_cookie("a", "b" * 5000)
+
+
+@pytest.mark.parametrize("key", [b"", b"k" * 32, b"x" * 64, b"y" * 65, bytes(range(256))])
+def test_keyed_sha256_is_hmac_sha256(key: bytes) -> None:
+    from sessionkit.codec import KeyedSha256
+
+    keyed = KeyedSha256(key)
+    for message in [b"", b"abc", b"m" * 1000]:
+        assert keyed.digest(message) == hmac.digest(key, message, "sha256")
+
+
+def test_verified_values_are_cached_forged_ones_are_not() -> None:
+    signer = IdSigner([NEW], cache_size=2)
+    values = [signer.sign(new_session_id()) for _ in range(3)]
+    for value in values:
+        assert signer.unsign(value) is not None
+    assert len(signer._verified) <= 2
+    forged = values[0][:-1] + ("A" if values[0][-1] != "A" else "B")
+    assert signer.unsign(forged) is None and forged not in signer._verified

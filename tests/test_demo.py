@@ -133,6 +133,7 @@ def test_login_regenerates_the_session_id(services: Services) -> None:
 
 def test_logout_ends_the_session_on_the_server(services: Services) -> None:
     services.auth.get("/login", {"user": "alice"})
+    services.auth.get("/increment")
     old_cookie = services.cookie()
     assert old_cookie is not None
 
@@ -252,6 +253,10 @@ def _environment() -> dict[str, str]:
     return env
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[Demo]:
     auth_port, app_port = free_ports(2)
@@ -260,14 +265,17 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
     command = [sys.executable, "-m", "sessionkit.demo", "--auth-port", str(auth_port),
                "--app-port", str(app_port), "--dir", str(directory)]
     with open(log, "wb") as output:
-        # Its own process group, so the teardown can reach the children too if anything goes wrong.
+        # Its own process group, so the teardown can reach the children too if anything goes wrong;
+        # SIGINT ignored on entry, as for `python -m sessionkit.demo &` in a script: Ctrl-C must still work.
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path,
-                                   env=_environment(), start_new_session=True)
+                                   env=_environment(), start_new_session=True, preexec_fn=_ignore_sigint)
     running = Demo(process, f"http://127.0.0.1:{auth_port}", f"http://127.0.0.1:{app_port}",
                    auth_port, directory, log)
     try:
         deadline = time.monotonic() + READY_TIMEOUT
-        while not (_answers(running.auth + "/") and _answers(running.app + "/")):
+        # Ready: both ports answer and the launcher has printed its instructions.
+        while not (_answers(running.auth + "/") and _answers(running.app + "/")
+                   and "Ctrl-C stops both services." in running.output()):
             if process.poll() is not None:
                 pytest.fail(f"demo exited with {process.returncode}:\n{running.output()}")
             if time.monotonic() > deadline:
@@ -326,7 +334,11 @@ def test_demo_shares_one_session_across_two_processes(demo: Demo) -> None:
     assert _gone(auth_pid) and _gone(app_pid), "a demo service outlived the launcher"
     assert not _answers(demo.auth + "/")
     assert not _answers(demo.app + "/")
-    assert "demo: stopped" in demo.output()
+    output = demo.output()
+    lines = output.splitlines()
+    assert {"auth: stopped", "app: stopped", "demo: stopped"} <= set(lines), output
+    assert lines[-1] == "demo: stopped", output  # the launcher stopped both services, then itself
+    assert "launcher is gone" not in output, output  # not the orphan fallback
 
 
 def test_demo_refuses_a_busy_port(tmp_path: Path) -> None:

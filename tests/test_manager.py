@@ -264,7 +264,7 @@ def test_async_driver_runs_the_same_flows(manager: SessionManager, store: Record
         again["count"] = 1
         return again, await manager.asave(again)
 
-    session, headers = asyncio.run(scenario())
+    _session, headers = asyncio.run(scenario())
     assert store.verbs() == ["create", "load", "merge"]
     assert headers == [("Vary", "Cookie")]
 

@@ -7,8 +7,9 @@ import socket
 
 import pytest
 import redis
-from . import servers
 from pymemcache.client.base import Client as MemcacheClient
+
+from . import servers
 from .servers import MemcachedServer, RedisServer
 
 AnyServer = RedisServer | MemcachedServer

@@ -30,18 +30,19 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 def add_headers(headers: list[tuple[str, str]], extra: Headers) -> list[tuple[str, str]]:
     """`headers` plus `extra`, merging `Vary` into an existing one instead of repeating it."""
     result = list(headers)
+    vary_at = None
+    for index, (name, _) in enumerate(result):
+        if name.lower() == "vary":
+            vary_at = index
+            break
     for name, value in extra:
-        if name == "Vary":
-            for index, (existing, current) in enumerate(result):
-                if existing.lower() == "vary":
-                    tokens = {token.strip().lower() for token in current.split(",")}
-                    if value.lower() not in tokens and "*" not in tokens:
-                        result[index] = (existing, f"{current}, {value}")
-                    break
-            else:
-                result.append((name, value))
-        else:
+        if name != "Vary" or vary_at is None:
             result.append((name, value))
+            continue
+        existing, current = result[vary_at]
+        tokens = {token.strip().lower() for token in current.split(",")}
+        if value.lower() not in tokens and "*" not in tokens:
+            result[vary_at] = (existing, f"{current}, {value}")
     return result
 
 
@@ -67,6 +68,8 @@ class SessionMiddleware:
 
 class _ClosingIterator:
     """Passes the body through and saves late changes when the server closes it."""
+
+    __slots__ = ("_body", "_iterator", "_manager", "_session")
 
     def __init__(self, body: Iterable[bytes], manager: SessionManager, session: Session) -> None:
         self._body = body

@@ -11,11 +11,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 from ..config import StoreURL
 from ..errors import ConfigError
 from ..flow import MergeResult
-from ..record import Record, merge_data
+from ..record import NO_META, Record, merge_data
 
 __all__ = ["MemoryStore"]
 
@@ -61,7 +62,8 @@ class MemoryStore:
             return record
 
     def create(self, session_id: str, record: Record, ttl: float) -> None:
-        record = Record(dict(record.data), record.created_at, record.accessed_at, dict(record.meta))
+        record = Record(dict(record.data), record.created_at, record.accessed_at,
+                        MappingProxyType(dict(record.meta)) if record.meta else NO_META)
         with self._lock:
             self._put(session_id, record, self._clock() + ttl)
 

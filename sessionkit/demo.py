@@ -1,0 +1,516 @@
+"""Two services, two processes, one session: the classic writer/reader pair.
+
+``python -m sessionkit.demo`` starts two WSGI services as separate OS processes:
+
+- **auth** (writer, port 8001): ``/login?user=NAME`` regenerates the session id
+  and stores the user, ``/increment`` bumps a counter, ``/logout`` invalidates
+  the session.
+- **app** (reader, port 8002): ``/`` shows the user and the counter written by
+  the *other* process, or answers 403 with a hint to log in first.
+
+Neither process talks to the other. They share sessions only because each
+builds a `SessionManager` from the same configuration: the same store URL (by
+default a ``file://`` directory, ``--dir``; ``--url`` points it elsewhere), the
+same secret key and the same cookie name. That is all a real deployment needs
+too: the same ``SESSIONKIT_URL`` and ``SESSIONKIT_SECRET_KEYS`` in every
+service's environment. Without ``SESSIONKIT_SECRET_KEYS``, the demo generates a
+key once and keeps it in ``<dir>/.demo-key`` so both processes (and restarts)
+agree on it.
+
+Browsers and curl scope cookies by host, not by port, so on 127.0.0.1 the two
+services see the same cookie; in production they sit behind one domain (a
+reverse proxy routing paths to services), which has the same effect.
+
+It is a demo: login over GET and no CSRF protection keep the curl lines short;
+a real service changes state only on POST, behind CSRF checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from http import HTTPStatus
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+from urllib.parse import parse_qs, quote
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from .adapters.wsgi import ENVIRON_KEY, SessionMiddleware
+from .errors import SessionKitError
+from .manager import SessionManager
+from .session import Session
+
+__all__ = [
+    "COOKIE_NAME",
+    "HOST",
+    "app_service",
+    "auth_service",
+    "load_or_create_key",
+    "main",
+    "make_manager",
+    "store_url",
+]
+
+HOST = "127.0.0.1"
+COOKIE_NAME = "sessionkit_demo"
+KEY_FILE = ".demo-key"
+DEFAULT_DIR = "./demo-sessions"
+DEFAULT_AUTH_PORT = 8001
+DEFAULT_APP_PORT = 8002
+DEFAULT_USER = "alice"
+MAX_USER_CHARS = 64
+MAX_FORM_BYTES = 4096
+DESCRIPTION = "Two services, two processes, one session: the classic writer/reader pair."
+READY_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+
+# -- shared configuration -------------------------------------------------------
+
+
+def store_url(directory: Path) -> str:
+    """The ``file://`` URL of a session directory (made absolute, so every process agrees)."""
+    return "file://" + quote(str(directory.resolve()))
+
+
+def load_or_create_key(directory: Path) -> str:
+    """The demo's secret key in ``directory/.demo-key``, created once if missing.
+
+    Created atomically (written aside, then hard-linked into place, which fails
+    if the key exists), so two processes starting at once still agree on one key.
+    """
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / KEY_FILE
+    if not path.exists():
+        temp = directory / f"{KEY_FILE}.{secrets.token_hex(8)}.partial"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(secrets.token_urlsafe(32) + "\n")
+            os.link(temp, path)
+        except FileExistsError:
+            pass  # another process won the race: use its key
+        finally:
+            temp.unlink(missing_ok=True)
+    return path.read_text(encoding="ascii").strip()
+
+
+def secret_keys_source(directory: Path, environ: dict[str, str] | None = None) -> str:
+    """Where the key comes from, for the banner."""
+    env = os.environ if environ is None else environ
+    if env.get("SESSIONKIT_SECRET_KEYS", "").strip():
+        return "SESSIONKIT_SECRET_KEYS"
+    return str(directory / KEY_FILE)
+
+
+def make_manager(directory: Path, url: str | None = None,
+                 environ: dict[str, str] | None = None) -> SessionManager:
+    """The one configuration both services use: same store, same key, same cookie name.
+
+    It goes through `SessionManager.from_env`, with the very variables a real
+    deployment sets; only the key falls back to the demo's key file.
+    """
+    env = os.environ if environ is None else environ
+    keys = env.get("SESSIONKIT_SECRET_KEYS", "").strip() or load_or_create_key(directory)
+    config = {"SESSIONKIT_URL": url or store_url(directory), "SESSIONKIT_SECRET_KEYS": keys}
+    return SessionManager.from_env(config, cookie_name=COOKIE_NAME)
+
+
+def _say(text: str, *, error: bool = False) -> None:
+    """One line in one write: the launcher and both services share the terminal (or log file)."""
+    stream = sys.stderr if error else sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
+# -- small WSGI helpers -----------------------------------------------------------
+
+
+def _respond(start_response: StartResponse, status: HTTPStatus, payload: dict[str, Any],
+             extra_headers: Sequence[tuple[str, str]] = ()) -> list[bytes]:
+    body = (json.dumps(payload) + "\n").encode("utf-8")
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("Cache-Control", "no-store"),
+        *extra_headers,
+    ]
+    start_response(f"{status.value} {status.phrase}", headers)
+    return [body]
+
+
+def _not_allowed(start_response: StartResponse, allowed: str) -> list[bytes]:
+    return _respond(start_response, HTTPStatus.METHOD_NOT_ALLOWED, {"error": "method not allowed"},
+                    [("Allow", allowed)])
+
+
+def _params(environ: Environ) -> dict[str, str]:
+    """Query parameters, plus an urlencoded POST body's (first value of each)."""
+    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    params = {key: values[0] for key, values in query.items()}
+    content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+    if environ.get("REQUEST_METHOD") == "POST" and content_type == "application/x-www-form-urlencoded":
+        try:
+            length = min(int(environ.get("CONTENT_LENGTH") or 0), MAX_FORM_BYTES)
+        except ValueError:
+            length = 0
+        body = environ["wsgi.input"].read(length).decode("utf-8", "replace") if length > 0 else ""
+        params.update({key: values[0] for key, values in parse_qs(body, keep_blank_values=True).items()})
+    return params
+
+
+def _valid_user(name: str) -> bool:
+    return 0 < len(name) <= MAX_USER_CHARS and name.isprintable() and name.strip() == name
+
+
+def _session(environ: Environ) -> Session:
+    session: Session = environ[ENVIRON_KEY]
+    return session
+
+
+# -- the auth service (writes the session) ------------------------------------------
+
+
+def _login(environ: Environ, start_response: StartResponse) -> list[bytes]:
+    user = _params(environ).get("user", DEFAULT_USER)
+    if not _valid_user(user):
+        return _respond(start_response, HTTPStatus.BAD_REQUEST,
+                        {"error": f"user must be 1-{MAX_USER_CHARS} printable characters"})
+    session = _session(environ)
+    session.regenerate()  # new id at every login: an id planted or seen before is worthless
+    session["user"] = user
+    return _respond(start_response, HTTPStatus.OK, {"logged_in": user, "service": "auth", "pid": os.getpid()})
+
+
+def _increment(environ: Environ, start_response: StartResponse) -> list[bytes]:
+    session = _session(environ)
+    if "user" not in session:
+        return _respond(start_response, HTTPStatus.FORBIDDEN, {"error": "not logged in"})
+    session["count"] = int(session.get("count", 0)) + 1
+    return _respond(start_response, HTTPStatus.OK,
+                    {"user": session["user"], "count": session["count"], "service": "auth", "pid": os.getpid()})
+
+
+def _logout(environ: Environ, start_response: StartResponse) -> list[bytes]:
+    _session(environ).invalidate()
+    return _respond(start_response, HTTPStatus.OK, {"logged_out": True, "service": "auth", "pid": os.getpid()})
+
+
+_AUTH_ROUTES: dict[str, Callable[[Environ, StartResponse], list[bytes]]] = {
+    "/login": _login,
+    "/increment": _increment,
+    "/logout": _logout,
+}
+
+
+def _auth_routes(environ: Environ, start_response: StartResponse) -> list[bytes]:
+    handler = _AUTH_ROUTES.get(environ.get("PATH_INFO") or "/")
+    if handler is None:
+        return _respond(start_response, HTTPStatus.NOT_FOUND, {"error": "not found", "try": sorted(_AUTH_ROUTES)})
+    if environ.get("REQUEST_METHOD") not in ("GET", "POST"):
+        return _not_allowed(start_response, "GET, POST")
+    return handler(environ, start_response)
+
+
+def auth_service(manager: SessionManager) -> WSGIApp:
+    """The writer: ``/login?user=NAME``, ``/increment``, ``/logout``."""
+    return SessionMiddleware(_auth_routes, manager)
+
+
+# -- the app service (reads the session) ----------------------------------------------
+
+
+def app_service(manager: SessionManager, auth_port: int) -> WSGIApp:
+    """The reader: ``/`` shows what the auth service stored, or 403 with a hint."""
+    hint = f"not logged in: visit http://{HOST}:{auth_port}/login?user={DEFAULT_USER}"
+
+    def routes(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        if (environ.get("PATH_INFO") or "/") != "/":
+            return _respond(start_response, HTTPStatus.NOT_FOUND, {"error": "not found", "try": ["/"]})
+        if environ.get("REQUEST_METHOD") != "GET":
+            return _not_allowed(start_response, "GET")
+        session = _session(environ)
+        if "user" not in session:
+            return _respond(start_response, HTTPStatus.FORBIDDEN, {"error": hint})
+        return _respond(start_response, HTTPStatus.OK, {
+            "user": session["user"], "count": session.get("count", 0), "service": "app", "pid": os.getpid(),
+        })
+
+    return SessionMiddleware(routes, manager)
+
+
+# -- serving one service ---------------------------------------------------------------
+
+
+class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    """wsgiref's server, one thread per request."""
+
+    daemon_threads = True
+
+
+class QuietHandler(WSGIRequestHandler):
+    """No access log line per request; errors still go to stderr."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+class _Stop(Exception):
+    """Raised in the main thread by SIGINT/SIGTERM to leave `serve_forever`."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> NoReturn:
+    # Only the first signal counts: a Ctrl-C in the terminal and the launcher's
+    # SIGTERM both arrive, and the second must not interrupt the cleanup.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise _Stop(signum)
+
+
+def _watch_parent(name: str, parent_pid: int, server: WSGIServer) -> None:
+    """Shut the server down if the launcher goes away without stopping us (killed, crashed)."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        _say(f"{name}: the launcher is gone; stopping", error=True)
+        server.shutdown()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def serve(name: str, app: WSGIApp, port: int, manager: SessionManager, parent_pid: int | None = None) -> int:
+    """Serve `app` on `HOST:port` until SIGINT/SIGTERM; returns the exit status."""
+    try:
+        server = make_server(HOST, port, app, server_class=ThreadingWSGIServer, handler_class=QuietHandler)
+    except OSError as exc:
+        _say(f"{name}: cannot listen on {HOST}:{port}: {exc}", error=True)
+        manager.close()
+        return 2
+    signal.signal(signal.SIGINT, _raise_stop)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    if parent_pid is not None:
+        _watch_parent(name, parent_pid, server)
+    _say(f"{name}: serving on http://{HOST}:{port} (pid {os.getpid()})")
+    try:
+        server.serve_forever()
+    except _Stop:
+        pass
+    finally:
+        server.server_close()
+        manager.close()
+    _say(f"{name}: stopped")
+    return 0
+
+
+# -- the launcher ------------------------------------------------------------------------
+
+
+def _child_command(args: argparse.Namespace, service: str, port: int) -> list[str]:
+    command = [sys.executable, "-m", "sessionkit.demo", "serve", service, "--port", str(port),
+               "--dir", str(args.dir), "--auth-port", str(args.auth_port), "--parent-pid", str(os.getpid())]
+    if args.url:
+        command += ["--url", args.url]
+    return command
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _port_free(port: int) -> bool:
+    """True if `HOST:port` can be bound the way wsgiref binds it (SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_ready(children: dict[str, tuple[subprocess.Popen[bytes], int]]) -> str | None:
+    """None once every child listens; otherwise what went wrong."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    waiting = dict(children)
+    while waiting:
+        for name, (child, port) in list(waiting.items()):
+            if child.poll() is not None:
+                return f"the {name} service exited with status {child.returncode}"
+            if _listening(port):
+                del waiting[name]
+        if waiting and time.monotonic() > deadline:
+            return f"the {', '.join(waiting)} service did not listen within {READY_TIMEOUT:.0f}s"
+        if waiting:
+            time.sleep(0.1)
+    return None
+
+
+def _stop_children(children: Iterable[subprocess.Popen[bytes]]) -> bool:
+    """SIGTERM each child still running, wait, SIGKILL stragglers; True if all stopped cleanly."""
+    children = list(children)
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    clean = True
+    for child in children:
+        try:
+            clean = child.wait(timeout=STOP_TIMEOUT) == 0 and clean
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            clean = False
+    return clean
+
+
+def banner(args: argparse.Namespace, url: str, key_source: str) -> str:
+    """What to print once both services listen: where they are and the curl lines to try."""
+    auth, app = f"http://{HOST}:{args.auth_port}", f"http://{HOST}:{args.app_port}"
+    if key_source == "SESSIONKIT_SECRET_KEYS":
+        key_line = "secret key: from SESSIONKIT_SECRET_KEYS"
+    else:
+        key_line = (f"secret key: generated once, kept in {key_source} and read by both processes;\n"
+                    "            a real deployment passes the same SESSIONKIT_SECRET_KEYS to every service instead")
+    return f"""
+sessionkit demo: two services in two processes share one session
+  auth (writer)  {auth}   /login?user=NAME  /increment  /logout
+  app  (reader)  {app}   /
+  store:      {url}
+  cookie:     {COOKIE_NAME}
+  {key_line}
+
+Try it. Cookies are per host, not per port, so both services on {HOST} share
+the cookie jar (in production: both behind one domain via a reverse proxy).
+
+  curl -c jar -b jar '{auth}/login?user=alice'
+  curl -b jar {app}/
+  curl -c jar -b jar {auth}/increment
+  curl -b jar {app}/
+  curl -c jar -b jar {auth}/logout
+  curl -b jar {app}/        # 403 again: the session is gone
+
+Ctrl-C stops both services.
+"""
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def launch(args: argparse.Namespace) -> int:
+    """Start both services as child processes, print how to try them, wait for Ctrl-C."""
+    directory: Path = args.dir
+    key_source = secret_keys_source(directory)
+    # Explicit, so Ctrl-C works even if our parent started us with SIGINT ignored.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    children: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    busy = [str(port) for port in (args.auth_port, args.app_port) if not _port_free(port)]
+    if args.auth_port == args.app_port or busy:
+        reason = f"port(s) {', '.join(busy)} already in use" if busy else "the two services need two ports"
+        _say(f"demo: {reason}; choose others with --auth-port/--app-port", error=True)
+        return 1
+    status = 1
+    try:
+        for service, port in (("auth", args.auth_port), ("app", args.app_port)):
+            command = _child_command(args, service, port)  # our own interpreter and module, no shell
+            children[service] = (subprocess.Popen(command), port)  # noqa: S603
+        _run(children, banner(args, args.url or store_url(directory), key_source))
+    except KeyboardInterrupt:
+        status = 0  # Ctrl-C (or SIGTERM): the normal way to stop
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan the children
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        clean = _stop_children(child for child, _ in children.values())
+    _say("demo: stopped" if clean else "demo: stopped; not every service exited cleanly")
+    return status if clean else 1
+
+
+def _run(children: dict[str, tuple[subprocess.Popen[bytes], int]], text: str) -> None:
+    """Wait for both children to listen, print `text`, then wait; returns if either child fails."""
+    problem = _wait_ready(children)
+    if problem is not None:
+        _say(f"demo: {problem}", error=True)
+        return
+    _say(text)
+    while all(child.poll() is None for child, _ in children.values()):
+        time.sleep(0.2)
+    _say("demo: a service stopped unexpectedly; stopping the other", error=True)
+
+
+# -- command line --------------------------------------------------------------------------
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port")
+    return port
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dir", type=Path, default=Path(DEFAULT_DIR),
+                        help=f"session directory, also holds the demo key (default {DEFAULT_DIR})")
+    common.add_argument("--url", default=None,
+                        help="store URL instead of file://DIR (e.g. redis://localhost:6379/0)")
+    common.add_argument("--auth-port", type=_port, default=DEFAULT_AUTH_PORT,
+                        help=f"auth service port (default {DEFAULT_AUTH_PORT})")
+
+    parser = argparse.ArgumentParser(prog="python -m sessionkit.demo", description=DESCRIPTION,
+                                     parents=[common])
+    parser.add_argument("--app-port", type=_port, default=DEFAULT_APP_PORT,
+                        help=f"app service port (default {DEFAULT_APP_PORT})")
+    sub = parser.add_subparsers(dest="command")
+    serve_parser = sub.add_parser("serve", parents=[common], help="run one service in this process")
+    serve_parser.add_argument("service", choices=["auth", "app"])
+    serve_parser.add_argument("--port", type=_port, required=True)
+    serve_parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    try:
+        manager = make_manager(args.dir, args.url)
+    except SessionKitError as exc:
+        _say(f"{args.service}: {exc}", error=True)
+        return 2
+    app = auth_service(manager) if args.service == "auth" else app_service(manager, args.auth_port)
+    return serve(args.service, app, args.port, manager, args.parent_pid)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.dir = args.dir.resolve()
+    if args.command == "serve":
+        return serve_command(args)
+    try:
+        # Fail here, once, on a bad --url or key; this also creates the key file
+        # before the children start, so they never race for it.
+        make_manager(args.dir, args.url).close()
+    except SessionKitError as exc:
+        _say(f"demo: {exc}", error=True)
+        return 2
+    return launch(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
