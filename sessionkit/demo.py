@@ -54,6 +54,7 @@ from .session import Session
 __all__ = [
     "COOKIE_NAME",
     "HOST",
+    "KEY_FILE",
     "app_service",
     "auth_service",
     "load_or_create_key",
