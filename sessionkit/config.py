@@ -78,6 +78,8 @@ class StoreURL:
     username: str | None
     password: str | None
     path: str
+    #: Every ``host:port`` of the netloc, in order (``h1:11211,h2:11211`` gives two).
+    hosts: tuple[tuple[str, int | None], ...] = ()
     _options: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -88,7 +90,10 @@ class StoreURL:
             raise ConfigError("store URL contains control characters", option="url")
         try:
             parts: SplitResult = urlsplit(url)
-            port = parts.port
+            hosts = _parse_hosts(parts.netloc.rpartition("@")[2])
+            single = len(hosts) == 1
+            port = parts.port if single else None
+            hostname = parts.hostname if single else None
         except ValueError as exc:
             raise ConfigError(f"store URL {_redact(url)!r} is malformed: {exc}", option="url") from exc
         if not parts.scheme:
@@ -108,11 +113,12 @@ class StoreURL:
             url=url,
             scheme=parts.scheme.lower(),
             netloc=parts.netloc,
-            hostname=parts.hostname,
+            hostname=hostname,
             port=port,
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             path=unquote(parts.path),
+            hosts=hosts,
             _options=options,
         )
 
@@ -158,6 +164,30 @@ class StoreURL:
         if self._options:
             names = ", ".join(sorted(self._options))
             raise ConfigError(f"unknown option(s) for {self.scheme}:// store: {names}", option=sorted(self._options)[0])
+
+
+def _parse_hosts(hostlist: str) -> tuple[tuple[str, int | None], ...]:
+    """``h1:1,[::1]:2,h3`` as ((host, port), ...); raises ValueError on a bad entry."""
+    if not hostlist:
+        return ()
+    hosts = []
+    for entry in hostlist.split(","):
+        if entry.startswith("["):
+            host, bracket, rest = entry[1:].partition("]")
+            if not bracket or (rest and not rest.startswith(":")):
+                raise ValueError(f"bad host {entry!r}")
+            port_text = rest[1:] if rest else ""
+        else:
+            host, _, port_text = entry.partition(":")
+        if not host:
+            raise ValueError(f"empty host in {hostlist!r}")
+        port = None
+        if port_text:
+            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                raise ValueError(f"bad port in {entry!r}")
+            port = int(port_text)
+        hosts.append((unquote(host), port))
+    return tuple(hosts)
 
 
 def _redact(url: str) -> str:

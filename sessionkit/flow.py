@@ -39,11 +39,16 @@ class Load(NamedTuple):
 
 
 class Create(NamedTuple):
-    """Write a whole new session (a new id: nothing to merge with)."""
+    """Write a whole new session (a new id: nothing to merge with).
+
+    `replaces` names ids to delete in the same operation: regeneration moves
+    a session to a new id in one round trip where the store allows it.
+    """
 
     session_id: str
     record: Record
     ttl: float
+    replaces: tuple[str, ...] = ()
 
 
 class Merge(NamedTuple):

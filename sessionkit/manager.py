@@ -152,19 +152,20 @@ class SessionManager:
         headers: Headers = [_VARY]
         if session._is_quiet():
             return headers
-        if session._doomed:
-            for old_id in list(session._doomed):
-                yield Delete(old_id)
         now = self._clock()
         if session._is_new:
+            doomed = tuple(session._doomed)
             data = session.encoded_data()
             if data:
                 session_id = session.id
                 created_at = session._created_at
-                yield Create(session_id, Record(data, created_at, now), self._ttl(created_at, now))
+                record = Record(data, created_at, now)
+                yield Create(session_id, record, self._ttl(created_at, now), doomed)
                 headers.append(("Set-Cookie", self._render(session, session_id, created_at, now)))
                 session._mark_saved(session_id, data)
                 return headers
+            for old_id in doomed:
+                yield Delete(old_id)
             if session.incoming.present:
                 headers.append(("Set-Cookie", self.codec.render_expired(https=session.https)))
             session._mark_saved(None, {})

@@ -40,9 +40,9 @@ class RecordingStore(MemoryStore):
         self.calls.append(("load", (session_id, touch_ttl)))
         return super().load(session_id, touch_ttl)
 
-    def create(self, session_id: str, record: Record, ttl: float) -> None:
-        self.calls.append(("create", (session_id, record, ttl)))
-        super().create(session_id, record, ttl)
+    def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
+        self.calls.append(("create", (session_id, record, ttl, replaces)))
+        super().create(session_id, record, ttl, replaces)
 
     def merge(self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float,
               ttl: float) -> MergeResult:

@@ -70,8 +70,8 @@ def test_first_write_creates_the_session_and_sets_the_cookie(manager: SessionMan
     session["user"] = "alice"
     headers = manager.save(session)
     assert store.verbs() == ["create"]
-    _, (session_id, record, ttl) = store.calls[0]
-    assert session_id == session.id and dict(record.data) == {"user": b'"alice"'} and ttl == DAY
+    _, (session_id, record, ttl, replaces) = store.calls[0]
+    assert session_id == session.id and dict(record.data) == {"user": b'"alice"'} and ttl == DAY and replaces == ()
     set_cookie = dict(headers)["Set-Cookie"]
     assert set_cookie.startswith(f"session={session.id}.") and "Max-Age=604800" in set_cookie
     assert ("Vary", "Cookie") in headers
@@ -155,6 +155,8 @@ def test_regenerate_moves_data_to_a_new_id_and_deletes_the_old(manager: SessionM
     session["user"] = "alice"
     new_cookie = cookie_of(manager.save(session))
     assert new_cookie is not None and new_cookie != cookie
+    assert [verb for verb, _ in store.calls[-2:]] == ["load", "create"]  # one operation moves the session
+    assert store.calls[-1][1][3] == (cookie.split("=")[1].split(".")[0],)
     assert dict(manager.open(new_cookie)) == {"cart": [1], "user": "alice"}
     assert manager.open(cookie).is_new
     assert len(store) == 1

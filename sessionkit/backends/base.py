@@ -30,8 +30,8 @@ class SessionStore(Protocol):
     def load(self, session_id: str, touch_ttl: float | None) -> Record | None:
         """The live record, or None; with `touch_ttl`, expiry becomes now + touch_ttl."""
 
-    def create(self, session_id: str, record: Record, ttl: float) -> None:
-        """Store a whole record under a new id, expiring in `ttl` seconds."""
+    def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
+        """Store a whole record under a new id, expiring in `ttl` seconds; delete the `replaces` ids."""
 
     def merge(
         self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float, ttl: float
@@ -51,7 +51,7 @@ class AsyncSessionStore(Protocol):
 
     async def aload(self, session_id: str, touch_ttl: float | None) -> Record | None: ...
 
-    async def acreate(self, session_id: str, record: Record, ttl: float) -> None: ...
+    async def acreate(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None: ...
 
     async def amerge(
         self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float, ttl: float
@@ -73,8 +73,9 @@ class ThreadedAsyncFace:
     async def aload(self: SessionStore, session_id: str, touch_ttl: float | None) -> Record | None:
         return await sync_to_async(self.load, thread_sensitive=False)(session_id, touch_ttl)
 
-    async def acreate(self: SessionStore, session_id: str, record: Record, ttl: float) -> None:
-        await sync_to_async(self.create, thread_sensitive=False)(session_id, record, ttl)
+    async def acreate(self: SessionStore, session_id: str, record: Record, ttl: float,
+                      replaces: tuple[str, ...] = ()) -> None:
+        await sync_to_async(self.create, thread_sensitive=False)(session_id, record, ttl, replaces)
 
     async def amerge(
         self: SessionStore, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float, ttl: float

@@ -88,8 +88,10 @@ class FileStore(ThreadedAsyncFace):
                 raise StoreError(f"file store cannot refresh a session: {exc}", original_error=exc) from exc
         return decode_record(found)
 
-    def create(self, session_id: str, record: Record, ttl: float) -> None:
+    def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
         self._write(self._path(session_id), encode_record(record), self._clock() + ttl)
+        for old_id in replaces:
+            self.delete(old_id)
 
     def merge(
         self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float, ttl: float

@@ -61,11 +61,13 @@ class MemoryStore:
                 self._entries[session_id] = (record, now + touch_ttl)
             return record
 
-    def create(self, session_id: str, record: Record, ttl: float) -> None:
+    def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
         record = Record(dict(record.data), record.created_at, record.accessed_at,
                         MappingProxyType(dict(record.meta)) if record.meta else NO_META)
         with self._lock:
             self._put(session_id, record, self._clock() + ttl)
+            for old_id in replaces:
+                self._entries.pop(old_id, None)
 
     def merge(
         self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float, ttl: float
@@ -112,8 +114,8 @@ class MemoryStore:
     async def aload(self, session_id: str, touch_ttl: float | None) -> Record | None:
         return self.load(session_id, touch_ttl)
 
-    async def acreate(self, session_id: str, record: Record, ttl: float) -> None:
-        self.create(session_id, record, ttl)
+    async def acreate(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
+        self.create(session_id, record, ttl, replaces)
 
     async def amerge(
         self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float, ttl: float

@@ -40,9 +40,10 @@ class Face:
     def load(self, session_id: str, touch_ttl: float | None = None) -> Record | None:
         return self.run(Load(session_id, touch_ttl))  # type: ignore[no-any-return]
 
-    def create(self, session_id: str, data: dict[str, bytes], ttl: float = 60, created_at: float | None = None) -> None:
+    def create(self, session_id: str, data: dict[str, bytes], ttl: float = 60, created_at: float | None = None,
+               replaces: tuple[str, ...] = ()) -> None:
         created = NOW() if created_at is None else created_at
-        self.run(Create(session_id, Record(data, created, created), ttl))
+        self.run(Create(session_id, Record(data, created, created), ttl, replaces))
 
     def merge(self, session_id: str, changes: dict[str, bytes | None], ttl: float = 60) -> MergeResult:
         return self.run(Merge(session_id, changes, NOW(), ttl))  # type: ignore[no-any-return]
@@ -78,6 +79,14 @@ class StoreContract:
         assert dict(record.data) == data
         assert record.created_at == pytest.approx(1_700_000_000.5)
         assert record.accessed_at == pytest.approx(1_700_000_000.5)
+
+    def test_create_replacing_old_ids_deletes_them(self, face: Face) -> None:
+        face.create(sid(1), {"a": b"1"})
+        face.create(sid(2), {"a": b"2"})
+        face.create(sid(3), {"a": b"1", "user": b'"alice"'}, replaces=(sid(1), sid(2), sid(4)))
+        assert face.load(sid(1)) is None and face.load(sid(2)) is None
+        record = face.load(sid(3))
+        assert record is not None and dict(record.data) == {"a": b"1", "user": b'"alice"'}
 
     def test_sessions_are_independent(self, face: Face) -> None:
         face.create(sid(1), {"a": b"1"})
