@@ -17,12 +17,12 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from .backends import open_store
 from .codec import CookieCodec, SameSite
 from .config import parse_duration, parse_secret_keys
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .flow import Create, Delete, Flow, Load, Merge, MergeResult, run_async, run_sync
 from .record import CorruptRecord, Record, merge_data
 from .serializers import JSONSerializer, Serializer
@@ -33,6 +33,9 @@ __all__ = ["Headers", "SessionManager", "session_id_hash"]
 log = logging.getLogger("sessionkit")
 
 Headers = list[tuple[str, str]]
+
+#: One day, as the seeds' services use; a store URL's ``ttl=`` or ``idle_timeout=`` overrides it.
+DEFAULT_IDLE_TIMEOUT = 86400.0
 
 #: Any response whose handler read the session depends on the cookie.
 _VARY = ("Vary", "Cookie")
@@ -48,10 +51,16 @@ class SessionManager:
 
     Every service that passes the same URL, secret keys and cookie name shares
     the same sessions. Timeouts are seconds or `timedelta`s; the idle timeout
-    is rolling (each request that loads the session extends it) unless
-    ``rolling=False``, and the absolute timeout counts from creation. Both are
-    enforced on the server: the store's TTL and the creation time in the record,
-    never only the cookie's expiry.
+    (default: the store URL's ``ttl=``, else one day) is rolling (each request
+    that loads the session extends it) unless ``rolling=False``, and the
+    absolute timeout counts from creation. Both are enforced on the server: the
+    store's TTL and the creation time in the record, never only the cookie's expiry.
+
+    ``on_store_error`` chooses what an unreachable or failing store means:
+    ``"raise"`` (default) lets the typed `StoreError` propagate, so the request
+    fails loudly; ``"fresh"`` logs it and serves the request with an empty,
+    unsaved session (the user looks logged out; nothing is written and the
+    cookie is left alone, so the session is back once the store is).
     """
 
     def __init__(
@@ -66,10 +75,11 @@ class SessionManager:
         httponly: bool = True,
         samesite: SameSite | None = "lax",
         partitioned: bool = False,
-        idle_timeout: float | timedelta = 86400,
+        idle_timeout: float | timedelta | None = None,
         absolute_timeout: float | timedelta = 604800,
         rolling: bool = True,
         serializer: Serializer | None = None,
+        on_store_error: Literal["raise", "fresh"] = "raise",
         clock: Callable[[], float] = time.time,
     ) -> None:
         keys = parse_secret_keys(secret_keys)
@@ -88,11 +98,17 @@ class SessionManager:
             samesite=samesite,
             partitioned=partitioned,
         )
+        if on_store_error not in ("raise", "fresh"):
+            raise ConfigError(f"on_store_error must be 'raise' or 'fresh', not {on_store_error!r}",
+                              option="on_store_error")
+        self.on_store_error = on_store_error
+        self.store: Any = open_store(url) if isinstance(url, str) else url
+        if idle_timeout is None:
+            idle_timeout = getattr(self.store, "default_ttl", None) or DEFAULT_IDLE_TIMEOUT
         self.idle_timeout = parse_duration(idle_timeout, name="idle_timeout")
         self.absolute_timeout = parse_duration(absolute_timeout, name="absolute_timeout")
         self.rolling = rolling
         self.serializer: Serializer = serializer or JSONSerializer()
-        self.store: Any = open_store(url) if isinstance(url, str) else url
         self._clock = clock
         self._touch_ttl = self.idle_timeout if rolling else None
 
@@ -130,6 +146,13 @@ class SessionManager:
                         session_id_hash(session_id), exc)
             session._doom(session_id)
             return
+        except StoreError as exc:
+            if self.on_store_error == "raise":
+                raise
+            log.error("session %s: store failed on load (%s); serving an unsaved empty session",
+                      session_id_hash(session_id), exc)
+            session._degraded = True
+            return
         if record is None:
             return
         if session._now - record.created_at >= self.absolute_timeout:
@@ -149,9 +172,18 @@ class SessionManager:
         """Write what changed and return the headers the response needs."""
         if not session.accessed:
             return []
+        if session._is_quiet() or session._degraded:
+            return [_VARY]
+        try:
+            return (yield from self._write_flow(session))
+        except StoreError as exc:
+            if self.on_store_error == "raise":
+                raise
+            log.error("session save failed (%s); the response goes out without it", exc)
+            return [_VARY]
+
+    def _write_flow(self, session: Session) -> Flow[Headers]:
         headers: Headers = [_VARY]
-        if session._is_quiet():
-            return headers
         now = self._clock()
         if session._is_new:
             doomed = tuple(session._doomed)

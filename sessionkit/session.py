@@ -33,9 +33,9 @@ class Session(MutableMapping[str, Any]):
     effect in the store when the response is sent.
     """
 
-    __slots__ = ("_accessed_at", "_changed", "_created_at", "_data", "_doomed", "_id", "_invalidated", "_is_new",
-                 "_loaded", "_loader", "_now", "_raw", "_regenerated", "_serializer", "_touched", "_watched",
-                 "https", "incoming")
+    __slots__ = ("_accessed_at", "_changed", "_created_at", "_data", "_degraded", "_doomed", "_id",
+                 "_invalidated", "_is_new", "_loaded", "_loader", "_now", "_raw", "_regenerated",
+                 "_serializer", "_touched", "_watched", "https", "incoming")
 
     def __init__(self, incoming: Incoming, serializer: Serializer, loader: Loader | None, now: float,
                  *, https: bool = False) -> None:
@@ -58,6 +58,8 @@ class Session(MutableMapping[str, Any]):
         self._regenerated = False
         self._invalidated = False
         self._touched = False
+        #: The store failed on load and the manager chose to serve an unsaved session.
+        self._degraded = False
         if incoming.session_id is None:
             self._loaded = True  # nothing to load: a new, empty session, no store access
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
@@ -26,16 +26,26 @@ def _one(op: Op) -> Generator[Op, Any, Any]:
 
 
 class Face:
-    """Calls a store through one of the two drivers, with sync-looking methods."""
+    """Calls a store through one of the two drivers, with sync-looking methods.
+
+    The async face runs every call on one event loop, as an ASGI server would.
+    """
 
     def __init__(self, store: Any, kind: str) -> None:
         self.store = store
         self.kind = kind
+        self.loop = asyncio.new_event_loop() if kind == "async" else None
 
     def run(self, op: Op) -> Any:
-        if self.kind == "sync":
+        if self.loop is None:
             return run_sync(_one(op), self.store)
-        return asyncio.run(run_async(_one(op), self.store))
+        return self.loop.run_until_complete(run_async(_one(op), self.store))
+
+    def close(self) -> None:
+        if self.loop is not None:
+            if hasattr(self.store, "aclose"):
+                self.loop.run_until_complete(self.store.aclose())
+            self.loop.close()
 
     def load(self, session_id: str, touch_ttl: float | None = None) -> Record | None:
         return self.run(Load(session_id, touch_ttl))  # type: ignore[no-any-return]
@@ -64,8 +74,10 @@ class StoreContract:
     short_ttl = 1.0
 
     @pytest.fixture(params=["sync", "async"])
-    def face(self, request: pytest.FixtureRequest, store: Any) -> Face:
-        return Face(store, request.param)
+    def face(self, request: pytest.FixtureRequest, store: Any) -> Iterator[Face]:
+        face = Face(store, request.param)
+        yield face
+        face.close()
 
     def test_missing_session_loads_as_none(self, face: Face) -> None:
         assert face.load(sid(1)) is None
