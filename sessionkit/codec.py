@@ -259,32 +259,22 @@ class CookieCodec:
                 return Incoming(verified[0], present=True, stale_key=verified[1] > 0)
         return _BAD_COOKIE
 
-    def _is_secure(self, https: bool) -> bool:
-        return https if self.secure is None else self.secure
-
     def render(self, session_id: str, *, max_age: int | None, https: bool) -> str:
         """`Set-Cookie` value carrying the signed `session_id`."""
-        return dump_cookie(
-            self.name,
-            self.signer.sign(session_id),
-            max_age=max_age,
-            path=self.path,
-            domain=self.domain,
-            secure=self._is_secure(https),
-            httponly=self.httponly,
-            samesite=self.samesite,
-            partitioned=self.partitioned,
-        )
+        return self._dump(self.signer.sign(session_id), max_age, https)
 
     def render_expired(self, *, https: bool) -> str:
         """`Set-Cookie` value that makes the browser drop the session cookie."""
+        return self._dump("", 0, https)
+
+    def _dump(self, value: str, max_age: int | None, https: bool) -> str:
         return dump_cookie(
             self.name,
-            "",
-            max_age=0,
+            value,
+            max_age=max_age,
             path=self.path,
             domain=self.domain,
-            secure=self._is_secure(https),
+            secure=https if self.secure is None else self.secure,
             httponly=self.httponly,
             samesite=self.samesite,
             partitioned=self.partitioned,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from sessionkit.adapters.wsgi import ENVIRON_KEY
 from sessionkit.backends.memory import MemoryStore
 from sessionkit.flow import MergeResult
 from sessionkit.record import Record
@@ -52,3 +53,19 @@ class RecordingStore(MemoryStore):
     def delete(self, session_id: str) -> None:
         self.calls.append(("delete", session_id))
         super().delete(session_id)
+
+
+def login_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """The seeds' writer/reader in one WSGI app: /login, /count, /logout; any other path reads."""
+    session = environ[ENVIRON_KEY]
+    path = environ["PATH_INFO"]
+    if path == "/login":
+        session.regenerate()
+        session["user"] = "alice"
+    elif path == "/count":
+        session["count"] = session.get("count", 0) + 1
+    elif path == "/logout":
+        session.invalidate()
+    body = f"user={session.get('user')} count={session.get('count')}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]

@@ -11,7 +11,7 @@ from sessionkit import SessionManager
 from sessionkit.adapters.wsgi import ENVIRON_KEY, SessionMiddleware, add_headers
 from sessionkit.codec import IdSigner
 
-from ..helpers import KEY, RecordingStore
+from ..helpers import KEY, RecordingStore, login_app
 
 StartResponse = Callable[..., Any]
 
@@ -19,25 +19,16 @@ StartResponse = Callable[..., Any]
 def counter_app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     session = environ[ENVIRON_KEY]
     path = environ["PATH_INFO"]
-    headers = [("Content-Type", "text/plain")]
-    if path == "/login":
-        session.regenerate()
-        session["user"] = "alice"
-    elif path == "/count":
-        session["count"] = session.get("count", 0) + 1
-    elif path == "/logout":
-        session.invalidate()
-    elif path == "/vary":
-        headers.append(("Vary", "Accept-Encoding"))
+    if path == "/vary":
         session.get("user")
-    elif path == "/static":
-        start_response("200 OK", headers)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Vary", "Accept-Encoding")])
+        return [b"varies"]
+    if path == "/static":
+        start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"no session here"]
-    elif path == "/stream":
+    if path == "/stream":
         return streaming(environ, start_response)
-    body = f"user={session.get('user')} count={session.get('count')}".encode()
-    start_response("200 OK", headers)
-    return [body]
+    return login_app(environ, start_response)
 
 
 def streaming(environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:

@@ -12,11 +12,11 @@ import redis
 import webtest
 
 from sessionkit import ConfigError, SessionManager, StoreUnavailable, open_store
-from sessionkit.adapters.wsgi import ENVIRON_KEY, SessionMiddleware
+from sessionkit.adapters.wsgi import SessionMiddleware
 from sessionkit.backends.redis import RedisStore
 from sessionkit.record import CorruptRecord
 
-from ..helpers import KEY
+from ..helpers import KEY, login_app
 from ..servers import RedisServer, free_port
 from .contract import StoreContract, sid
 
@@ -44,23 +44,8 @@ class TestRedisClusterContract(StoreContract):
 # -- a small app, as the seeds' writer/reader services use sessions ---------------------
 
 
-def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    session = environ[ENVIRON_KEY]
-    path = environ["PATH_INFO"]
-    if path == "/login":
-        session.regenerate()
-        session["user"] = "alice"
-    elif path == "/count":
-        session["count"] = session.get("count", 0) + 1
-    elif path == "/logout":
-        session.invalidate()
-    body = f"user={session.get('user')} count={session.get('count')}".encode()
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [body]
-
-
 def client(url: str, **options: Any) -> webtest.TestApp:
-    return webtest.TestApp(SessionMiddleware(app, SessionManager(url, secret_keys=[KEY], **options)))
+    return webtest.TestApp(SessionMiddleware(login_app, SessionManager(url, secret_keys=[KEY], **options)))
 
 
 def session_id_of(browser: webtest.TestApp) -> str:
@@ -311,7 +296,7 @@ def tls_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, int, Path]]:
 
 
 def test_rediss_speaks_tls(tls_redis: tuple[RedisServer, int, Path]) -> None:
-    server, tls_port, ca = tls_redis
+    _server, tls_port, ca = tls_redis
     browser = client(f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={ca}")
     browser.get("/login")
     assert browser.get("/count").text == "user=alice count=1"
