@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -219,6 +220,7 @@ class RedisStore:
             self._service = self._sentinel_service(url)
         url.finish()
         self._client: Any = None
+        self._client_lock = threading.Lock()
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     @classmethod
@@ -293,9 +295,15 @@ class RedisStore:
     # -- clients ------------------------------------------------------------------
 
     def _sync(self) -> Any:
-        if self._client is None:
-            self._client = self._make_client(asynchronous=False)
-        return self._client
+        client = self._client
+        if client is None:
+            # Created on first use, not in __init__: a cluster client connects when built,
+            # and a service must be able to start while its store is down.
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self._make_client(asynchronous=False)
+                client = self._client
+        return client
 
     def _async(self) -> Any:
         loop = asyncio.get_running_loop()
