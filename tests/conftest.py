@@ -13,7 +13,7 @@ import pytest
 import redis
 from pymemcache.client.base import Client as MemcacheClient
 
-from .servers import MemcachedServer, RedisServer
+from .servers import MemcachedServer, RedisCluster, RedisSentinelSet, RedisServer
 
 # --- real backing servers ----------------------------------------------------
 
@@ -67,3 +67,37 @@ def memcache_url(memcached_server: MemcachedServer) -> Iterator[str]:
     finally:
         client.close()
     yield memcached_server.url
+
+
+# --- redis cluster and sentinel ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """One 3-master Redis Cluster for the whole run (about 2 s to start)."""
+    _require("redis-server")
+    _require("redis-cli")
+    cluster = RedisCluster()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisCluster) -> Iterator[str]:
+    """``redis+cluster://`` URL of the session cluster, every master emptied."""
+    redis_cluster.flush()
+    yield redis_cluster.url
+
+
+@pytest.fixture
+def redis_sentinel() -> Iterator[RedisSentinelSet]:
+    """A fresh master, replica and 3 sentinels per test (failover() moves roles).
+
+    About 2.5 s to start; failover() takes another 1-2 s.
+    """
+    _require("redis-server")
+    sentinel_set = RedisSentinelSet()
+    sentinel_set.start()
+    yield sentinel_set
+    sentinel_set.stop()

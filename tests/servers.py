@@ -8,6 +8,7 @@ pid, so nothing leaks into (or depends on) system-wide services.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 
 HOST = "127.0.0.1"
 READY_TIMEOUT = 10.0
@@ -105,25 +107,35 @@ class _Server:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT; reap and clean up."""
-        proc, self._proc, self.pid = self._proc, None, None
-        if proc is not None:
-            _terminate(proc)
+        self._kill()
         if self.tmpdir:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
             self.tmpdir = ""
 
     def restart(self) -> None:
-        """Stop and start again on the same port, as an outage would look."""
+        """Stop and start again on the same port, as an outage would look.
+
+        The directory survives (state such as a cluster's nodes.conf lives
+        there, as it would on a real host); data does not, since persistence
+        is off. The log is appended to, so it shows both runs.
+        """
         fixed, self._fixed_port = self._fixed_port, True
         try:
-            self.stop()
+            self._kill()
             self.start()
         finally:
             self._fixed_port = fixed
 
+    def _kill(self) -> None:
+        """Stop the process by pid (if any), leaving the directory alone."""
+        proc, self._proc, self.pid = self._proc, None, None
+        if proc is not None:
+            _terminate(proc)
+
     def _spawn(self) -> None:
-        self.tmpdir = tempfile.mkdtemp(prefix=f"sessionkit-{self.name}-")
-        with open(self.log_path, "wb") as log:
+        if not self.tmpdir:  # restart() keeps the directory it had
+            self.tmpdir = tempfile.mkdtemp(prefix=f"sessionkit-{self.name}-")
+        with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
                 self.command(),
                 stdout=log,
@@ -205,3 +217,515 @@ class MemcachedServer(_Server):
         if os.geteuid() == 0:
             cmd += ["-u", "root"]
         return [*cmd, *self.extra_args]
+
+
+# --- redis cluster and sentinel -------------------------------------------
+#
+# Built from the same child processes as above, so they are stopped by pid and
+# leave nothing behind. Readiness is polled over raw RESP (standard library
+# only), checking what clients rely on rather than merely that ports answer.
+
+CLUSTER_TIMEOUT = 20.0
+SENTINEL_TIMEOUT = 20.0
+FAILOVER_TIMEOUT = 30.0
+# Full resyncs start at once rather than after the default 5 s diskless delay.
+REPLICATION_ARGS = ("--repl-diskless-sync-delay", "0")
+
+
+class ReplyError(Exception):
+    """An error reply (``-ERR ...``) from a Redis server or sentinel."""
+
+
+def _read_reply(stream: io.BufferedReader) -> object:
+    """One RESP2 reply: bytes, int, None, a list, or a ReplyError instance."""
+    line = stream.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError(f"connection closed mid-reply ({line!r})")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest
+    if kind == b"-":
+        return ReplyError(rest.decode(errors="replace"))
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        if int(rest) < 0:
+            return None
+        data = stream.read(int(rest) + 2)
+        if len(data) != int(rest) + 2:
+            raise ConnectionError("connection closed mid-reply")
+        return data[:-2]
+    if kind == b"*":
+        return (
+            None if int(rest) < 0 else [_read_reply(stream) for _ in range(int(rest))]
+        )
+    raise ConnectionError(f"unexpected reply line {line!r}")
+
+
+def _encode(*args: object) -> bytes:
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def redis_pipeline(
+    port: int, *commands: tuple[object, ...], timeout: float = 2.0
+) -> list[object]:
+    """Send commands over one connection; replies in order (errors as ReplyError)."""
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(b"".join(_encode(*cmd) for cmd in commands))
+        with sock.makefile("rb") as stream:
+            return [_read_reply(stream) for _ in commands]
+
+
+def redis_command(port: int, *args: object, timeout: float = 2.0) -> object:
+    """One command on a fresh connection; an error reply raises ReplyError."""
+    (reply,) = redis_pipeline(port, args, timeout=timeout)
+    if isinstance(reply, ReplyError):
+        raise reply
+    return reply
+
+
+def _text(value: object) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _info_fields(port: int, *args: object) -> dict[str, str]:
+    """`INFO`-style ``key:value`` lines (also CLUSTER INFO) as a dict."""
+    text = _text(redis_command(port, *args))
+    return dict(
+        line.split(":", 1)
+        for line in text.splitlines()
+        if ":" in line and not line.startswith("#")
+    )
+
+
+def _pairs(flat: object) -> dict[str, str]:
+    """A sentinel's flat [key, value, key, value, ...] reply as a dict."""
+    assert isinstance(flat, list)
+    return {_text(k): _text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+
+
+def _list(port: int, *sentinel_args: object) -> list[object]:
+    """A SENTINEL subcommand's array reply."""
+    reply = redis_command(port, "SENTINEL", *sentinel_args)
+    assert isinstance(reply, list)
+    return reply
+
+
+def _role(port: int) -> list[str]:
+    """ROLE as text: ["master", ...] or ["slave", host, port, state, offset]."""
+    reply = redis_command(port, "ROLE")
+    assert isinstance(reply, list)
+    return [_text(item) for item in reply]
+
+
+def _wait_for(condition: Callable[[], str | None], timeout: float) -> str | None:
+    """Poll until condition() returns None; else return its last complaint.
+
+    Connection trouble and error replies count as "not yet".
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            why = condition()
+        except (OSError, ReplyError, LookupError, ValueError) as exc:
+            why = f"{type(exc).__name__}: {exc}"
+        if why is None:
+            return None
+        if time.monotonic() >= deadline:
+            return why
+        time.sleep(0.05)
+
+
+def _logs(servers: list[RedisServer]) -> str:
+    return "\n".join(
+        f"--- {s.name} on port {s.port} ---\n{s._log_tail()}" for s in servers
+    )
+
+
+class RedisClusterNode(RedisServer):
+    """A cluster-enabled redis-server with an explicit cluster bus port.
+
+    The bus port is chosen like the client port (default port+10000 would
+    overflow for high ephemeral ports) and kept across restart(), as are the
+    directory and thus nodes.conf, so a restarted node rejoins as itself.
+    """
+
+    name = "redis-cluster-node"
+
+    def __init__(self, *extra_args: str, port: int | None = None) -> None:
+        super().__init__(
+            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", "2000", *REPLICATION_ARGS, *extra_args,
+            port=port,
+        )  # fmt: skip
+        self.bus_port = 0
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--cluster-port", str(self.bus_port)]
+
+    def _spawn(self) -> None:
+        if not (self._fixed_port and self.bus_port):
+            self.bus_port = free_port()
+            while self.bus_port == self.port:
+                self.bus_port = free_port()
+        super()._spawn()
+
+
+class RedisCluster:
+    """Three masters (plus one replica each if replicas=1), on free ports.
+
+    Joined with ``redis-cli --cluster create``; start() returns once every node
+    reports cluster_state:ok, knows every other node, all 16384 slots are
+    assigned and all nodes agree who serves which slot (redis-py refuses
+    startup nodes that disagree).
+    """
+
+    masters = 3
+
+    def __init__(self, replicas: int = 0) -> None:
+        if replicas not in (0, 1):
+            raise ValueError("replicas must be 0 or 1")
+        self.replicas = replicas
+        self.host = HOST
+        self.nodes: list[RedisClusterNode] = []
+
+    @property
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        return [(node.host, node.port) for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(
+            f"{host}:{port}" for host, port in self.startup_nodes
+        )
+
+    def start(self) -> None:
+        self.nodes = [
+            RedisClusterNode() for _ in range(self.masters * (1 + self.replicas))
+        ]
+        try:
+            for node in self.nodes:
+                node.start()
+            self._create()
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every node by pid and remove its directory.
+
+        Last first: redis-cli makes the later nodes the replicas, and a master
+        with connected replicas delays its shutdown to let them catch up.
+        """
+        for node in reversed(self.nodes):
+            node.stop()
+
+    def master_nodes(self) -> list[RedisClusterNode]:
+        """The nodes that currently say ROLE master."""
+        return [node for node in self.nodes if _role(node.port)[0] == "master"]
+
+    def flush(self) -> None:
+        """Empty every master (and, through replication, every replica).
+
+        A node whose process died (but whose directory, with nodes.conf, is
+        still there) is restarted first, so one bad test cannot leave the
+        cluster broken for the rest of the session.
+        """
+        for node in self.nodes:
+            if node._proc is None or node._proc.poll() is not None:
+                if not node.tmpdir:
+                    raise RuntimeError(f"cluster node {node.port} was stop()ped")
+                node.restart()
+        self.wait_ready()
+        for node in self.master_nodes():
+            redis_command(node.port, "FLUSHALL")
+            if self.replicas:
+                redis_command(node.port, "WAIT", self.replicas, 2000)
+
+    def wait_ready(self, timeout: float = CLUSTER_TIMEOUT) -> None:
+        """Block until the cluster is fully usable; RuntimeError with logs if not."""
+        why = _wait_for(self._not_ready, timeout)
+        if why is not None:
+            raise RuntimeError(
+                f"redis cluster not ready after {timeout:.0f}s: {why}\n{_logs(self.nodes)}"
+            )
+
+    def _create(self) -> None:
+        cmd = [
+            "redis-cli", "--cluster", "create",
+            *(f"{host}:{port}" for host, port in self.startup_nodes),
+            "--cluster-replicas", str(self.replicas), "--cluster-yes",
+        ]  # fmt: skip
+        try:
+            done = subprocess.run(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=CLUSTER_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            output, error = exc.stdout or b"", f"timed out after {CLUSTER_TIMEOUT:.0f}s"
+        else:
+            if done.returncode == 0:
+                return
+            output, error = (
+                done.stdout + done.stderr,
+                f"exited with code {done.returncode}",
+            )
+        raise RuntimeError(
+            f"redis-cli --cluster create {error}:\n{output.decode(errors='replace')}\n{_logs(self.nodes)}"
+        )
+
+    def _not_ready(self) -> str | None:
+        slot_maps = set()
+        for node in self.nodes:
+            info = _info_fields(node.port, "CLUSTER", "INFO")
+            expected = {
+                "cluster_state": "ok",
+                "cluster_slots_assigned": "16384",
+                "cluster_slots_ok": "16384",
+                "cluster_known_nodes": str(len(self.nodes)),
+            }
+            for key, value in expected.items():
+                if info.get(key) != value:
+                    return f"node {node.port} has {key}:{info.get(key)}"
+            slot_maps.add(self._slot_map(node.port))
+            role = _role(node.port)
+            if role[0] != "master" and role[3] != "connected":
+                return f"replica {node.port} link is {role[3]}"
+        if len(slot_maps) != 1:
+            return "nodes disagree about which node serves which slots"
+        return None
+
+    @staticmethod
+    def _slot_map(port: int) -> tuple[tuple[int, int, tuple[int, ...]], ...]:
+        """CLUSTER SLOTS as (start, end, (master port, replica ports...))."""
+        reply = redis_command(port, "CLUSTER", "SLOTS")
+        assert isinstance(reply, list)
+        return tuple(
+            sorted(
+                (int(start), int(end), tuple(int(node[1]) for node in nodes))
+                for start, end, *nodes in reply
+            )
+        )
+
+
+class SentinelServer(RedisServer):
+    """``redis-server sentinel.conf --sentinel`` with a generated, writable config."""
+
+    name = "redis-sentinel"
+
+    def __init__(
+        self,
+        master_port: int,
+        service_name: str = "mymaster",
+        *,
+        port: int | None = None,
+    ) -> None:
+        super().__init__(port=port)
+        self.master_port = master_port
+        self.service_name = service_name
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.tmpdir, "sentinel.conf")
+
+    def command(self) -> list[str]:
+        return ["redis-server", self.config_path, "--sentinel"]
+
+    def _spawn(self) -> None:
+        if not self.tmpdir:
+            self.tmpdir = tempfile.mkdtemp(prefix=f"sessionkit-{self.name}-")
+        # Sentinel rewrites its config as it learns; restart() keeps that.
+        if not os.path.exists(self.config_path):
+            name = self.service_name
+            with open(self.config_path, "w") as conf:
+                conf.write(
+                    f"port {self.port}\n"
+                    f"bind {HOST}\n"
+                    "daemonize no\n"
+                    f'dir "{self.tmpdir}"\n'
+                    "sentinel resolve-hostnames no\n"
+                    f"sentinel monitor {name} {HOST} {self.master_port} 2\n"
+                    f"sentinel down-after-milliseconds {name} 1000\n"
+                    f"sentinel failover-timeout {name} 5000\n"
+                    f"sentinel parallel-syncs {name} 1\n"
+                )
+        super()._spawn()
+
+
+class RedisSentinelSet:
+    """One master, one replica and three sentinels (quorum 2) watching them.
+
+    start() returns once the replica is in sync and every sentinel knows the
+    master, the replica and both other sentinels, so failover can succeed.
+    ``master`` and ``replica`` always name the current roles: failover()
+    swaps them.
+    """
+
+    service_name = "mymaster"
+    sentinel_count = 3
+
+    def __init__(self) -> None:
+        self.host = HOST
+        self.master: RedisServer | None = None
+        self.replica: RedisServer | None = None
+        self.sentinels: list[SentinelServer] = []
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [(s.host, s.port) for s in self.sentinels]
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"{host}:{port}" for host, port in self.sentinel_addresses)
+        return f"redis+sentinel://{hosts}/{self.service_name}/0"
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        return [
+            s for s in (self.master, self.replica, *self.sentinels) if s is not None
+        ]
+
+    def start(self) -> None:
+        try:
+            self.master = RedisServer(*REPLICATION_ARGS)
+            self.master.start()
+            self.replica = RedisServer(
+                *REPLICATION_ARGS, "--replicaof", HOST, str(self.master.port)
+            )
+            self.replica.start()
+            self.sentinels = [
+                SentinelServer(self.master.port, self.service_name)
+                for _ in range(self.sentinel_count)
+            ]
+            for sentinel in self.sentinels:
+                sentinel.start()
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop sentinels first (so they cannot react), then the data nodes."""
+        for server in [*self.sentinels, self.replica, self.master]:
+            if server is not None:
+                server.stop()
+
+    def wait_ready(self, timeout: float = SENTINEL_TIMEOUT) -> None:
+        """Block until a failover could succeed; RuntimeError with logs if not."""
+        why = _wait_for(self._not_ready, timeout)
+        if why is not None:
+            raise RuntimeError(
+                f"redis sentinel set not ready after {timeout:.0f}s: {why}\n{_logs(self.servers)}"
+            )
+
+    def master_address(self, sentinel: SentinelServer) -> tuple[str, int] | None:
+        reply = redis_command(
+            sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service_name
+        )
+        if not isinstance(reply, list):
+            return None
+        host, port = reply
+        return _text(host), int(port)
+
+    def failover(self, timeout: float = FAILOVER_TIMEOUT) -> RedisServer:
+        """Promote the replica through the sentinels; returns the new master.
+
+        Waits until every sentinel reports the new address and it answers
+        ROLE as master. Then the old master is demoted at once, exactly as
+        sentinel itself would (REPLICAOF the new master, CLIENT KILL TYPE
+        normal) but without its 8-18 s delay (11 s measured), during which the old master
+        would still accept writes from pooled connections. Finally waits
+        until the set is ready for another failover.
+        """
+        old, new = self.master, self.replica
+        assert old is not None and new is not None, "start() first"
+        leader = self.sentinels[0]
+
+        def requested() -> str | None:
+            try:
+                redis_command(leader.port, "SENTINEL", "FAILOVER", self.service_name)
+            except ReplyError as exc:
+                if "INPROG" not in str(exc):  # else an earlier try got through
+                    raise
+            return None
+
+        def promoted() -> str | None:
+            for sentinel in self.sentinels:
+                address = self.master_address(sentinel)
+                if address != (HOST, new.port):
+                    return f"sentinel {sentinel.port} reports master {address}"
+            role = _role(new.port)
+            return (
+                None if role[0] == "master" else f"{new.port} still has role {role[0]}"
+            )
+
+        deadline = time.monotonic() + timeout
+        # -NOGOODSLAVE (replica not yet usable) is transient: retry it.
+        for step, condition in (
+            ("was not accepted", requested),
+            ("did not complete", promoted),
+        ):
+            why = _wait_for(condition, max(0.0, deadline - time.monotonic()))
+            if why is not None:
+                raise RuntimeError(
+                    f"sentinel failover {step}: {why}\n{_logs(self.servers)}"
+                )
+        replies = redis_pipeline(
+            old.port,
+            ("MULTI",),
+            ("REPLICAOF", HOST, new.port),
+            ("CLIENT", "KILL", "TYPE", "normal"),
+            ("EXEC",),
+        )
+        if any(isinstance(reply, ReplyError) for reply in replies):
+            raise RuntimeError(f"demoting the old master {old.port} failed: {replies}")
+        # A restart should come back in the current role.
+        new.extra_args = list(REPLICATION_ARGS)
+        old.extra_args = [*REPLICATION_ARGS, "--replicaof", HOST, str(new.port)]
+        self.master, self.replica = new, old
+        self.wait_ready(max(1.0, deadline - time.monotonic()))
+        return new
+
+    def _not_ready(self) -> str | None:
+        master, replica = self.master, self.replica
+        assert master is not None and replica is not None
+        role = _role(replica.port)
+        if role[:3] != ["slave", HOST, str(master.port)] or role[3] != "connected":
+            return f"replica {replica.port} has ROLE {role[:4]}"
+        others = {s.port for s in self.sentinels}
+        for sentinel in self.sentinels:
+            address = self.master_address(sentinel)
+            if address != (HOST, master.port):
+                return f"sentinel {sentinel.port} reports master {address}"
+            flags = _pairs(
+                redis_command(sentinel.port, "SENTINEL", "MASTER", self.service_name)
+            )["flags"]
+            if flags != "master":
+                return f"sentinel {sentinel.port} flags the master {flags}"
+            replicas = [
+                (int(r["port"]), r["flags"])
+                for r in map(
+                    _pairs, _list(sentinel.port, "REPLICAS", self.service_name)
+                )
+            ]
+            if replicas != [(replica.port, "slave")]:
+                return f"sentinel {sentinel.port} sees replicas {replicas}"
+            peers = [
+                _pairs(s) for s in _list(sentinel.port, "SENTINELS", self.service_name)
+            ]
+            seen = {int(p["port"]) for p in peers if p["flags"] == "sentinel"}
+            if seen != others - {sentinel.port}:
+                return f"sentinel {sentinel.port} knows sentinels {sorted(seen)}"
+        return None

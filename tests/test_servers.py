@@ -8,9 +8,12 @@ import socket
 import pytest
 import redis
 from pymemcache.client.base import Client as MemcacheClient
+from redis.cluster import ClusterNode
+from redis.cluster import RedisCluster as ClusterClient
+from redis.sentinel import Sentinel
 
 from . import servers
-from .servers import MemcachedServer, RedisServer
+from .servers import MemcachedServer, RedisCluster, RedisSentinelSet, RedisServer
 
 AnyServer = RedisServer | MemcachedServer
 SERVER_CLASSES = [RedisServer, MemcachedServer]
@@ -81,6 +84,25 @@ def test_restart_keeps_port(cls: type[AnyServer]) -> None:
 
 
 @pytest.mark.parametrize("cls", SERVER_CLASSES)
+def test_restart_keeps_directory(cls: type[AnyServer]) -> None:
+    server = cls()
+    server.start()
+    try:
+        tmpdir = server.tmpdir
+        marker = os.path.join(tmpdir, "marker")
+        with open(marker, "w") as f:
+            f.write("kept")
+        server.restart()
+        assert server.tmpdir == tmpdir
+        with open(marker) as f:
+            assert f.read() == "kept"
+        assert _answers(server)
+    finally:
+        server.stop()
+    assert not os.path.exists(tmpdir)
+
+
+@pytest.mark.parametrize("cls", SERVER_CLASSES)
 def test_stop_ends_process(cls: type[AnyServer]) -> None:
     server = cls()
     server.start()
@@ -114,3 +136,160 @@ def test_start_retries_taken_port(
             assert _answers(server)
         finally:
             server.stop()
+
+
+# --- redis cluster and sentinel ----------------------------------------------
+
+
+def _cluster_client(cluster: RedisCluster) -> ClusterClient:
+    nodes = [ClusterNode(host, port) for host, port in cluster.startup_nodes]
+    return ClusterClient(startup_nodes=nodes, socket_timeout=2)
+
+
+def _dbsizes(cluster: RedisCluster) -> dict[int, int]:
+    return {
+        port: _redis(f"redis://{host}:{port}/0").dbsize()
+        for host, port in cluster.startup_nodes
+    }
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_redis_cluster_spreads_keys_over_all_masters(
+    redis_cluster: RedisCluster, redis_cluster_url: str
+) -> None:
+    ports = [port for _, port in redis_cluster.startup_nodes]
+    assert len(set(ports)) == 3
+    assert redis_cluster_url == "redis+cluster://" + ",".join(
+        f"127.0.0.1:{p}" for p in ports
+    )
+    client = _cluster_client(redis_cluster)
+    try:
+        for i in range(100):
+            client.set(f"key:{i}", f"value:{i}")
+        assert [client.get(f"key:{i}") for i in range(100)] == [
+            f"value:{i}".encode() for i in range(100)
+        ]
+        masters = {node.port for node in client.get_primaries()}
+    finally:
+        client.close()
+    assert masters == set(ports)
+    sizes = _dbsizes(redis_cluster)
+    assert all(size > 0 for size in sizes.values()), sizes
+    assert sum(sizes.values()) == 100  # started empty, each key stored once
+
+
+def test_redis_cluster_url_starts_empty(
+    redis_cluster: RedisCluster, request: pytest.FixtureRequest
+) -> None:
+    client = _cluster_client(redis_cluster)
+    try:
+        for i in range(30):
+            client.set(f"leftover:{i}", b"1")
+        assert sum(_dbsizes(redis_cluster).values()) >= 30
+        request.getfixturevalue("redis_cluster_url")
+        assert sum(_dbsizes(redis_cluster).values()) == 0
+        client.set("fresh", b"1")
+        assert client.get("fresh") == b"1"
+    finally:
+        client.close()
+
+
+def test_redis_cluster_node_restart_rejoins_as_itself(
+    redis_cluster: RedisCluster,
+) -> None:
+    node = redis_cluster.nodes[0]
+    node_id = _redis(node.url).execute_command("CLUSTER MYID")
+    tmpdir, pid = node.tmpdir, node.pid
+    try:
+        node.restart()
+        assert node.pid not in (None, pid)
+        assert node.tmpdir == tmpdir
+        assert os.path.exists(os.path.join(tmpdir, "nodes.conf"))
+        assert _redis(node.url).execute_command("CLUSTER MYID") == node_id
+    finally:
+        redis_cluster.wait_ready()
+    client = _cluster_client(redis_cluster)
+    try:
+        for i in range(30):
+            client.set(f"after-restart:{i}", b"1")
+        assert all(client.get(f"after-restart:{i}") == b"1" for i in range(30))
+    finally:
+        client.close()
+    assert _redis(node.url).dbsize() > 0  # the restarted node serves its slots again
+
+
+def test_redis_cluster_with_replicas_and_stop() -> None:
+    cluster = RedisCluster(replicas=1)
+    cluster.start()
+    try:
+        pids = [node.pid for node in cluster.nodes]
+        tmpdirs = [node.tmpdir for node in cluster.nodes]
+        assert len(cluster.nodes) == 6
+        roles = [_redis(node.url).role() for node in cluster.nodes]
+        masters = {node.port for node in cluster.master_nodes()}
+        assert len(masters) == 3
+        replicas = [role for role in roles if role[0] == b"slave"]
+        assert {role[2] for role in replicas} == masters  # one replica per master
+        assert all(role[3] == b"connected" for role in replicas)
+        client = _cluster_client(cluster)
+        try:
+            client.set("replicated", b"1")
+        finally:
+            client.close()
+        cluster.flush()
+        assert sum(_dbsizes(cluster).values()) == 0  # replicas emptied too
+    finally:
+        cluster.stop()
+    assert all(pid is not None and _gone(pid) for pid in pids)
+    assert not any(os.path.exists(tmpdir) for tmpdir in tmpdirs)
+
+
+def test_redis_sentinel_failover_moves_the_master(
+    redis_sentinel: RedisSentinelSet,
+) -> None:
+    ports = [port for _, port in redis_sentinel.sentinel_addresses]
+    assert len(set(ports)) == 3
+    assert redis_sentinel.url == (
+        "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in ports) + "/mymaster/0"
+    )
+    sentinel = Sentinel(redis_sentinel.sentinel_addresses, socket_timeout=2)
+    client = sentinel.master_for("mymaster", socket_timeout=2)
+    old_master = redis_sentinel.master
+    assert old_master is not None
+    before = sentinel.discover_master("mymaster")
+    assert before == ("127.0.0.1", old_master.port)
+    client.set("before", b"1")
+    assert client.wait(1, 2000) == 1  # on the replica before the failover
+    assert int(client.info("server")["tcp_port"]) == old_master.port
+
+    new_master = redis_sentinel.failover()
+
+    after = sentinel.discover_master("mymaster")
+    assert after == ("127.0.0.1", new_master.port) != before
+    assert redis_sentinel.master is new_master and redis_sentinel.replica is old_master
+    client.set("after", b"2")  # the same client, through its pooled connection
+    assert client.get("after") == b"2"
+    assert client.get("before") == b"1"
+    assert int(client.info("server")["tcp_port"]) == new_master.port
+    old_role = _redis(old_master.url).role()
+    assert old_role[0] == b"slave" and old_role[2] == new_master.port
+
+
+def test_redis_sentinel_stop_ends_every_process(
+    redis_sentinel: RedisSentinelSet,
+) -> None:
+    servers_ = redis_sentinel.servers
+    assert len(servers_) == 5
+    pids = [server.pid for server in servers_]
+    tmpdirs = [server.tmpdir for server in servers_]
+    assert all(pid is not None and not _gone(pid) for pid in pids)
+    redis_sentinel.stop()
+    assert all(pid is not None and _gone(pid) for pid in pids)
+    assert not any(os.path.exists(tmpdir) for tmpdir in tmpdirs)

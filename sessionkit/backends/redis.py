@@ -243,7 +243,7 @@ class RedisStore:
             options["username"] = url.username
         if url.password:
             options["password"] = url.password
-        db_text = url.path.strip("/").split("/")[-1] if url.scheme not in ("unix", "redis+cluster") else ""
+        db_text = url.path.strip("/").split("/")[-1] if url.scheme != "unix" else ""
         if url.scheme == "redis+sentinel":
             parts = url.path.strip("/").split("/")
             db_text = parts[1] if len(parts) > 1 else ""
