@@ -254,6 +254,8 @@ class SessionManager:
 
     async def asave(self, session: Session) -> Headers:
         """Save an async request's session; returns headers to add to the response."""
+        if session._touched and session._is_quiet():
+            return [_VARY]
         return await run_async(self.save_flow(session), self.store)
 
     def close(self) -> None:

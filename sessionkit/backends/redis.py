@@ -10,7 +10,7 @@ refused, so a write racing a logout never brings the session back.
 Round trips: a read is one (``HGETALL`` and ``PEXPIRE`` in one script), a write
 two (that load, then one merge script that also sets the TTL), regenerate and
 invalidate one each. Driver errors become `StoreUnavailable` (connection refused,
-timeout) or `StoreError` (anything else) at one boundary, `_driver_errors`.
+timeout) or `StoreError` (anything else) at one boundary, `_DriverErrors`.
 redis-py retries ten times with backoff by default, which turns a dead server
 into a long hang; here retries are explicit (``retries=``, default 1, which
 also heals a pooled connection that a server restart left dead).
@@ -23,9 +23,8 @@ import hashlib
 import math
 import threading
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 import redis
 import redis.asyncio
@@ -127,26 +126,39 @@ _CREATE = _Script(CREATE)
 _MERGE = _Script(MERGE)
 
 
-@contextmanager
-def _driver_errors(action: str) -> Iterator[None]:
-    """Translate redis-py errors into sessionkit's, once, here."""
-    try:
-        yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise StoreUnavailable(f"redis is unavailable ({action}): {exc}", original_error=exc) from exc
-    except RedisError as exc:
-        raise StoreError(f"redis failed ({action}): {exc}", original_error=exc) from exc
+class _DriverErrors:
+    """Translates redis-py errors into sessionkit's, once, here.
 
+    A class, not ``@contextmanager``: it wraps every call on the hot path, and a
+    generator-based context manager costs several times more per use.
+    """
 
-@contextmanager
-def _wrong_type_is_corrupt() -> Iterator[None]:
-    """A non-hash value under a session key is bad stored data: the session starts fresh."""
-    try:
-        yield
-    except ResponseError as exc:
-        if "WRONGTYPE" in str(exc):
+    __slots__ = ("action", "wrong_type_is_corrupt")
+
+    def __init__(self, action: str, *, wrong_type_is_corrupt: bool = False) -> None:
+        self.action = action
+        #: On load, a non-hash value under a session key is bad stored data: a fresh session.
+        self.wrong_type_is_corrupt = wrong_type_is_corrupt
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> Literal[False]:
+        if exc is None:
+            return False
+        if self.wrong_type_is_corrupt and isinstance(exc, ResponseError) and "WRONGTYPE" in str(exc):
             raise CorruptRecord("the session key holds a value that is not a hash") from exc
-        raise
+        if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)):
+            raise StoreUnavailable(f"redis is unavailable ({self.action}): {exc}", original_error=exc) from exc
+        if isinstance(exc, RedisError):
+            raise StoreError(f"redis failed ({self.action}): {exc}", original_error=exc) from exc
+        return False
+
+
+_LOAD_ERRORS = _DriverErrors("load", wrong_type_is_corrupt=True)
+_CREATE_ERRORS = _DriverErrors("create")
+_MERGE_ERRORS = _DriverErrors("merge")
+_DELETE_ERRORS = _DriverErrors("delete")
 
 
 def _ms(seconds: float) -> int:
@@ -157,7 +169,13 @@ def _decode_fields(pairs: Sequence[bytes] | Mapping[bytes, bytes]) -> Record | N
     """A record from HGETALL's reply (a flat list from a script, a dict from the command)."""
     if not pairs:
         return None
-    items = pairs.items() if isinstance(pairs, Mapping) else zip(pairs[::2], pairs[1::2], strict=True)
+    if isinstance(pairs, Mapping):
+        items: Iterable[tuple[bytes, bytes]] = pairs.items()
+    else:
+        if len(pairs) % 2:
+            raise CorruptRecord("session hash reply has an odd number of items")
+        flat = iter(pairs)
+        items = zip(flat, flat, strict=False)  # the length was checked above
     data: dict[str, bytes] = {}
     meta: dict[str, str] = {}
     created = accessed = None
@@ -335,7 +353,7 @@ class RedisStore:
 
     def load(self, session_id: str, touch_ttl: float | None) -> Record | None:
         key = self._key(session_id)
-        with _driver_errors("load"), _wrong_type_is_corrupt():
+        with _LOAD_ERRORS:
             if touch_ttl is None:
                 reply = self._sync().hgetall(key)
             else:
@@ -344,19 +362,19 @@ class RedisStore:
 
     def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
         keys, extra = self._create_keys(session_id, replaces)
-        with _driver_errors("create"):
+        with _CREATE_ERRORS:
             _CREATE.run(self._sync(), keys, [_ms(ttl), *_record_args(record)])
             if extra:
                 self._sync().delete(*extra)
 
     def merge(self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float,
               ttl: float) -> MergeResult:
-        with _driver_errors("merge"):
+        with _MERGE_ERRORS:
             result = _MERGE.run(self._sync(), [self._key(session_id)], _merge_args(changes, accessed_at, ttl))
         return _MERGE_RESULTS[int(result)]
 
     def delete(self, session_id: str) -> None:
-        with _driver_errors("delete"):
+        with _DELETE_ERRORS:
             self._sync().delete(self._key(session_id))
 
     def close(self) -> None:
@@ -368,7 +386,7 @@ class RedisStore:
 
     async def aload(self, session_id: str, touch_ttl: float | None) -> Record | None:
         key = self._key(session_id)
-        with _driver_errors("load"), _wrong_type_is_corrupt():
+        with _LOAD_ERRORS:
             if touch_ttl is None:
                 reply = await self._async().hgetall(key)
             else:
@@ -377,20 +395,20 @@ class RedisStore:
 
     async def acreate(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
         keys, extra = self._create_keys(session_id, replaces)
-        with _driver_errors("create"):
+        with _CREATE_ERRORS:
             await _CREATE.arun(self._async(), keys, [_ms(ttl), *_record_args(record)])
             if extra:
                 await self._async().delete(*extra)
 
     async def amerge(self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float,
                      ttl: float) -> MergeResult:
-        with _driver_errors("merge"):
+        with _MERGE_ERRORS:
             result = await _MERGE.arun(self._async(), [self._key(session_id)],
                                        _merge_args(changes, accessed_at, ttl))
         return _MERGE_RESULTS[int(result)]
 
     async def adelete(self, session_id: str) -> None:
-        with _driver_errors("delete"):
+        with _DELETE_ERRORS:
             await self._async().delete(self._key(session_id))
 
     async def aclose(self) -> None:
