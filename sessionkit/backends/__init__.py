@@ -20,6 +20,7 @@ __all__ = ["AsyncSessionStore", "SessionStore", "open_store", "register_backend"
 _BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "memory": ("sessionkit.backends.memory", "MemoryStore", None),
     "file": ("sessionkit.backends.file", "FileStore", None),
+    "memcache": ("sessionkit.backends.memcache", "MemcacheStore", "memcache"),
     "redis": ("sessionkit.backends.redis", "RedisStore", "redis"),
     "rediss": ("sessionkit.backends.redis", "RedisStore", "redis"),
     "unix": ("sessionkit.backends.redis", "RedisStore", "redis"),
