@@ -174,48 +174,45 @@ class SessionManager:
             return []
         if session._is_quiet() or session._degraded:
             return [_VARY]
+        headers: Headers = [_VARY]
+        now = self._clock()
         try:
-            return (yield from self._write_flow(session))
+            if session._is_new:
+                doomed = tuple(session._doomed)
+                data = session.encoded_data()
+                if data:
+                    session_id = session.id
+                    created_at = session._created_at
+                    record = Record(data, created_at, now)
+                    yield Create(session_id, record, self._ttl(created_at, now), doomed)
+                    headers.append(("Set-Cookie", self._render(session, session_id, created_at, now)))
+                    session._mark_saved(session_id, data)
+                    return headers
+                for old_id in doomed:
+                    yield Delete(old_id)
+                if session.incoming.present:
+                    headers.append(("Set-Cookie", self.codec.render_expired(https=session.https)))
+                session._mark_saved(None, {})
+                return headers
+            stored_id = session._id
+            assert stored_id is not None  # a stored session always has its id
+            changes = session.changes()
+            if changes:
+                result = yield Merge(stored_id, changes, now, self._ttl(session._created_at, now))
+                if result is not MergeResult.APPLIED:
+                    # Emptied, or invalidated elsewhere meanwhile: invalidation wins.
+                    headers.append(("Set-Cookie", self.codec.render_expired(https=session.https)))
+                    session._mark_gone()
+                    return headers
+            if session.incoming.stale_key:
+                headers.append(("Set-Cookie", self._render(session, stored_id, session._created_at, now)))
+            session._mark_saved(stored_id, merge_data(session._raw, changes) if changes else session._raw)
+            return headers
         except StoreError as exc:
             if self.on_store_error == "raise":
                 raise
             log.error("session save failed (%s); the response goes out without it", exc)
             return [_VARY]
-
-    def _write_flow(self, session: Session) -> Flow[Headers]:
-        headers: Headers = [_VARY]
-        now = self._clock()
-        if session._is_new:
-            doomed = tuple(session._doomed)
-            data = session.encoded_data()
-            if data:
-                session_id = session.id
-                created_at = session._created_at
-                record = Record(data, created_at, now)
-                yield Create(session_id, record, self._ttl(created_at, now), doomed)
-                headers.append(("Set-Cookie", self._render(session, session_id, created_at, now)))
-                session._mark_saved(session_id, data)
-                return headers
-            for old_id in doomed:
-                yield Delete(old_id)
-            if session.incoming.present:
-                headers.append(("Set-Cookie", self.codec.render_expired(https=session.https)))
-            session._mark_saved(None, {})
-            return headers
-        stored_id = session._id
-        assert stored_id is not None  # a stored session always has its id
-        changes = session.changes()
-        if changes:
-            result = yield Merge(stored_id, changes, now, self._ttl(session._created_at, now))
-            if result is not MergeResult.APPLIED:
-                # Emptied, or invalidated elsewhere meanwhile: invalidation wins.
-                headers.append(("Set-Cookie", self.codec.render_expired(https=session.https)))
-                session._mark_gone()
-                return headers
-        if session.incoming.stale_key:
-            headers.append(("Set-Cookie", self._render(session, stored_id, session._created_at, now)))
-        session._mark_saved(stored_id, merge_data(session._raw, changes) if changes else session._raw)
-        return headers
 
     def _ttl(self, created_at: float, now: float) -> float:
         return max(1.0, min(self.idle_timeout, created_at + self.absolute_timeout - now))
