@@ -15,7 +15,7 @@ from typing import Any
 from ..manager import Headers, SessionManager
 from ..session import Session
 
-__all__ = ["ENVIRON_KEY", "SessionMiddleware", "add_headers"]
+__all__ = ["ENVIRON_KEY", "SessionMiddleware", "add_headers", "vary_with"]
 
 log = logging.getLogger("sessionkit")
 
@@ -40,10 +40,16 @@ def add_headers(headers: list[tuple[str, str]], extra: Headers) -> list[tuple[st
             result.append((name, value))
             continue
         existing, current = result[vary_at]
-        tokens = {token.strip().lower() for token in current.split(",")}
-        if value.lower() not in tokens and "*" not in tokens:
-            result[vary_at] = (existing, f"{current}, {value}")
+        result[vary_at] = (existing, vary_with(current, value))
     return result
+
+
+def vary_with(current: str, value: str) -> str:
+    """A ``Vary`` value that also names `value` (unchanged if it already does, or is ``*``)."""
+    tokens = {token.strip().lower() for token in current.split(",")}
+    if value.lower() in tokens or "*" in tokens:
+        return current
+    return f"{current}, {value}"
 
 
 class SessionMiddleware:
