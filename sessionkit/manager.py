@@ -130,9 +130,13 @@ class SessionManager:
     # -- the lifecycle, written once ---------------------------------------------
 
     def new_session(self, cookie_header: str | None, *, https: bool = False,
-                    loader: Callable[[Session], None] | None = None) -> Session:
-        """A lazy session for a request's `Cookie` header; nothing is read yet."""
-        return Session(self.codec.read(cookie_header), self.serializer, loader, self._clock(), https=https)
+                    loader: Callable[[Session], None] | None = None, session_class: type[Session] = Session) -> Session:
+        """A lazy session for a request's `Cookie` header; nothing is read yet.
+
+        `session_class` lets an adapter hand its framework a `Session` subclass
+        that speaks the framework's dialect (Flask's `permanent`, `new`).
+        """
+        return session_class(self.codec.read(cookie_header), self.serializer, loader, self._clock(), https=https)
 
     def load_flow(self, session: Session) -> Flow[None]:
         """Load the session the cookie names; anything wrong leaves it new and empty."""
@@ -224,9 +228,9 @@ class SessionManager:
 
     # -- the two drivers ---------------------------------------------------------
 
-    def open(self, cookie_header: str | None, *, https: bool = False) -> Session:
+    def open(self, cookie_header: str | None, *, https: bool = False, session_class: type[Session] = Session) -> Session:
         """A session for a sync (WSGI) request; it loads on first use."""
-        return self.new_session(cookie_header, https=https, loader=self._load_sync)
+        return self.new_session(cookie_header, https=https, loader=self._load_sync, session_class=session_class)
 
     def _load_sync(self, session: Session) -> None:
         run_sync(self.load_flow(session), self.store)
@@ -237,13 +241,14 @@ class SessionManager:
             return [_VARY]  # the read-only request: skip the flow machinery on the hot path
         return run_sync(self.save_flow(session), self.store)
 
-    async def aopen(self, cookie_header: str | None, *, https: bool = False) -> Session:
+    async def aopen(self, cookie_header: str | None, *, https: bool = False,
+                    session_class: type[Session] = Session) -> Session:
         """A session for an async (ASGI) request, loaded now if the cookie names one.
 
         Async code cannot load lazily from a sync mapping access, so a request
         with a valid cookie pays its one round trip up front.
         """
-        session = self.new_session(cookie_header, https=https)
+        session = self.new_session(cookie_header, https=https, session_class=session_class)
         if session.incoming.session_id is not None:
             await run_async(self.load_flow(session), self.store)
             session._loaded = True
