@@ -130,7 +130,8 @@ class SessionManager:
     # -- the lifecycle, written once ---------------------------------------------
 
     def new_session(self, cookie_header: str | None, *, https: bool = False,
-                    loader: Callable[[Session], None] | None = None, session_class: type[Session] = Session) -> Session:
+                    loader: Callable[[Session], None] | None = None,
+                    session_class: type[Session] = Session) -> Session:
         """A lazy session for a request's `Cookie` header; nothing is read yet.
 
         `session_class` lets an adapter hand its framework a `Session` subclass
@@ -228,7 +229,8 @@ class SessionManager:
 
     # -- the two drivers ---------------------------------------------------------
 
-    def open(self, cookie_header: str | None, *, https: bool = False, session_class: type[Session] = Session) -> Session:
+    def open(self, cookie_header: str | None, *, https: bool = False,
+             session_class: type[Session] = Session) -> Session:
         """A session for a sync (WSGI) request; it loads on first use."""
         return self.new_session(cookie_header, https=https, loader=self._load_sync, session_class=session_class)
 
