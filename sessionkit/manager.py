@@ -39,6 +39,7 @@ DEFAULT_IDLE_TIMEOUT = 86400.0
 
 #: Any response whose handler read the session depends on the cookie.
 _VARY = ("Vary", "Cookie")
+_NO_STORE = ("Cache-Control", "no-store")
 
 
 def session_id_hash(session_id: str) -> str:
@@ -190,13 +191,13 @@ class SessionManager:
                     created_at = session._created_at
                     record = Record(data, created_at, now)
                     yield Create(session_id, record, self._ttl(created_at, now), doomed)
-                    headers.append(("Set-Cookie", self._render(session, session_id, created_at, now)))
+                    headers += self._set_cookie(self._render(session, session_id, created_at, now))
                     session._mark_saved(session_id, data)
                     return headers
                 for old_id in doomed:
                     yield Delete(old_id)
                 if session.incoming.present:
-                    headers.append(("Set-Cookie", self.codec.render_expired(https=session.https)))
+                    headers += self._set_cookie(self.codec.render_expired(https=session.https))
                 session._mark_saved(None, {})
                 return headers
             stored_id = session._id
@@ -206,11 +207,11 @@ class SessionManager:
                 result = yield Merge(stored_id, changes, now, self._ttl(session._created_at, now))
                 if result is not MergeResult.APPLIED:
                     # Emptied, or invalidated elsewhere meanwhile: invalidation wins.
-                    headers.append(("Set-Cookie", self.codec.render_expired(https=session.https)))
+                    headers += self._set_cookie(self.codec.render_expired(https=session.https))
                     session._mark_gone()
                     return headers
             if session.incoming.stale_key:
-                headers.append(("Set-Cookie", self._render(session, stored_id, session._created_at, now)))
+                headers += self._set_cookie(self._render(session, stored_id, session._created_at, now))
             session._mark_saved(stored_id, merge_data(session._raw, changes) if changes else session._raw)
             return headers
         except StoreError as exc:
@@ -218,6 +219,11 @@ class SessionManager:
                 raise
             log.error("session save failed (%s); the response goes out without it", exc)
             return [_VARY]
+
+    @staticmethod
+    def _set_cookie(value: str) -> Headers:
+        # A response that hands out (or takes back) a session id must not sit in a shared cache.
+        return [("Set-Cookie", value), _NO_STORE]
 
     def _ttl(self, created_at: float, now: float) -> float:
         return max(1.0, min(self.idle_timeout, created_at + self.absolute_timeout - now))

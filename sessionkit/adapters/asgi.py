@@ -20,11 +20,11 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ..manager import Headers, SessionManager
+from ..manager import SessionManager
 from ..session import Session
-from .wsgi import vary_with
+from .headers import merge_raw_headers
 
-__all__ = ["SCOPE_KEY", "SessionMiddleware", "add_headers", "cookie_header", "get_session"]
+__all__ = ["SCOPE_KEY", "SessionMiddleware", "cookie_header", "get_session"]
 
 log = logging.getLogger("sessionkit")
 
@@ -53,19 +53,6 @@ def cookie_header(scope: Scope) -> str | None:
     return "; ".join(value.decode("latin-1") for value in values)
 
 
-def add_headers(headers: list[Any], extra: Headers) -> list[Any]:
-    """ASGI `headers` plus `extra`, merging ``Vary`` into an existing one instead of repeating it."""
-    result = list(headers)
-    vary_at = next((index for index, (name, _) in enumerate(result) if name.lower() == b"vary"), None)
-    for name, value in extra:
-        if name != "Vary" or vary_at is None:
-            result.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-            continue
-        existing, current = result[vary_at]
-        result[vary_at] = (existing, vary_with(current.decode("latin-1"), value).encode("latin-1"))
-    return result
-
-
 class SessionMiddleware:
     """Give an ASGI app a session at ``scope["session"]`` (HTTP and WebSocket)."""
 
@@ -85,7 +72,7 @@ class SessionMiddleware:
             if message["type"] in _STARTS:
                 extra = await manager.asave(session)
                 if extra:
-                    message["headers"] = add_headers(list(message.get("headers", ())), extra)
+                    message["headers"] = merge_raw_headers(message.get("headers", ()), extra)
             await send(message)
 
         await self.app(scope, receive, send_with_session)

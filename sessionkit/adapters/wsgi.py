@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
-from ..manager import Headers, SessionManager
+from ..manager import SessionManager
 from ..session import Session
+from .headers import merge_headers
 
-__all__ = ["ENVIRON_KEY", "SessionMiddleware", "add_headers", "vary_with"]
+__all__ = ["ENVIRON_KEY", "SessionMiddleware"]
 
 log = logging.getLogger("sessionkit")
 
@@ -25,31 +26,6 @@ Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None] | None
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
-
-
-def add_headers(headers: list[tuple[str, str]], extra: Headers) -> list[tuple[str, str]]:
-    """`headers` plus `extra`, merging `Vary` into an existing one instead of repeating it."""
-    result = list(headers)
-    vary_at = None
-    for index, (name, _) in enumerate(result):
-        if name.lower() == "vary":
-            vary_at = index
-            break
-    for name, value in extra:
-        if name != "Vary" or vary_at is None:
-            result.append((name, value))
-            continue
-        existing, current = result[vary_at]
-        result[vary_at] = (existing, vary_with(current, value))
-    return result
-
-
-def vary_with(current: str, value: str) -> str:
-    """A ``Vary`` value that also names `value` (unchanged if it already does, or is ``*``)."""
-    tokens = {token.strip().lower() for token in current.split(",")}
-    if value.lower() in tokens or "*" in tokens:
-        return current
-    return f"{current}, {value}"
 
 
 class SessionMiddleware:
@@ -67,7 +43,7 @@ class SessionMiddleware:
         def session_start_response(status: str, headers: list[tuple[str, str]],
                                    exc_info: ExcInfo = None) -> Callable[[bytes], object]:
             extra = manager.save(session)
-            return start_response(status, add_headers(headers, extra) if extra else headers, exc_info)
+            return start_response(status, merge_headers(headers, extra) if extra else headers, exc_info)
 
         return _ClosingIterator(self.app(environ, session_start_response), manager, session)
 

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
 from sessionkit import SessionManager
-from sessionkit.adapters.asgi import SessionMiddleware, add_headers, cookie_header, get_session
+from sessionkit.adapters.asgi import SessionMiddleware, cookie_header, get_session
 from sessionkit.codec import IdSigner
 
 from ..helpers import KEY, RecordingStore
@@ -185,7 +185,3 @@ def test_cookie_header_joins_split_cookies() -> None:
     assert cookie_header(scope) == "a=1; session=v"
     assert cookie_header({"headers": []}) is None
 
-
-def test_add_headers_merges_vary_in_bytes() -> None:
-    assert add_headers([(b"Vary", b"Origin")], [("Vary", "Cookie")]) == [(b"Vary", b"Origin, Cookie")]
-    assert add_headers([], [("Set-Cookie", "a=b")]) == [(b"set-cookie", b"a=b")]

@@ -8,7 +8,7 @@ import pytest
 import webtest
 
 from sessionkit import SessionManager
-from sessionkit.adapters.wsgi import ENVIRON_KEY, SessionMiddleware, add_headers
+from sessionkit.adapters.wsgi import ENVIRON_KEY, SessionMiddleware
 from sessionkit.codec import IdSigner
 
 from ..helpers import KEY, RecordingStore, login_app
@@ -166,9 +166,3 @@ def test_body_close_is_called() -> None:
     webtest.TestApp(SessionMiddleware(app, SessionManager(secret_keys=[KEY]))).get("/")
     assert closed == [True]
 
-
-def test_add_headers_merges_vary() -> None:
-    assert add_headers([("vary", "Origin")], [("Vary", "Cookie")]) == [("vary", "Origin, Cookie")]
-    assert add_headers([("Vary", "cookie")], [("Vary", "Cookie")]) == [("Vary", "cookie")]
-    assert add_headers([("Vary", "*")], [("Vary", "Cookie")]) == [("Vary", "*")]
-    assert add_headers([], [("Vary", "Cookie"), ("Set-Cookie", "a=b")]) == [("Vary", "Cookie"), ("Set-Cookie", "a=b")]
