@@ -218,6 +218,17 @@ def dump_cookie(
     return header
 
 
+def _check_prefix(name: str, *, secure: bool | None, path: str | None, domain: str | None) -> None:
+    """Refuse a ``__Host-``/``__Secure-`` name the browser would reject (RFC 6265bis §4.1.3)."""
+    lowered = name.lower()
+    if lowered.startswith("__host-"):
+        if secure is not True or domain or path != "/":
+            raise ConfigError("a __Host- cookie needs secure=True, cookie_path='/' and no cookie_domain",
+                              option="cookie_name")
+    elif lowered.startswith("__secure-") and secure is not True:
+        raise ConfigError("a __Secure- cookie needs secure=True", option="cookie_name")
+
+
 class CookieCodec:
     """Reads the session cookie from a `Cookie` header and renders `Set-Cookie`."""
 
@@ -245,6 +256,7 @@ class CookieCodec:
         self.partitioned = partitioned
         # Validate the attributes once, at configuration time, not per response.
         dump_cookie(name, "x", path=path, domain=domain, samesite=samesite)
+        _check_prefix(name, secure=secure, path=path, domain=domain)
 
     def read(self, header: str | None) -> Incoming:
         """The verified session id in `header`, if any; never raises on bad input."""

@@ -24,8 +24,9 @@ from .codec import CookieCodec, SameSite
 from .config import parse_duration, parse_secret_keys
 from .errors import ConfigError, StoreError
 from .flow import Create, Delete, Flow, Load, Merge, MergeResult, run_async, run_sync
+from .proxies import TrustedProxies
 from .record import CorruptRecord, Record, merge_data
-from .serializers import JSONSerializer, Serializer
+from .serializers import Serializer, get_serializer
 from .session import Session
 
 __all__ = ["Headers", "SessionManager", "session_id_hash"]
@@ -57,6 +58,12 @@ class SessionManager:
     absolute timeout counts from creation. Both are enforced on the server: the
     store's TTL and the creation time in the record, never only the cookie's expiry.
 
+    ``trusted_proxies`` names the reverse proxies (addresses or networks) whose
+    ``Forwarded``/``X-Forwarded-Proto`` headers decide `Secure` when ``secure=None``;
+    nobody else's are believed. ``on_invalid_cookie`` is called with a hash of
+    the ``Cookie`` header whenever a session cookie fails to verify (a detection
+    hook for id guessing); ``invalid_cookies`` counts them.
+
     ``on_store_error`` chooses what an unreachable or failing store means:
     ``"raise"`` (default) lets the typed `StoreError` propagate, so the request
     fails loudly; ``"fresh"`` logs it and serves the request with an empty,
@@ -79,8 +86,10 @@ class SessionManager:
         idle_timeout: float | timedelta | None = None,
         absolute_timeout: float | timedelta = 604800,
         rolling: bool = True,
-        serializer: Serializer | None = None,
+        serializer: Serializer | str | None = None,
         on_store_error: Literal["raise", "fresh"] = "raise",
+        trusted_proxies: Iterable[str] = (),
+        on_invalid_cookie: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         keys = parse_secret_keys(secret_keys)
@@ -103,13 +112,17 @@ class SessionManager:
             raise ConfigError(f"on_store_error must be 'raise' or 'fresh', not {on_store_error!r}",
                               option="on_store_error")
         self.on_store_error = on_store_error
+        self.trusted_proxies = TrustedProxies(trusted_proxies)
+        self.on_invalid_cookie = on_invalid_cookie
+        #: Requests whose session cookie did not verify (forged, truncated, old key dropped).
+        self.invalid_cookies = 0
         self.store: Any = open_store(url) if isinstance(url, str) else url
         if idle_timeout is None:
             idle_timeout = getattr(self.store, "default_ttl", None) or DEFAULT_IDLE_TIMEOUT
         self.idle_timeout = parse_duration(idle_timeout, name="idle_timeout")
         self.absolute_timeout = parse_duration(absolute_timeout, name="absolute_timeout")
         self.rolling = rolling
-        self.serializer: Serializer = serializer or JSONSerializer()
+        self.serializer: Serializer = get_serializer(serializer)
         self._clock = clock
         self._touch_ttl = self.idle_timeout if rolling else None
 
@@ -138,7 +151,24 @@ class SessionManager:
         `session_class` lets an adapter hand its framework a `Session` subclass
         that speaks the framework's dialect (Flask's `permanent`, `new`).
         """
-        return session_class(self.codec.read(cookie_header), self.serializer, loader, self._clock(), https=https)
+        incoming = self.codec.read(cookie_header)
+        if incoming.present and incoming.session_id is None:
+            self._invalid_cookie(cookie_header or "")
+        return session_class(incoming, self.serializer, loader, self._clock(), https=https)
+
+    def _invalid_cookie(self, cookie_header: str) -> None:
+        """Count a cookie that did not verify, and tell the hook (a flood is someone guessing ids)."""
+        self.invalid_cookies += 1
+        if self.on_invalid_cookie is not None:
+            digest = hashlib.sha256(cookie_header.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+            self.on_invalid_cookie(digest)
+
+    def is_https(self, scheme: str | None, client: str | None = None, forwarded: str | None = None,
+                 forwarded_proto: str | None = None) -> bool:
+        """Whether a request used https: its scheme, or what a *trusted* proxy forwarded."""
+        if scheme == "https" or scheme == "wss":
+            return True
+        return bool(self.trusted_proxies) and self.trusted_proxies.is_https(scheme, client, forwarded, forwarded_proto)
 
     def load_flow(self, session: Session) -> Flow[None]:
         """Load the session the cookie names; anything wrong leaves it new and empty."""

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import json.scanner
+import pickle
 from json.encoder import encode_basestring
 from typing import Any, Protocol
 
-from .errors import SerializationError
+from .errors import ConfigError, SerializationError
 
-__all__ = ["JSONSerializer", "Serializer"]
+__all__ = ["InsecurePickleSerializer", "JSONSerializer", "Serializer", "get_serializer"]
 
 
 class Serializer(Protocol):
@@ -76,3 +77,41 @@ class JSONSerializer:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+class InsecurePickleSerializer:
+    """Pickle, for sessions holding Python objects JSON cannot carry.
+
+    Anyone who can write to the store (or forge a record) can then run code in
+    every service that loads a session: use it only with a store nobody else
+    can write to. It is never a default, and only the name ``insecure-pickle``
+    selects it.
+    """
+
+    name = "insecure-pickle"
+
+    def dumps(self, value: Any) -> bytes:
+        try:
+            return pickle.dumps(value, protocol=5)
+        except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
+            raise SerializationError(f"value cannot be pickled: {exc}") from exc
+
+    def loads(self, data: bytes) -> Any:
+        try:
+            return pickle.loads(data)  # noqa: S301 - the user opted in by name
+        except Exception as exc:
+            raise ValueError(f"stored value is not a valid pickle: {exc!r}") from None
+
+
+def get_serializer(choice: Serializer | str | None) -> Serializer:
+    """A serializer by name (``json``, ``insecure-pickle``) or as an object; None is JSON."""
+    if choice is None or choice == "json":
+        return JSONSerializer()
+    if not isinstance(choice, str):
+        return choice
+    if choice == InsecurePickleSerializer.name:
+        return InsecurePickleSerializer()
+    if "pickle" in choice.lower():
+        raise ConfigError("pickle lets anyone who can write to the session store run code in your services; "
+                          "if you accept that, ask for it by the name 'insecure-pickle'", option="serializer")
+    raise ConfigError(f"unknown serializer {choice!r}: use 'json' or 'insecure-pickle'", option="serializer")

@@ -60,12 +60,22 @@ class SessionMiddleware:
         self.app = app
         self.manager = manager
 
+    def _is_https(self, scope: Scope) -> bool:
+        scheme = scope.get("scheme")
+        if scheme in ("https", "wss") or not self.manager.trusted_proxies:
+            return scheme in ("https", "wss")
+        client = scope.get("client")
+        headers = {name: value.decode("latin-1") for name, value in scope.get("headers", ())
+                   if name in (b"forwarded", b"x-forwarded-proto")}
+        return self.manager.is_https(scheme, client[0] if client else None, headers.get(b"forwarded"),
+                                     headers.get(b"x-forwarded-proto"))
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         manager = self.manager
-        session = await manager.aopen(cookie_header(scope), https=scope.get("scheme") in ("https", "wss"))
+        session = await manager.aopen(cookie_header(scope), https=self._is_https(scope))
         scope[SCOPE_KEY] = session
 
         async def send_with_session(message: Message) -> None:

@@ -37,7 +37,9 @@ class SessionMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         manager = self.manager
-        session = manager.open(environ.get("HTTP_COOKIE"), https=environ.get("wsgi.url_scheme") == "https")
+        https = manager.is_https(environ.get("wsgi.url_scheme"), environ.get("REMOTE_ADDR"),
+                                 environ.get("HTTP_FORWARDED"), environ.get("HTTP_X_FORWARDED_PROTO"))
+        session = manager.open(environ.get("HTTP_COOKIE"), https=https)
         environ[ENVIRON_KEY] = session
 
         def session_start_response(status: str, headers: list[tuple[str, str]],
