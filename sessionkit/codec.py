@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 from .errors import ConfigError
+from .record import Record
 
 __all__ = [
     "CookieCodec",
@@ -163,6 +164,10 @@ class Incoming(NamedTuple):
     present: bool
     #: The id verified only under an older key: re-sign it on the response.
     stale_key: bool = False
+    #: A stateless (cookie://) session: the record the cookie itself carried.
+    record: Record | None = None
+    #: How many cookies carried it (a split cookie:// session).
+    parts: int = 1
 
 
 _NO_COOKIE = Incoming(None, present=False)
@@ -273,15 +278,16 @@ class CookieCodec:
 
     def render(self, session_id: str, *, max_age: int | None, https: bool) -> str:
         """`Set-Cookie` value carrying the signed `session_id`."""
-        return self._dump(self.signer.sign(session_id), max_age, https)
+        return self.render_value(self.signer.sign(session_id), max_age=max_age, https=https)
 
-    def render_expired(self, *, https: bool) -> str:
-        """`Set-Cookie` value that makes the browser drop the session cookie."""
-        return self._dump("", 0, https)
+    def render_expired(self, *, https: bool, name: str | None = None) -> str:
+        """`Set-Cookie` value that makes the browser drop the session cookie (or its part `name`)."""
+        return self.render_value("", max_age=0, https=https, name=name)
 
-    def _dump(self, value: str, max_age: int | None, https: bool) -> str:
+    def render_value(self, value: str, *, max_age: int | None, https: bool, name: str | None = None) -> str:
+        """`Set-Cookie` with this codec's attributes for any `value` (a cookie:// token, say)."""
         return dump_cookie(
-            self.name,
+            name or self.name,
             value,
             max_age=max_age,
             path=self.path,

@@ -16,7 +16,8 @@ from typing import Any, NamedTuple, TypeVar
 
 from .record import Record
 
-__all__ = ["VERBS", "Create", "Delete", "Flow", "Load", "Merge", "MergeResult", "Op", "run_async", "run_sync"]
+__all__ = ["VERBS", "Create", "Delete", "Flow", "IsRevoked", "Load", "Merge", "MergeResult", "Op", "Revoke",
+           "run_async", "run_sync"]
 
 T = TypeVar("T")
 
@@ -71,11 +72,25 @@ class Delete(NamedTuple):
     session_id: str
 
 
+class IsRevoked(NamedTuple):
+    """Ask a stateless store's revocation list whether an id was logged out."""
+
+    session_id: str
+
+
+class Revoke(NamedTuple):
+    """Put an id on a stateless store's revocation list for `ttl` seconds."""
+
+    session_id: str
+    ttl: float
+
+
 #: A store operation: its fields are the store method's arguments, in order.
-Op = Load | Create | Merge | Delete
+Op = Load | Create | Merge | Delete | IsRevoked | Revoke
 
 #: The store method each operation calls; the async face prefixes it with "a".
-VERBS: dict[type[Any], str] = {Load: "load", Create: "create", Merge: "merge", Delete: "delete"}
+VERBS: dict[type[Any], str] = {Load: "load", Create: "create", Merge: "merge", Delete: "delete",
+                               IsRevoked: "is_revoked", Revoke: "revoke"}
 _ASYNC_VERBS = {op: "a" + verb for op, verb in VERBS.items()}
 
 

@@ -20,10 +20,10 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from .backends import open_store
-from .codec import CookieCodec, SameSite
+from .codec import MAX_COOKIE_BYTES, CookieCodec, Incoming, SameSite, parse_cookie_header
 from .config import parse_duration, parse_secret_keys
-from .errors import ConfigError, StoreError
-from .flow import Create, Delete, Flow, Load, Merge, MergeResult, run_async, run_sync
+from .errors import ConfigError, SessionTooLarge, StoreError
+from .flow import Create, Delete, Flow, IsRevoked, Load, Merge, MergeResult, Revoke, run_async, run_sync
 from .proxies import TrustedProxies
 from .record import CorruptRecord, Record, merge_data
 from .serializers import Serializer, get_serializer
@@ -125,6 +125,10 @@ class SessionManager:
         self.serializer: Serializer = get_serializer(serializer)
         self._clock = clock
         self._touch_ttl = self.idle_timeout if rolling else None
+        #: A cookie:// store: the session itself travels in the cookie.
+        self._stateless = bool(getattr(self.store, "stateless", False))
+        if self._stateless:
+            self.store.bind(keys)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **options: Any) -> SessionManager:
@@ -151,7 +155,7 @@ class SessionManager:
         `session_class` lets an adapter hand its framework a `Session` subclass
         that speaks the framework's dialect (Flask's `permanent`, `new`).
         """
-        incoming = self.codec.read(cookie_header)
+        incoming = self._read_token(cookie_header) if self._stateless else self.codec.read(cookie_header)
         if incoming.present and incoming.session_id is None:
             self._invalid_cookie(cookie_header or "")
         return session_class(incoming, self.serializer, loader, self._clock(), https=https)
@@ -170,13 +174,37 @@ class SessionManager:
             return True
         return bool(self.trusted_proxies) and self.trusted_proxies.is_https(scheme, client, forwarded, forwarded_proto)
 
+    def _read_token(self, cookie_header: str | None) -> Incoming:
+        """The session a cookie:// token carries (its parts joined), verified, or nothing."""
+        values = parse_cookie_header(cookie_header, self.codec.name) if cookie_header else []
+        if not values:
+            return Incoming(None, present=False)
+        token, parts = values[0], 1
+        while parts < self.store.split:
+            more = parse_cookie_header(cookie_header or "", f"{self.codec.name}.{parts}")
+            if not more:
+                break
+            token, parts = token + more[0], parts + 1
+        decoded = self.store.decode(token)
+        if decoded is None:
+            return Incoming(None, present=True, parts=parts)
+        session_id, record, stale = decoded
+        return Incoming(session_id, present=True, stale_key=stale, record=record, parts=parts)
+
     def load_flow(self, session: Session) -> Flow[None]:
         """Load the session the cookie names; anything wrong leaves it new and empty."""
         session_id = session.incoming.session_id
         if session_id is None:
             return
+        record: Record | None
         try:
-            record: Record | None = yield Load(session_id, self._touch_ttl)
+            record = session.incoming.record
+            if record is None:
+                record = yield Load(session_id, self._touch_ttl)
+            elif session._now - record.accessed_at >= self.idle_timeout:
+                record = None  # a cookie:// session enforces the idle timeout from its own record
+            elif self.store.revocations is not None and (yield IsRevoked(session_id)):
+                record = None
         except CorruptRecord as exc:
             log.warning("session %s: unreadable stored record (%s); starting a fresh session",
                         session_id_hash(session_id), exc)
@@ -208,11 +236,13 @@ class SessionManager:
         """Write what changed and return the headers the response needs."""
         if not session.accessed:
             return []
-        if session._is_quiet() or session._degraded:
+        if session._degraded or (session._is_quiet() and not self._stateless):
             return [_VARY]
         headers: Headers = [_VARY]
         now = self._clock()
         try:
+            if self._stateless:
+                return (yield from self._save_token(session, headers, now))
             if session._is_new:
                 doomed = tuple(session._doomed)
                 data = session.encoded_data()
@@ -250,6 +280,48 @@ class SessionManager:
             log.error("session save failed (%s); the response goes out without it", exc)
             return [_VARY]
 
+    def _save_token(self, session: Session, headers: Headers, now: float) -> Flow[Headers]:
+        """A cookie:// save: the whole session re-issued as the cookie, when anything changed."""
+        if session._doomed and self.store.revocations is not None:
+            for old_id in tuple(session._doomed):
+                yield Revoke(old_id, self.absolute_timeout)
+        data = session.encoded_data()
+        incoming = session.incoming
+        if not data:
+            for part in range(incoming.parts if incoming.present else 0):
+                headers += self._set_cookie(self.codec.render_expired(https=session.https, name=self._part(part)))
+            session._mark_saved(None, {})
+            return headers
+        # Rolling: re-issue once a tenth of the idle timeout has passed, not on every read.
+        refresh_due = self.rolling and now - session._accessed_at >= self.idle_timeout / 10
+        if not (session._is_new or incoming.stale_key or refresh_due or session.changes()):
+            return headers
+        session_id = session.id
+        created_at = session._created_at
+        token = self.store.encode(session_id, Record(data, created_at, now))
+        max_age = max(1, math.ceil(created_at + self.absolute_timeout - now))
+        overhead = len(self.codec.render_value("", max_age=max_age, https=session.https)) + 2  # room for ".N"
+        budget = MAX_COOKIE_BYTES - overhead
+        chunks = [token[start:start + budget] for start in range(0, len(token), budget)]
+        if len(chunks) > self.store.split:
+            size = len(token) + overhead
+            raise SessionTooLarge(
+                f"the session cookie would be {size} bytes and browsers drop cookies over {MAX_COOKIE_BYTES} "
+                f"({self.store.split} cookie(s) allowed): store less in the session, or use "
+                "cookie://?compress=1, ?split=N, or a server store",
+                size=size, limit=MAX_COOKIE_BYTES * self.store.split)
+        for part, chunk in enumerate(chunks):
+            headers += self._set_cookie(
+                self.codec.render_value(chunk, max_age=max_age, https=session.https, name=self._part(part)))
+        for part in range(len(chunks), incoming.parts if incoming.present else 0):
+            headers += self._set_cookie(self.codec.render_expired(https=session.https, name=self._part(part)))
+        session._mark_saved(session_id, data)
+        session._accessed_at = now
+        return headers
+
+    def _part(self, index: int) -> str:
+        return self.codec.name if index == 0 else f"{self.codec.name}.{index}"
+
     @staticmethod
     def _set_cookie(value: str) -> Headers:
         # A response that hands out (or takes back) a session id must not sit in a shared cache.
@@ -275,7 +347,7 @@ class SessionManager:
 
     def save(self, session: Session) -> Headers:
         """Save a sync request's session; returns headers to add to the response."""
-        if session._touched and session._is_quiet():
+        if session._touched and not self._stateless and session._is_quiet():
             return [_VARY]  # the read-only request: skip the flow machinery on the hot path
         return run_sync(self.save_flow(session), self.store)
 
@@ -294,7 +366,7 @@ class SessionManager:
 
     async def asave(self, session: Session) -> Headers:
         """Save an async request's session; returns headers to add to the response."""
-        if session._touched and session._is_quiet():
+        if session._touched and not self._stateless and session._is_quiet():
             return [_VARY]
         return await run_async(self.save_flow(session), self.store)
 

@@ -21,6 +21,7 @@ _BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "memory": ("sessionkit.backends.memory", "MemoryStore", None),
     "file": ("sessionkit.backends.file", "FileStore", None),
     "memcache": ("sessionkit.backends.memcache", "MemcacheStore", "memcache"),
+    "cookie": ("sessionkit.backends.cookie", "CookieStore", None),
     "redis": ("sessionkit.backends.redis", "RedisStore", "redis"),
     "rediss": ("sessionkit.backends.redis", "RedisStore", "redis"),
     "unix": ("sessionkit.backends.redis", "RedisStore", "redis"),

@@ -1,0 +1,220 @@
+"""`cookie://` — no server state: the session travels in a signed or encrypted cookie.
+
+Any node can serve any request and a node failure loses nothing (the seeds'
+"session abolition" case). The cost: the whole session crosses the network on
+every request, a browser keeps at most ~4 KB per cookie, and a stateless
+session cannot be ended on the server — see `invalidate` below.
+
+Token, all cookie-safe ASCII: ``<kind><version>[z].<key id>.<body>[.<signature>]``.
+
+- ``s1`` signed: ``body`` is the base64url record, ``signature`` its
+  HMAC-SHA256 (over everything before it) under a key derived for signing.
+- ``e1`` encrypted: ``body`` is base64url(nonce ‖ AES-256-GCM ciphertext), with
+  the header as associated data, under a key derived for encryption. GCM also
+  authenticates, so nothing is signed twice.
+- ``z`` marks a zlib-compressed record (``?compress=1``).
+
+Keys rotate like the id keys: the manager's ``secret_keys``, newest first; the
+first signs or encrypts, all are accepted, and a token under an older key is
+re-issued under the newest. The key id (a short hash of the derived key)
+picks the key without trying each. Signing and encryption keys are derived
+separately (HKDF) from each secret, so one secret never serves two purposes.
+
+The record inside carries the session id, its creation time and the time it
+was last issued: the manager enforces idle and absolute timeouts from those,
+never from the cookie's own ``Expires``.
+
+``invalidate()`` expires the cookie in *this* browser; a copy of the cookie
+taken earlier stays valid until its timeouts run out, because nothing on the
+server remembers it. Who needs logout to end copies too configures a
+revocation list on a server store, ``cookie://?revoke=redis://…`` — the one
+small piece of server state: revoked ids, each kept until its absolute timeout.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+from ..codec import KeyedSha256, derive_key
+from ..config import StoreURL
+from ..errors import ConfigError
+from ..record import CorruptRecord, Record, decode_record, encode_record
+
+__all__ = ["CookieStore"]
+
+#: What one decompressed record may grow to: a guard against zip bombs.
+MAX_RECORD_BYTES = 64 * 1024
+_NONCE_BYTES = 12
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class _Key:
+    """One secret's derived keys and their ids."""
+
+    def __init__(self, secret: bytes) -> None:
+        sign = derive_key(secret, b"cookie-store-sign")
+        self.signer = KeyedSha256(sign)
+        self.sign_id = _b64(hashlib.sha256(b"kid" + sign).digest()[:6])
+        encrypt = derive_key(secret, b"cookie-store-encrypt")
+        self.encrypt_key = encrypt
+        self.encrypt_id = _b64(hashlib.sha256(b"kid" + encrypt).digest()[:6])
+        self._aead: Any = None
+
+    def aead(self) -> Any:
+        if self._aead is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._aead = AESGCM(self.encrypt_key)
+        return self._aead
+
+
+class CookieStore:
+    """Encodes sessions into cookie values and back; keeps no state (but an optional revocation list)."""
+
+    #: The manager puts the session itself in the cookie instead of an id.
+    stateless = True
+
+    def __init__(self, *, encrypt: bool = False, compress: bool = False, split: int = 1,
+                 revoke: Any = None) -> None:
+        if encrypt:
+            try:
+                import cryptography.hazmat.primitives.ciphers.aead  # noqa: F401
+            except ImportError as exc:
+                raise ConfigError("cookie://?encrypt=1 needs the cryptography package "
+                                  "(pip install 'sessionkit[crypto]')", option="encrypt") from exc
+        if not 1 <= split <= 10:
+            raise ConfigError(f"split must be 1 to 10 cookies, not {split}", option="split")
+        self.encrypt = encrypt
+        self.compress = compress
+        #: At most this many cookies carry one session (``name``, ``name.1``, …).
+        self.split = split
+        #: A server store for revoked ids, or None.
+        self.revocations = revoke
+        self._keys: list[_Key] = []
+        self._by_id: dict[str, _Key] = {}
+        self._kind = "e1" if encrypt else "s1"
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> CookieStore:
+        if url.netloc or url.path not in ("", "/"):
+            raise ConfigError(f"cookie:// takes options only, got {url.url!r}", option="url")
+        encrypt = url.get_bool("encrypt", False)
+        compress = url.get_bool("compress", False)
+        split = url.get_int("split", 1, minimum=1)
+        revoke_url = url.get_str("revoke")
+        url.finish()
+        revoke = None
+        if revoke_url:
+            from . import open_store
+
+            revoke = open_store(revoke_url)
+            if getattr(revoke, "stateless", False):
+                raise ConfigError("revoke= needs a server store (redis://, memcache://, file://)", option="revoke")
+        return cls(encrypt=encrypt, compress=compress, split=split, revoke=revoke)
+
+    def bind(self, secret_keys: Sequence[bytes]) -> None:
+        """Take the manager's secret keys (newest first)."""
+        self._keys = [_Key(secret) for secret in secret_keys]
+        self._by_id = {}
+        for key in self._keys:
+            self._by_id.setdefault(key.encrypt_id if self.encrypt else key.sign_id, key)
+
+    # -- tokens ----------------------------------------------------------------------
+
+    def encode(self, session_id: str, record: Record) -> str:
+        """The cookie value carrying `record` under the newest key."""
+        key = self._keys[0]
+        blob = encode_record(record._replace(meta={**record.meta, "i": session_id}))
+        kind = self._kind
+        if self.compress and len(blob) > 128:
+            blob = zlib.compress(blob, 6)
+            kind += "z"
+        if self.encrypt:
+            header = f"{kind}.{key.encrypt_id}"
+            nonce = os.urandom(_NONCE_BYTES)
+            return f"{header}.{_b64(nonce + key.aead().encrypt(nonce, blob, header.encode('ascii')))}"
+        body = f"{kind}.{key.sign_id}.{_b64(blob)}"
+        return f"{body}.{_b64(key.signer.digest(body.encode('ascii')))}"
+
+    def decode(self, token: str) -> tuple[str, Record, bool] | None:
+        """(session id, record, signed by an older key) from a cookie value, or None if not ours."""
+        if not token.isascii() or token.count(".") > 3:
+            return None
+        parts = token.split(".")
+        kind = parts[0]
+        if kind not in (self._kind, self._kind + "z") or len(parts) != (3 if self.encrypt else 4):
+            return None
+        key = self._by_id.get(parts[1])
+        if key is None:
+            return None
+        try:
+            if self.encrypt:
+                raw = _unb64(parts[2])
+                blob = key.aead().decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], f"{kind}.{parts[1]}".encode())
+            else:
+                expected = key.signer.digest(f"{kind}.{parts[1]}.{parts[2]}".encode("ascii"))
+                if not hmac.compare_digest(_b64(expected), parts[3]):
+                    return None
+                blob = _unb64(parts[2])
+            if kind.endswith("z"):
+                inflater = zlib.decompressobj()
+                blob = inflater.decompress(blob, MAX_RECORD_BYTES)
+                if inflater.unconsumed_tail:
+                    return None
+            record = decode_record(blob)
+        except (ValueError, binascii.Error, zlib.error, CorruptRecord, IndexError):
+            return None
+        except Exception as exc:  # cryptography's InvalidTag and friends
+            if type(exc).__name__ == "InvalidTag":
+                return None
+            raise
+        meta = dict(record.meta)
+        session_id = meta.pop("i", None)
+        if not session_id or not record.data:
+            return None
+        return session_id, record._replace(meta=meta), key is not self._keys[0]
+
+    # -- the store protocol: only the revocation list touches a server -------------
+
+    def is_revoked(self, session_id: str) -> bool:
+        return self.revocations is not None and self.revocations.load(_revoked(session_id), None) is not None
+
+    async def ais_revoked(self, session_id: str) -> bool:
+        return self.revocations is not None and await self.revocations.aload(_revoked(session_id), None) is not None
+
+    def revoke(self, session_id: str, ttl: float) -> None:
+        if self.revocations is not None:
+            self.revocations.create(_revoked(session_id), _REVOKED, ttl)
+
+    async def arevoke(self, session_id: str, ttl: float) -> None:
+        if self.revocations is not None:
+            await self.revocations.acreate(_revoked(session_id), _REVOKED, ttl)
+
+    def close(self) -> None:
+        if self.revocations is not None:
+            self.revocations.close()
+
+    async def aclose(self) -> None:
+        if self.revocations is not None:
+            await self.revocations.aclose()
+
+
+def _revoked(session_id: str) -> str:
+    return "revoked:" + session_id
+
+
+_REVOKED = Record({"revoked": b"true"}, 0.0, 0.0)
