@@ -14,7 +14,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from .errors import ConfigError
 
-__all__ = ["MIN_KEY_BYTES", "StoreURL", "parse_duration", "parse_secret_keys"]
+__all__ = ["MIN_KEY_BYTES", "StoreURL", "parse_duration", "parse_secret_keys", "split_secret_keys"]
 
 #: HMAC-SHA256 keys shorter than the hash output weaken it (RFC 2104 §3).
 MIN_KEY_BYTES = 32
@@ -34,6 +34,11 @@ def parse_duration(value: float | timedelta, *, name: str) -> float:
     if not seconds > 0 or seconds == float("inf"):
         raise ConfigError(f"{name} must be a positive, finite duration, not {value!r}", option=name)
     return seconds
+
+
+def split_secret_keys(value: str) -> list[str]:
+    """The keys in a ``SESSIONKIT_SECRET_KEYS`` value: comma-separated, newest first, blanks dropped."""
+    return [key.strip() for key in value.split(",") if key.strip()]
 
 
 def parse_secret_keys(keys: str | bytes | Iterable[str | bytes] | None) -> tuple[bytes, ...]:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from .backends import open_store
 from .codec import MAX_COOKIE_BYTES, CookieCodec, Incoming, SameSite, parse_cookie_header
-from .config import parse_duration, parse_secret_keys
+from .config import parse_duration, parse_secret_keys, split_secret_keys
 from .errors import ConfigError, SessionTooLarge, StoreError
 from .flow import Create, Delete, Flow, IsRevoked, Load, Merge, MergeResult, Revoke, run_async, run_sync
 from .proxies import TrustedProxies
@@ -139,7 +139,7 @@ class SessionManager:
         """
         env = os.environ if environ is None else environ
         raw_keys = env.get("SESSIONKIT_SECRET_KEYS", "")
-        keys = [key.strip() for key in raw_keys.split(",") if key.strip()]
+        keys = split_secret_keys(raw_keys)
         if not keys:
             raise ConfigError("SESSIONKIT_SECRET_KEYS is not set (comma-separated keys, newest first)",
                               option="SESSIONKIT_SECRET_KEYS")

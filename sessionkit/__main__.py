@@ -1,0 +1,15 @@
+"""``python -m sessionkit``: the command line, for when the console script is not on PATH.
+
+``python -m sessionkit.demo`` is a separate module and does not pass through here.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+__all__: list[str] = []
+
+if __name__ == "__main__":
+    sys.exit(main())
