@@ -7,6 +7,7 @@ from typing import Any
 
 from sessionkit.adapters.wsgi import ENVIRON_KEY
 from sessionkit.backends.memory import MemoryStore
+from sessionkit.codec import IdSigner
 from sessionkit.flow import MergeResult
 from sessionkit.record import Record
 
@@ -69,3 +70,16 @@ def login_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> li
     body = f"user={session.get('user')} count={session.get('count')}".encode()
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [body]
+
+
+#: Cookie headers no browser of ours sends: each must get a fresh session, never a 500.
+HOSTILE_COOKIES = [
+    "session=garbage",
+    "session=" + "A" * 43 + "." + "B" * 43,
+    "session=" + IdSigner([b"z" * 32]).sign("C" * 43),
+    "session=" + "x" * 65_536,
+    "; ".join(["session=1"] * 5000),
+    "session=\"unterminated",
+    "=; ; session",
+    "session=ä\x7f\x00ü",
+]
