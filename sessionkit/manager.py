@@ -127,6 +127,7 @@ class SessionManager:
         self._touch_ttl = self.idle_timeout if rolling else None
         #: A cookie:// store: the session itself travels in the cookie.
         self._stateless = bool(getattr(self.store, "stateless", False))
+        self._overheads: dict[tuple[int, bool], int] = {}
         if self._stateless:
             self.store.bind(keys)
 
@@ -300,16 +301,19 @@ class SessionManager:
         created_at = session._created_at
         token = self.store.encode(session_id, Record(data, created_at, now))
         max_age = max(1, math.ceil(created_at + self.absolute_timeout - now))
-        overhead = len(self.codec.render_value("", max_age=max_age, https=session.https)) + 2  # room for ".N"
-        budget = MAX_COOKIE_BYTES - overhead
-        chunks = [token[start:start + budget] for start in range(0, len(token), budget)]
-        if len(chunks) > self.store.split:
-            size = len(token) + overhead
-            raise SessionTooLarge(
-                f"the session cookie would be {size} bytes and browsers drop cookies over {MAX_COOKIE_BYTES} "
-                f"({self.store.split} cookie(s) allowed): store less in the session, or use "
-                "cookie://?compress=1, ?split=N, or a server store",
-                size=size, limit=MAX_COOKIE_BYTES * self.store.split)
+        overhead = self._cookie_overhead(max_age, session.https)
+        if len(token) + overhead <= MAX_COOKIE_BYTES:  # the common case: one cookie
+            chunks = [token]
+        else:
+            budget = MAX_COOKIE_BYTES - overhead - 2  # room for ".N" in the name
+            chunks = [token[start:start + budget] for start in range(0, len(token), budget)]
+            if len(chunks) > self.store.split:
+                size = len(token) + overhead
+                raise SessionTooLarge(
+                    f"the session cookie would be {size} bytes and browsers drop cookies over "
+                    f"{MAX_COOKIE_BYTES} ({self.store.split} cookie(s) allowed): store less in the session, "
+                    "or use cookie://?compress=1, ?split=N, or a server store",
+                    size=size, limit=MAX_COOKIE_BYTES * self.store.split)
         for part, chunk in enumerate(chunks):
             headers += self._set_cookie(
                 self.codec.render_value(chunk, max_age=max_age, https=session.https, name=self._part(part)))
@@ -318,6 +322,14 @@ class SessionManager:
         session._mark_saved(session_id, data)
         session._accessed_at = now
         return headers
+
+    def _cookie_overhead(self, max_age: int, https: bool) -> int:
+        """Bytes of a Set-Cookie header besides its value (memoised: it depends on little)."""
+        key = (len(str(max_age)), https)
+        overhead = self._overheads.get(key)
+        if overhead is None:
+            overhead = self._overheads[key] = len(self.codec.render_value("", max_age=max_age, https=https))
+        return overhead
 
     def _part(self, index: int) -> str:
         return self.codec.name if index == 0 else f"{self.codec.name}.{index}"

@@ -17,7 +17,8 @@ __all__ = ["combine", "merge_headers", "merge_raw_headers", "vary_with"]
 
 H = TypeVar("H", str, bytes)
 
-_COMBINED = {"vary", "cache-control"}
+_COMBINED = frozenset({"vary", "cache-control"})
+_COMBINED_RAW = frozenset({b"vary", b"cache-control"})
 
 
 def vary_with(current: str, value: str) -> str:
@@ -36,14 +37,14 @@ def combine(name: str, current: str, ours: str) -> str:
     return current if directives & {"no-store", "private"} else ours
 
 
-def _merge(headers: Sequence[tuple[H, H]], extra: Sequence[tuple[str, str]], text: Callable[[H], str],
-           raw_name: Callable[[str], H], raw_value: Callable[[str], H]) -> list[tuple[H, H]]:
+def _merge(headers: Sequence[tuple[H, H]], extra: Sequence[tuple[str, str]], combined: frozenset[H],
+           text: Callable[[H], str], raw_name: Callable[[str], H], raw_value: Callable[[str], H]) -> list[tuple[H, H]]:
     result = list(headers)
     found: dict[str, int] = {}
     for index, (app_name, _) in enumerate(result):
-        lowered = text(app_name).lower()
-        if lowered in _COMBINED and lowered not in found:
-            found[lowered] = index
+        lowered = app_name.lower()
+        if lowered in combined:  # compared in the headers' own type: no decoding per header
+            found.setdefault(text(lowered), index)
     for name, value in extra:
         at = found.get(name.lower())
         if at is None:
@@ -72,10 +73,10 @@ def _raw_value(value: str) -> bytes:
 
 def merge_headers(headers: Sequence[tuple[str, str]], extra: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     """WSGI-style ``(str, str)`` headers plus the session's."""
-    return _merge(headers, extra, _same, _same, _same)
+    return _merge(headers, extra, _COMBINED, _same, _same, _same)
 
 
 def merge_raw_headers(headers: Sequence[tuple[bytes, bytes]],
                       extra: Sequence[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     """ASGI-style ``(bytes, bytes)`` headers plus the session's."""
-    return _merge(headers, extra, _text, _raw_name, _raw_value)
+    return _merge(headers, extra, _COMBINED_RAW, _text, _raw_name, _raw_value)

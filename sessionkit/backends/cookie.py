@@ -42,7 +42,7 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from ..codec import KeyedSha256, derive_key
+from ..codec import KeyedSha256, derive_key, is_session_id
 from ..config import StoreURL
 from ..errors import ConfigError
 from ..record import CorruptRecord, Record, decode_record, encode_record
@@ -52,6 +52,9 @@ __all__ = ["CookieStore"]
 #: What one decompressed record may grow to: a guard against zip bombs.
 MAX_RECORD_BYTES = 64 * 1024
 _NONCE_BYTES = 12
+_ID_CHARS = 43
+#: Verified tokens remembered per store.
+_CACHE_SIZE = 4096
 
 
 def _b64(data: bytes) -> str:
@@ -105,6 +108,7 @@ class CookieStore:
         #: A server store for revoked ids, or None.
         self.revocations = revoke
         self._keys: list[_Key] = []
+        self._verified: dict[str, tuple[str, Record, bool]] = {}
         self._by_id: dict[str, _Key] = {}
         self._kind = "e1" if encrypt else "s1"
 
@@ -129,6 +133,7 @@ class CookieStore:
     def bind(self, secret_keys: Sequence[bytes]) -> None:
         """Take the manager's secret keys (newest first)."""
         self._keys = [_Key(secret) for secret in secret_keys]
+        self._verified = {}
         self._by_id = {}
         for key in self._keys:
             self._by_id.setdefault(key.encrypt_id if self.encrypt else key.sign_id, key)
@@ -138,7 +143,9 @@ class CookieStore:
     def encode(self, session_id: str, record: Record) -> str:
         """The cookie value carrying `record` under the newest key."""
         key = self._keys[0]
-        blob = encode_record(record._replace(meta={**record.meta, "i": session_id}))
+        # The id rides in front of the record (ids have a fixed length), not in its metadata,
+        # which keeps the record on encode_record's fast path.
+        blob = session_id.encode("ascii") + encode_record(record)
         kind = self._kind
         if self.compress and len(blob) > 128:
             blob = zlib.compress(blob, 6)
@@ -151,7 +158,24 @@ class CookieStore:
         return f"{body}.{_b64(key.signer.digest(body.encode('ascii')))}"
 
     def decode(self, token: str) -> tuple[str, Record, bool] | None:
-        """(session id, record, signed by an older key) from a cookie value, or None if not ours."""
+        """(session id, record, issued under an older key) from a cookie value, or None if not ours.
+
+        Tokens that verified recently are remembered (bounded; only tokens that
+        verified), so a browser that sends the same cookie again costs a dict
+        lookup. Timeouts and revocation are checked by the manager on every
+        request, so a remembered token still expires and can still be revoked.
+        """
+        known = self._verified.get(token)
+        if known is not None:
+            return known
+        decoded = self._decode(token)
+        if decoded is not None:
+            if len(self._verified) >= _CACHE_SIZE:
+                self._verified.clear()
+            self._verified[token] = decoded
+        return decoded
+
+    def _decode(self, token: str) -> tuple[str, Record, bool] | None:
         if not token.isascii() or token.count(".") > 3:
             return None
         parts = token.split(".")
@@ -175,18 +199,17 @@ class CookieStore:
                 blob = inflater.decompress(blob, MAX_RECORD_BYTES)
                 if inflater.unconsumed_tail:
                     return None
-            record = decode_record(blob)
+            session_id = blob[:_ID_CHARS].decode("ascii")
+            record = decode_record(blob[_ID_CHARS:])
         except (ValueError, binascii.Error, zlib.error, CorruptRecord, IndexError):
             return None
-        except Exception as exc:  # cryptography's InvalidTag and friends
+        except Exception as exc:  # cryptography's InvalidTag
             if type(exc).__name__ == "InvalidTag":
                 return None
             raise
-        meta = dict(record.meta)
-        session_id = meta.pop("i", None)
-        if not session_id or not record.data:
+        if not is_session_id(session_id) or not record.data:
             return None
-        return session_id, record._replace(meta=meta), key is not self._keys[0]
+        return session_id, record, key is not self._keys[0]
 
     # -- the store protocol: only the revocation list touches a server -------------
 
