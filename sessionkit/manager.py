@@ -295,7 +295,8 @@ class SessionManager:
             return headers
         # Rolling: re-issue once a tenth of the idle timeout has passed, not on every read.
         refresh_due = self.rolling and now - session._accessed_at >= self.idle_timeout / 10
-        if not (session._is_new or incoming.stale_key or refresh_due or session.changes()):
+        # `data` holds every key's bytes already: compare them with what came in, not re-encode.
+        if not (session._is_new or incoming.stale_key or refresh_due or data != dict(session._raw)):
             return headers
         session_id = session.id
         created_at = session._created_at
