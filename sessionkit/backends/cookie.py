@@ -153,9 +153,13 @@ class CookieStore:
         if self.encrypt:
             header = f"{kind}.{key.encrypt_id}"
             nonce = os.urandom(_NONCE_BYTES)
-            return f"{header}.{_b64(nonce + key.aead().encrypt(nonce, blob, header.encode('ascii')))}"
-        body = f"{kind}.{key.sign_id}.{_b64(blob)}"
-        return f"{body}.{_b64(key.signer.digest(body.encode('ascii')))}"
+            token = f"{header}.{_b64(nonce + key.aead().encrypt(nonce, blob, header.encode('ascii')))}"
+        else:
+            body = f"{kind}.{key.sign_id}.{_b64(blob)}"
+            token = f"{body}.{_b64(key.signer.digest(body.encode('ascii')))}"
+        # The browser sends this token back next: remember what it says, so that request costs no decode.
+        self._remember(token, (session_id, record, False))
+        return token
 
     def decode(self, token: str) -> tuple[str, Record, bool] | None:
         """(session id, record, issued under an older key) from a cookie value, or None if not ours.
@@ -170,10 +174,13 @@ class CookieStore:
             return known
         decoded = self._decode(token)
         if decoded is not None:
-            if len(self._verified) >= _CACHE_SIZE:
-                self._verified.clear()
-            self._verified[token] = decoded
+            self._remember(token, decoded)
         return decoded
+
+    def _remember(self, token: str, decoded: tuple[str, Record, bool]) -> None:
+        if len(self._verified) >= _CACHE_SIZE:
+            self._verified.clear()  # crude but bounded; live tokens come back at once
+        self._verified[token] = decoded
 
     def _decode(self, token: str) -> tuple[str, Record, bool] | None:
         if not token.isascii() or token.count(".") > 3:
