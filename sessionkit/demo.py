@@ -1,21 +1,23 @@
-"""Two services, two processes, one session: the classic writer/reader pair.
+"""Two frameworks, two processes, one session: the classic writer/reader pair.
 
-``python -m sessionkit.demo`` starts two WSGI services as separate OS processes:
+``python -m sessionkit.demo`` starts two services as separate OS processes:
 
-- **auth** (writer, port 8001): ``/login?user=NAME`` regenerates the session id
-  and stores the user, ``/increment`` bumps a counter, ``/logout`` invalidates
-  the session.
-- **app** (reader, port 8002): ``/`` shows the user and the counter written by
-  the *other* process, or answers 403 with a hint to log in first.
+- **auth** (writer, port 8001): a Flask app on `sessionkit.adapters.flask.SessionKit`,
+  served by the stdlib's threaded WSGI server. ``/login?user=NAME`` regenerates
+  the session id and stores the user, ``/increment`` bumps a counter, ``/logout``
+  invalidates the session.
+- **app** (reader, port 8002): a Starlette app in `sessionkit.adapters.asgi.SessionMiddleware`,
+  served by uvicorn. ``/`` shows the user and the counter written by the *other*
+  process, or answers 403 with a hint to log in first.
 
 Neither process talks to the other. They share sessions only because each
 builds a `SessionManager` from the same configuration: the same store URL (by
-default a ``file://`` directory, ``--dir``; ``--url`` points it elsewhere), the
-same secret key and the same cookie name. That is all a real deployment needs
-too: the same ``SESSIONKIT_URL`` and ``SESSIONKIT_SECRET_KEYS`` in every
-service's environment. Without ``SESSIONKIT_SECRET_KEYS``, the demo generates a
-key once and keeps it in ``<dir>/.demo-key`` so both processes (and restarts)
-agree on it.
+default a ``file://`` directory, ``--dir``; ``--url`` points it elsewhere and
+``--redis`` at a local Redis), the same secret key and the same cookie name.
+That is all a real deployment needs too: the same ``SESSIONKIT_URL`` and
+``SESSIONKIT_SECRET_KEYS`` in every service's environment, whatever framework
+each uses. Without ``SESSIONKIT_SECRET_KEYS``, the demo generates a key once and
+keeps it in ``<dir>/.demo-key`` so both processes (and restarts) agree on it.
 
 Browsers and curl scope cookies by host, not by port, so on 127.0.0.1 the two
 services see the same cookie; in production they sit behind one domain (a
@@ -28,7 +30,6 @@ a real service changes state only on POST, behind CSRF checks.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import signal
@@ -39,24 +40,38 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from http import HTTPStatus
+from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
-from urllib.parse import parse_qs, quote
+from typing import NoReturn
+from urllib.parse import quote
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from .adapters.wsgi import ENVIRON_KEY, SessionMiddleware
-from .errors import SessionKitError
+try:
+    import flask
+    import uvicorn
+    from flask.typing import ResponseReturnValue
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+except ImportError as exc:  # pragma: no cover - only without the extra
+    raise SystemExit(f"the demo needs Flask, Starlette and uvicorn ({exc.name} is missing): "
+                     "pip install 'sessionkit[demo]'") from exc
+
+from .adapters.asgi import SessionMiddleware
+from .adapters.flask import SessionKit, invalidate, regenerate
+from .errors import SessionKitError, StoreError
 from .manager import SessionManager
-from .session import Session
 
 __all__ = [
     "COOKIE_NAME",
     "HOST",
     "KEY_FILE",
+    "REDIS_URL",
     "app_service",
     "auth_service",
+    "check_store",
     "load_or_create_key",
     "main",
     "make_manager",
@@ -66,19 +81,16 @@ __all__ = [
 HOST = "127.0.0.1"
 COOKIE_NAME = "sessionkit_demo"
 KEY_FILE = ".demo-key"
+REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DIR = "./demo-sessions"
 DEFAULT_AUTH_PORT = 8001
 DEFAULT_APP_PORT = 8002
 DEFAULT_USER = "alice"
 MAX_USER_CHARS = 64
-MAX_FORM_BYTES = 4096
-DESCRIPTION = "Two services, two processes, one session: the classic writer/reader pair."
+DESCRIPTION = "Two frameworks, two processes, one session: a Flask writer and a Starlette reader."
+SERVED_BY = {"auth": "Flask on wsgiref", "app": "Starlette on uvicorn"}
 READY_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
-
-Environ = dict[str, Any]
-StartResponse = Callable[..., Callable[[bytes], object]]
-WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 
 # -- shared configuration -------------------------------------------------------
@@ -132,127 +144,78 @@ def make_manager(directory: Path, url: str | None = None,
     return SessionManager.from_env(config, cookie_name=COOKIE_NAME)
 
 
+def check_store(manager: SessionManager) -> None:
+    """Raise `StoreError` now if the store cannot be reached, rather than at the first request."""
+    if not getattr(manager.store, "stateless", False):  # cookie:// has nothing to reach
+        manager.store.load(secrets.token_urlsafe(32), None)
+
+
 def _say(text: str, *, error: bool = False) -> None:
     """One line in one write: the launcher and both services share the terminal (or log file)."""
     stream = sys.stderr if error else sys.stdout
-    stream.write(text + "\n")
-    stream.flush()
+    try:
+        stream.write(text + "\n")
+        stream.flush()
+    except OSError:
+        pass  # the terminal or pipe is gone (the launcher killed): nobody to tell, and stopping must go on
 
 
-# -- small WSGI helpers -----------------------------------------------------------
-
-
-def _respond(start_response: StartResponse, status: HTTPStatus, payload: dict[str, Any],
-             extra_headers: Sequence[tuple[str, str]] = ()) -> list[bytes]:
-    body = (json.dumps(payload) + "\n").encode("utf-8")
-    headers = [
-        ("Content-Type", "application/json"),
-        ("Content-Length", str(len(body))),
-        ("Cache-Control", "no-store"),
-        *extra_headers,
-    ]
-    start_response(f"{status.value} {status.phrase}", headers)
-    return [body]
-
-
-def _not_allowed(start_response: StartResponse, allowed: str) -> list[bytes]:
-    return _respond(start_response, HTTPStatus.METHOD_NOT_ALLOWED, {"error": "method not allowed"},
-                    [("Allow", allowed)])
-
-
-def _params(environ: Environ) -> dict[str, str]:
-    """Query parameters, plus an urlencoded POST body's (first value of each)."""
-    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-    params = {key: values[0] for key, values in query.items()}
-    content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
-    if environ.get("REQUEST_METHOD") == "POST" and content_type == "application/x-www-form-urlencoded":
-        try:
-            length = min(int(environ.get("CONTENT_LENGTH") or 0), MAX_FORM_BYTES)
-        except ValueError:
-            length = 0
-        body = environ["wsgi.input"].read(length).decode("utf-8", "replace") if length > 0 else ""
-        params.update({key: values[0] for key, values in parse_qs(body, keep_blank_values=True).items()})
-    return params
+# -- the auth service: Flask, writes the session ------------------------------------
 
 
 def _valid_user(name: str) -> bool:
     return 0 < len(name) <= MAX_USER_CHARS and name.isprintable() and name.strip() == name
 
 
-def _session(environ: Environ) -> Session:
-    session: Session = environ[ENVIRON_KEY]
-    return session
+def auth_service(manager: SessionManager) -> flask.Flask:
+    """The writer: ``/login?user=NAME``, ``/increment``, ``/logout`` (GET or POST), on ``flask.session``."""
+    app = flask.Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # fields in the order written, as in the app service
+    SessionKit(app, manager=manager)
+    session, methods = flask.session, ["GET", "POST"]
+
+    def reply(**fields: object) -> dict[str, object]:
+        return {**fields, "service": "auth", "pid": os.getpid()}
+
+    @app.route("/login", methods=methods)
+    def login() -> ResponseReturnValue:
+        user = flask.request.values.get("user", DEFAULT_USER)  # query string or form
+        if not _valid_user(user):
+            return {"error": f"user must be 1-{MAX_USER_CHARS} printable characters"}, 400
+        regenerate()  # new id at every login: an id planted or seen before is worthless
+        session["user"] = user
+        return reply(logged_in=user)
+
+    @app.route("/increment", methods=methods)
+    def increment() -> ResponseReturnValue:
+        if "user" not in session:
+            return {"error": "not logged in"}, 403
+        session["count"] = int(session.get("count", 0)) + 1
+        return reply(user=session["user"], count=session["count"])
+
+    @app.route("/logout", methods=methods)
+    def logout() -> ResponseReturnValue:
+        invalidate()  # deleted from the store, cookie expired
+        return reply(logged_out=True)
+
+    return app
 
 
-# -- the auth service (writes the session) ------------------------------------------
+# -- the app service: Starlette, reads the session ------------------------------------
 
 
-def _login(environ: Environ, start_response: StartResponse) -> list[bytes]:
-    user = _params(environ).get("user", DEFAULT_USER)
-    if not _valid_user(user):
-        return _respond(start_response, HTTPStatus.BAD_REQUEST,
-                        {"error": f"user must be 1-{MAX_USER_CHARS} printable characters"})
-    session = _session(environ)
-    session.regenerate()  # new id at every login: an id planted or seen before is worthless
-    session["user"] = user
-    return _respond(start_response, HTTPStatus.OK, {"logged_in": user, "service": "auth", "pid": os.getpid()})
-
-
-def _increment(environ: Environ, start_response: StartResponse) -> list[bytes]:
-    session = _session(environ)
-    if "user" not in session:
-        return _respond(start_response, HTTPStatus.FORBIDDEN, {"error": "not logged in"})
-    session["count"] = int(session.get("count", 0)) + 1
-    return _respond(start_response, HTTPStatus.OK,
-                    {"user": session["user"], "count": session["count"], "service": "auth", "pid": os.getpid()})
-
-
-def _logout(environ: Environ, start_response: StartResponse) -> list[bytes]:
-    _session(environ).invalidate()
-    return _respond(start_response, HTTPStatus.OK, {"logged_out": True, "service": "auth", "pid": os.getpid()})
-
-
-_AUTH_ROUTES: dict[str, Callable[[Environ, StartResponse], list[bytes]]] = {
-    "/login": _login,
-    "/increment": _increment,
-    "/logout": _logout,
-}
-
-
-def _auth_routes(environ: Environ, start_response: StartResponse) -> list[bytes]:
-    handler = _AUTH_ROUTES.get(environ.get("PATH_INFO") or "/")
-    if handler is None:
-        return _respond(start_response, HTTPStatus.NOT_FOUND, {"error": "not found", "try": sorted(_AUTH_ROUTES)})
-    if environ.get("REQUEST_METHOD") not in ("GET", "POST"):
-        return _not_allowed(start_response, "GET, POST")
-    return handler(environ, start_response)
-
-
-def auth_service(manager: SessionManager) -> WSGIApp:
-    """The writer: ``/login?user=NAME``, ``/increment``, ``/logout``."""
-    return SessionMiddleware(_auth_routes, manager)
-
-
-# -- the app service (reads the session) ----------------------------------------------
-
-
-def app_service(manager: SessionManager, auth_port: int) -> WSGIApp:
-    """The reader: ``/`` shows what the auth service stored, or 403 with a hint."""
+def app_service(manager: SessionManager, auth_port: int) -> SessionMiddleware:
+    """The reader: ``/`` shows what the auth service stored (``request.session``), or 403 with a hint."""
     hint = f"not logged in: visit http://{HOST}:{auth_port}/login?user={DEFAULT_USER}"
 
-    def routes(environ: Environ, start_response: StartResponse) -> list[bytes]:
-        if (environ.get("PATH_INFO") or "/") != "/":
-            return _respond(start_response, HTTPStatus.NOT_FOUND, {"error": "not found", "try": ["/"]})
-        if environ.get("REQUEST_METHOD") != "GET":
-            return _not_allowed(start_response, "GET")
-        session = _session(environ)
+    async def home(request: Request) -> JSONResponse:
+        session = request.session
         if "user" not in session:
-            return _respond(start_response, HTTPStatus.FORBIDDEN, {"error": hint})
-        return _respond(start_response, HTTPStatus.OK, {
-            "user": session["user"], "count": session.get("count", 0), "service": "app", "pid": os.getpid(),
-        })
+            return JSONResponse({"error": hint}, status_code=403)
+        return JSONResponse({"user": session["user"], "count": session.get("count", 0),
+                             "service": "app", "pid": os.getpid()})
 
-    return SessionMiddleware(routes, manager)
+    return SessionMiddleware(Starlette(routes=[Route("/", home)]), manager)
 
 
 # -- serving one service ---------------------------------------------------------------
@@ -271,51 +234,62 @@ class QuietHandler(WSGIRequestHandler):
         pass
 
 
-class _Stop(Exception):
-    """Raised in the main thread by SIGINT/SIGTERM to leave `serve_forever`."""
+def _server(service: str, port: int, manager: SessionManager,
+            auth_port: int) -> tuple[Callable[[], None], Callable[[], None]]:
+    """Bind ``HOST:port`` (OSError if taken) and return the service's (run, stop) pair."""
+    if service == "auth":  # Flask is WSGI
+        wsgi = make_server(HOST, port, auth_service(manager), ThreadingWSGIServer, QuietHandler)
+
+        def stop() -> None:
+            wsgi.shutdown()
+            wsgi.server_close()
+
+        return wsgi.serve_forever, stop
+    # Starlette is ASGI. The socket is bound here, so a busy port fails as it does for auth.
+    sock = socket.create_server((HOST, port))
+    asgi = uvicorn.Server(uvicorn.Config(app_service(manager, auth_port), log_level="warning"))
+    return partial(asgi.run, [sock]), partial(setattr, asgi, "should_exit", True)
 
 
-def _raise_stop(signum: int, frame: FrameType | None) -> NoReturn:
-    # Only the first signal counts: a Ctrl-C in the terminal and the launcher's
-    # SIGTERM both arrive, and the second must not interrupt the cleanup.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise _Stop(signum)
+def _watch_parent(service: str, parent_pid: int, stop_requests: list[str]) -> None:
+    """Stop if the launcher goes away without stopping us (killed, crashed)."""
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    stop_requests.append("orphaned")
+    _say(f"{service}: the launcher is gone; stopping", error=True)
 
 
-def _watch_parent(name: str, parent_pid: int, server: WSGIServer) -> None:
-    """Shut the server down if the launcher goes away without stopping us (killed, crashed)."""
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(0.5)
-        _say(f"{name}: the launcher is gone; stopping", error=True)
-        server.shutdown()
+def serve(service: str, port: int, manager: SessionManager, auth_port: int, parent_pid: int | None = None) -> int:
+    """Serve `service` on ``HOST:port`` until SIGINT/SIGTERM; returns the exit status.
 
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def serve(name: str, app: WSGIApp, port: int, manager: SessionManager, parent_pid: int | None = None) -> int:
-    """Serve `app` on `HOST:port` until SIGINT/SIGTERM; returns the exit status."""
+    The server runs in a thread; the main thread waits for a stop request (a
+    signal, or the launcher gone), then stops the server: one shutdown path for
+    both servers. A request is a list append, not an Event: a handler that took
+    a lock would deadlock when a second signal (Ctrl-C, then the launcher's
+    SIGTERM) interrupts the first handler inside it.
+    """
+    stop_requests: list[str] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda signum, frame: stop_requests.append(signal.Signals(signum).name))
     try:
-        server = make_server(HOST, port, app, server_class=ThreadingWSGIServer, handler_class=QuietHandler)
+        run, stop = _server(service, port, manager, auth_port)
     except OSError as exc:
-        _say(f"{name}: cannot listen on {HOST}:{port}: {exc}", error=True)
+        _say(f"{service}: cannot listen on {HOST}:{port}: {exc}", error=True)
         manager.close()
         return 2
-    signal.signal(signal.SIGINT, _raise_stop)
-    signal.signal(signal.SIGTERM, _raise_stop)
+    server = threading.Thread(target=run, name=f"{service}-server", daemon=True)
+    server.start()
     if parent_pid is not None:
-        _watch_parent(name, parent_pid, server)
-    _say(f"{name}: serving on http://{HOST}:{port} (pid {os.getpid()})")
-    try:
-        server.serve_forever()
-    except _Stop:
-        pass
-    finally:
-        server.server_close()
-        manager.close()
-    _say(f"{name}: stopped")
-    return 0
+        threading.Thread(target=_watch_parent, args=(service, parent_pid, stop_requests), daemon=True).start()
+    _say(f"{service}: {SERVED_BY[service]}, serving on http://{HOST}:{port} (pid {os.getpid()})")
+    while server.is_alive() and not stop_requests:
+        server.join(0.2)
+    crashed = not stop_requests
+    stop()
+    server.join(STOP_TIMEOUT)
+    manager.close()
+    _say(f"{service}: the server stopped by itself" if crashed else f"{service}: stopped", error=crashed)
+    return 1 if crashed else 0
 
 
 # -- the launcher ------------------------------------------------------------------------
@@ -338,7 +312,7 @@ def _listening(port: int) -> bool:
 
 
 def _port_free(port: int) -> bool:
-    """True if `HOST:port` can be bound the way wsgiref binds it (SO_REUSEADDR)."""
+    """True if `HOST:port` can be bound the way both servers bind it (SO_REUSEADDR)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -391,9 +365,9 @@ def banner(args: argparse.Namespace, url: str, key_source: str) -> str:
         key_line = (f"secret key: generated once, kept in {key_source} and read by both processes;\n"
                     "            a real deployment passes the same SESSIONKIT_SECRET_KEYS to every service instead")
     return f"""
-sessionkit demo: two services in two processes share one session
-  auth (writer)  {auth}   /login?user=NAME  /increment  /logout
-  app  (reader)  {app}   /
+sessionkit demo: two frameworks in two processes share one session
+  auth (writer)  {auth}   {SERVED_BY["auth"]:<20}  /login?user=NAME  /increment  /logout
+  app  (reader)  {app}   {SERVED_BY["app"]:<20}  /
   store:      {url}
   cookie:     {COOKIE_NAME}
   {key_line}
@@ -471,8 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dir", type=Path, default=Path(DEFAULT_DIR),
                         help=f"session directory, also holds the demo key (default {DEFAULT_DIR})")
-    common.add_argument("--url", default=None,
-                        help="store URL instead of file://DIR (e.g. redis://localhost:6379/0)")
+    store = common.add_mutually_exclusive_group()
+    store.add_argument("--url", default=None, help="store URL instead of file://DIR (e.g. memcache://host:11211)")
+    store.add_argument("--redis", dest="url", action="store_const", const=REDIS_URL,
+                       help=f"store the sessions in the local Redis: --url {REDIS_URL}")
     common.add_argument("--auth-port", type=_port, default=DEFAULT_AUTH_PORT,
                         help=f"auth service port (default {DEFAULT_AUTH_PORT})")
 
@@ -494,8 +470,7 @@ def serve_command(args: argparse.Namespace) -> int:
     except SessionKitError as exc:
         _say(f"{args.service}: {exc}", error=True)
         return 2
-    app = auth_service(manager) if args.service == "auth" else app_service(manager, args.auth_port)
-    return serve(args.service, app, args.port, manager, args.parent_pid)
+    return serve(args.service, args.port, manager, args.auth_port, args.parent_pid)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -504,9 +479,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return serve_command(args)
     try:
-        # Fail here, once, on a bad --url or key; this also creates the key file
-        # before the children start, so they never race for it.
-        make_manager(args.dir, args.url).close()
+        # Fail here, once, on a bad --url or key or an unreachable store; this also
+        # creates the key file before the children start, so they never race for it.
+        manager = make_manager(args.dir, args.url)
+        try:
+            check_store(manager)
+        finally:
+            manager.close()
+    except StoreError as exc:
+        _say(f"demo: cannot reach the store {args.url or store_url(args.dir)}: {exc}", error=True)
+        return 2
     except SessionKitError as exc:
         _say(f"demo: {exc}", error=True)
         return 2
