@@ -7,6 +7,7 @@ is a typo, and a typo in a session store's configuration must not fail silently.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -14,7 +15,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from .errors import ConfigError
 
-__all__ = ["MIN_KEY_BYTES", "StoreURL", "parse_duration", "parse_secret_keys", "split_secret_keys"]
+__all__ = ["MIN_KEY_BYTES", "StoreURL", "parse_duration", "parse_secret_keys", "redact", "split_secret_keys"]
 
 #: HMAC-SHA256 keys shorter than the hash output weaken it (RFC 2104 §3).
 MIN_KEY_BYTES = 32
@@ -28,7 +29,10 @@ def parse_duration(value: float | timedelta, *, name: str) -> float:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ConfigError(f"{name} is too large", option=name) from None
     else:
         raise ConfigError(f"{name} must be seconds or a timedelta, not {value!r}", option=name)
     if not seconds > 0 or seconds == float("inf"):
@@ -56,7 +60,12 @@ def parse_secret_keys(keys: str | bytes | Iterable[str | bytes] | None) -> tuple
     for position, key in enumerate(items):
         if not isinstance(key, (str, bytes)):
             raise ConfigError(f"secret_keys[{position}] must be str or bytes", option="secret_keys")
-        raw = key.encode("utf-8") if isinstance(key, str) else key
+        try:
+            # surrogateescape gives back the bytes os.environ decoded a non-UTF-8 value from
+            raw = key.encode("utf-8", "surrogateescape") if isinstance(key, str) else key
+        except UnicodeEncodeError:
+            raise ConfigError(f"secret_keys[{position}] has characters with no byte form",
+                              option="secret_keys") from None
         if len(raw) < MIN_KEY_BYTES:
             raise ConfigError(
                 f"secret_keys[{position}] is {len(raw)} bytes; keys need at least {MIN_KEY_BYTES} "
@@ -94,17 +103,21 @@ class StoreURL:
         if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
             raise ConfigError("store URL contains control characters", option="url")
         try:
+            url.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError("store URL contains characters with no UTF-8 form", option="url") from None
+        try:
             parts: SplitResult = urlsplit(url)
             hosts = _parse_hosts(parts.netloc.rpartition("@")[2])
             single = len(hosts) == 1
             port = parts.port if single else None
             hostname = parts.hostname if single else None
         except ValueError as exc:
-            raise ConfigError(f"store URL {_redact(url)!r} is malformed: {exc}", option="url") from exc
+            raise ConfigError(f"store URL {redact(url)!r} is malformed: {exc}", option="url") from exc
         if not parts.scheme:
-            raise ConfigError(f"store URL {_redact(url)!r} has no scheme (e.g. memory://)", option="url")
+            raise ConfigError(f"store URL {redact(url)!r} has no scheme (e.g. memory://)", option="url")
         if parts.fragment:
-            raise ConfigError(f"store URL {_redact(url)!r} must not have a #fragment", option="url")
+            raise ConfigError(f"store URL {redact(url)!r} must not have a #fragment", option="url")
         options: dict[str, str] = {}
         try:
             pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
@@ -188,20 +201,19 @@ def _parse_hosts(hostlist: str) -> tuple[tuple[str, int | None], ...]:
             raise ValueError(f"empty host in {hostlist!r}")
         port = None
         if port_text:
-            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
                 raise ValueError(f"bad port in {entry!r}")
             port = int(port_text)
         hosts.append((unquote(host), port))
     return tuple(hosts)
 
 
-def _redact(url: str) -> str:
-    """The URL with any password replaced, for error messages and logs."""
-    try:
-        parts = urlsplit(url)
-        if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-            return parts._replace(netloc=netloc).geturl()
-    except ValueError:
-        return "<unparseable URL>"
-    return url
+_USERINFO = re.compile(r"(//[^/?#@]*?:)[^/?#]*@")
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***``, for error messages and logs.
+
+    Textual, so it works on URLs too broken for `urlsplit` (no scheme, bad port).
+    """
+    return _USERINFO.sub(r"\1***@", url)

@@ -165,7 +165,7 @@ class SessionManager:
         """Count a cookie that did not verify, and tell the hook (a flood is someone guessing ids)."""
         self.invalid_cookies += 1
         if self.on_invalid_cookie is not None:
-            digest = hashlib.sha256(cookie_header.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+            digest = hashlib.sha256(cookie_header.encode("utf-8", "surrogatepass")).hexdigest()[:16]
             self.on_invalid_cookie(digest)
 
     def is_https(self, scheme: str | None, client: str | None = None, forwarded: str | None = None,

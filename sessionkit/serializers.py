@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import json.scanner
+import math
 import pickle
 from json.encoder import encode_basestring
 from typing import Any, Protocol
@@ -42,7 +43,7 @@ class JSONSerializer:
         self._encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         # Lone surrogates have no UTF-8 form: such strings are written \\u-escaped instead.
         self._ascii_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-        self._decoder = json.JSONDecoder(parse_constant=_refuse_constant)
+        self._decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
         self._scan_once = json.scanner.make_scanner(self._decoder)  # type: ignore[arg-type]
 
     def dumps(self, value: Any) -> bytes:
@@ -55,7 +56,12 @@ class JSONSerializer:
             text = encode_basestring(value) if kind is str else self._encoder.encode(value)
             return text.encode("utf-8")
         except UnicodeEncodeError:
-            return self._ascii_encoder.encode(value).encode("ascii")
+            escaped = self._ascii_encoder.encode(value)
+            # A high surrogate then a low one would come back as one astral character.
+            if self.loads(escaped.encode("ascii")) != value:
+                raise SerializationError("value holds a surrogate pair that JSON would read back as one "
+                                         "character") from None
+            return escaped.encode("ascii")
         except (TypeError, ValueError, RecursionError) as exc:
             raise SerializationError(f"value cannot be stored as JSON: {exc}") from exc
 
@@ -73,6 +79,13 @@ class JSONSerializer:
             return self._decoder.decode(text)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             raise ValueError(f"stored value is not valid JSON: {exc}") from None
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: what loads accepted, dumps could never write back
+        raise ValueError(f"{text} is out of range")
+    return value
 
 
 def _refuse_constant(name: str) -> Any:

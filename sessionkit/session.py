@@ -177,6 +177,12 @@ class Session(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         if not isinstance(key, str):
             raise TypeError(f"session keys must be str, not {type(key).__name__}")
+        if not key.isascii():
+            try:
+                key.encode("utf-8")
+            except UnicodeEncodeError:
+                raise SerializationError(f"session key {key!r} has no UTF-8 form (a lone surrogate)",
+                                         key=key) from None
         self._ensure_loaded()
         self._data[key] = value
         self._changed.add(key)
@@ -250,9 +256,13 @@ class Session(MutableMapping[str, Any]):
 
     def _mark_saved(self, session_id: str | None, raw: Mapping[str, bytes]) -> None:
         """After a save: what the store holds is now the baseline for later changes."""
+        # The app may still hold the mutable values it read or stored, and change them
+        # later (while a body streams): keep watching those, forget the rest.
+        data = self._data
+        self._watched = {key for key in (self._changed | self._watched)
+                         if key in data and not isinstance(data[key], _IMMUTABLE)}
         self._doomed.clear()
         self._changed.clear()
-        self._watched.clear()
         self._regenerated = self._invalidated = False
         if session_id is not None:
             self._id = session_id

@@ -138,3 +138,20 @@ def test_lazy_load_happens_once_on_first_access() -> None:
     assert session.get("x") is None
     assert "y" not in session
     assert len(calls) == 1 and session.accessed
+
+
+def test_keys_without_a_utf8_form_are_refused() -> None:
+    session = stored({})
+    for key in ["\udcff", "\ud800", "\ud83d\ude00"]:
+        with pytest.raises(SerializationError):
+            session[key] = 1
+    session["😀"] = 1
+    assert session.changes() == {"😀": b"1"}
+
+
+def test_values_read_before_a_save_are_still_watched_after_it() -> None:
+    session = stored({"cart": [1]})
+    cart = session["cart"]
+    session._mark_saved(session.id, {"cart": b"[1]"})
+    cart.append(2)  # e.g. while a streamed body is produced, after the response started
+    assert session._has_pending() and session.changes() == {"cart": b"[1,2]"}

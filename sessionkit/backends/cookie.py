@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..codec import KeyedSha256, derive_key, is_session_id
-from ..config import StoreURL
+from ..config import StoreURL, redact
 from ..errors import ConfigError
 from ..record import CorruptRecord, Record, decode_record, encode_record
 
@@ -115,7 +115,7 @@ class CookieStore:
     @classmethod
     def from_url(cls, url: StoreURL) -> CookieStore:
         if url.netloc or url.path not in ("", "/"):
-            raise ConfigError(f"cookie:// takes options only, got {url.url!r}", option="url")
+            raise ConfigError(f"cookie:// takes options only, got {redact(url.url)!r}", option="url")
         encrypt = url.get_bool("encrypt", False)
         compress = url.get_bool("compress", False)
         split = url.get_int("split", 1, minimum=1)

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from ..config import StoreURL
+from ..config import StoreURL, redact
 from ..errors import ConfigError
 from ..flow import MergeResult
 from ..record import NO_META, Record, merge_data
@@ -38,7 +38,7 @@ class MemoryStore:
     @classmethod
     def from_url(cls, url: StoreURL) -> MemoryStore:
         if url.netloc or url.path not in ("", "/"):
-            raise ConfigError(f"memory:// takes no host or path, got {url.url!r}", option="url")
+            raise ConfigError(f"memory:// takes no host or path, got {redact(url.url)!r}", option="url")
         store = cls(max_entries=url.get_int("max_entries", DEFAULT_MAX_ENTRIES, minimum=1))
         url.finish()
         return store

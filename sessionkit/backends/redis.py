@@ -49,7 +49,7 @@ DEFAULT_PREFIX = "session:"
 _DATA = b"d:"
 _CREATED = b"m:c"
 _ACCESSED = b"m:a"
-_META = b"m:"
+_META = b"m:."  # further metadata: apart from the time fields, whatever its name
 
 # Lua's unpack() is limited to a few thousand values: the scripts apply long lists in slices.
 _LUA_HELPERS = """
@@ -188,7 +188,7 @@ def _decode_fields(pairs: Sequence[bytes] | Mapping[bytes, bytes]) -> Record | N
             elif field == _ACCESSED:
                 accessed = float(value)
             elif field.startswith(_META):
-                meta[field[2:].decode("utf-8")] = value.decode("utf-8")
+                meta[field[3:].decode("utf-8")] = value.decode("utf-8")
     except (UnicodeDecodeError, ValueError) as exc:
         raise CorruptRecord(f"session hash has an unreadable field: {exc}") from exc
     if created is None or not math.isfinite(created) or not data:
@@ -228,7 +228,7 @@ class RedisStore:
 
     def __init__(self, url: StoreURL) -> None:
         self.url = url
-        self.prefix = (url.get_str("prefix", DEFAULT_PREFIX) or "").encode("utf-8")
+        self.prefix = (url.get_str("prefix", DEFAULT_PREFIX) or "").encode("utf-8", "surrogateescape")
         ttl = url.get_float("ttl", 0.0, minimum=0.0)
         #: The TTL a manager uses when none is configured (``?ttl=`` seconds).
         self.default_ttl: float | None = ttl or None
@@ -265,8 +265,9 @@ class RedisStore:
         if url.scheme == "redis+sentinel":
             parts = url.path.strip("/").split("/")
             db_text = parts[1] if len(parts) > 1 else ""
-        db = url.get_int("db", int(db_text) if db_text.isdigit() else 0, minimum=0)
-        if db_text and not db_text.isdigit():
+        db_is_number = db_text.isascii() and db_text.isdigit()
+        db = url.get_int("db", int(db_text) if db_is_number else 0, minimum=0)
+        if db_text and not db_is_number:
             raise ConfigError(f"redis database {db_text!r} in the URL path is not a number", option="db")
         if url.scheme == "redis+cluster" and db:
             raise ConfigError("redis+cluster:// has only database 0", option="db")
