@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 from sessionkit import ConfigError, SessionManager
 from sessionkit import codec as codec_module
+from sessionkit.backends.cookie import CookieStore
 from sessionkit.codec import CookieCodec, IdSigner, KeyedSha256, dump_cookie, new_session_id, parse_cookie_header
+from sessionkit.record import Record
 
 from . import controls, latin1, punctuation, surrogates, wild_chars, wild_text
 
@@ -167,3 +169,32 @@ def test_new_session_never_raises_on_any_header_with_an_invalid_cookie_hook(head
     manager = SessionManager("memory://", secret_keys=[KEY], on_invalid_cookie=seen.append)
     session = manager.new_session(header)
     assert session.incoming.session_id is None
+
+
+# -- cookie:// tokens -----------------------------------------------------------------------
+
+_cookie_stores = [CookieStore(), CookieStore(encrypt=True), CookieStore(compress=True)]
+for _store in _cookie_stores:
+    _store.bind([b"k" * 32, b"o" * 32])
+
+
+@given(st.text(wild_chars, max_size=600), st.sampled_from(_cookie_stores))
+def test_any_cookie_token_decodes_to_a_session_or_none(token: str, store: CookieStore) -> None:
+    decoded = store.decode(token)
+    assert decoded is None or (len(decoded[0]) == 43 and decoded[1].data)
+
+
+@given(st.dictionaries(st.text(st.characters(codec="utf-8"), max_size=8), st.binary(max_size=64), min_size=1),
+       st.floats(0, 2e9), st.sampled_from(_cookie_stores), st.integers(0, 200))
+def test_cookie_tokens_round_trip_and_any_flip_is_refused(data: dict[str, bytes], created: float,
+                                                          store: CookieStore, flip: int) -> None:
+    session_id = "s" * 43
+    token = store.encode(session_id, Record(data, created, created))
+    store._verified.clear()  # decode for real, not from the issued-token memory
+    decoded = store.decode(token)
+    assert decoded is not None and decoded[0] == session_id and dict(decoded[1].data) == data
+    index = flip % len(token)
+    tampered = token[:index] + ("A" if token[index] != "A" else "B") + token[index + 1:]
+    store._verified.clear()
+    tampered_decoded = store.decode(tampered)
+    assert tampered_decoded is None or tampered_decoded[1] == decoded[1]  # base64 padding bits may not matter
