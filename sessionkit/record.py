@@ -8,8 +8,10 @@ in-place mutation from an untouched value by comparing bytes.
 from __future__ import annotations
 
 import json
+import json.scanner
 import math
 from collections.abc import Mapping
+from json.encoder import encode_basestring_ascii
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -51,40 +53,83 @@ def merge_data(current: Mapping[str, bytes], changes: Mapping[str, bytes | None]
 
 
 def encode_record(record: Record) -> bytes:
-    """A self-describing JSON blob (readable with `cat`, versioned)."""
+    """A self-describing JSON blob (readable with `cat`, versioned).
+
+    The bytes are exactly ``json.dumps(document, separators=(",", ":"))`` of
+    ``{"v": 1, "c": created_at, "a": accessed_at, "m": meta, "d": data}``. A
+    record of finite float times, no metadata and string keys (what the manager
+    writes) is assembled directly from the JSON module's own C string escaper;
+    anything else goes through the encoder.
+    """
+    data, created, accessed, meta = record
+    if not meta and type(created) is float and type(accessed) is float and _finite(created) and _finite(accessed):
+        try:
+            items = ",".join([_escape(key) + ":" + _escape(value.decode("utf-8", "surrogateescape"))
+                              for key, value in data.items()])
+        except TypeError:  # a key that is not a string: the encoder's rules apply
+            pass
+        else:
+            # !r of a float is float.__repr__, which is what the encoder writes for a finite float.
+            return f'{{"v":1,"c":{created!r},"a":{accessed!r},"m":{{}},"d":{{{items}}}}}'.encode("ascii")
     document = {
         "v": _VERSION,
-        "c": record.created_at,
-        "a": record.accessed_at,
-        "m": dict(record.meta),
-        "d": {key: value.decode("utf-8", "surrogateescape") for key, value in record.data.items()},
+        "c": created,
+        "a": accessed,
+        "m": dict(meta),
+        "d": {key: value.decode("utf-8", "surrogateescape") for key, value in data.items()},
     }
-    return json.dumps(document, separators=(",", ":")).encode("utf-8")
+    return _ENCODER.encode(document).encode("utf-8")
 
 
 def decode_record(blob: bytes) -> Record:
-    """Parse a blob from `encode_record`; anything else raises `CorruptRecord`."""
+    """Parse a blob from `encode_record`; anything else raises `CorruptRecord`.
+
+    Strict: the blob must be one JSON object (surrounding whitespace allowed, as
+    `json.loads` does) of version 1, with finite, non-negative times and string
+    values, else `CorruptRecord`. The JSON module's C scanner is called directly:
+    it skips `json.loads`' per-call setup and whitespace regex; a blob with
+    whitespace around it takes the decoder's full path instead.
+    """
     try:
-        document = json.loads(blob.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        text = blob.decode("utf-8")
+        try:
+            document, end = _scan_once(text, 0)
+        except StopIteration:  # not a JSON value at offset 0: let the decoder say why
+            end = -1
+        if end != len(text):
+            document = _DECODER.decode(text)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise CorruptRecord(f"not a session record: {exc}") from exc
-    if not isinstance(document, dict) or document.get("v") != _VERSION:
+    if type(document) is not dict or document.get("v") != _VERSION:
         raise CorruptRecord("not a session record of a known version")
     created, accessed, meta, data = document.get("c"), document.get("a"), document.get("m", {}), document.get("d")
-    if not isinstance(created, (int, float)) or not isinstance(accessed, (int, float)):
+    # JSON numbers decode to exactly int or float (and true/false to bool, which is excluded here).
+    if not (type(created) is float or type(created) is int) or not (type(accessed) is float or type(accessed) is int):
         raise CorruptRecord("session record has no timestamps")
-    if not (_is_time(created) and _is_time(accessed)):
-        raise CorruptRecord("session record has invalid timestamps")
-    if not isinstance(data, dict) or not all(isinstance(value, str) for value in data.values()):
-        raise CorruptRecord("session record has invalid data")
-    if not isinstance(meta, dict) or not all(isinstance(value, str) for value in meta.values()):
-        raise CorruptRecord("session record has invalid metadata")
     try:
+        created, accessed = float(created), float(accessed)
+    except OverflowError:  # an integer too large for a float
+        raise CorruptRecord("session record has invalid timestamps") from None
+    if not (0.0 <= created < _INF and 0.0 <= accessed < _INF):  # also false for NaN
+        raise CorruptRecord("session record has invalid timestamps")
+    if type(data) is not dict:
+        raise CorruptRecord("session record has invalid data")
+    try:
+        # A JSON value that is not a string has no `encode`: AttributeError.
         values = {key: value.encode("utf-8", "surrogateescape") for key, value in data.items()}
+    except AttributeError:
+        raise CorruptRecord("session record has invalid data") from None
     except UnicodeEncodeError as exc:
         raise CorruptRecord("session record has undecodable data") from exc
-    return Record(data=values, created_at=float(created), accessed_at=float(accessed), meta=meta)
+    if type(meta) is not dict or (meta and not all(type(value) is str for value in meta.values())):
+        raise CorruptRecord("session record has invalid metadata")
+    return Record(values, created, accessed, meta)
 
 
-def _is_time(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+_INF = math.inf
+_finite = math.isfinite
+_escape = encode_basestring_ascii
+#: Built once: `json.dumps` with separators builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_DECODER = json.JSONDecoder()
+_scan_once = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]

@@ -1,10 +1,19 @@
 """`memcache://h1:11211,h2:11211` — sessions in memcached, one item per session.
 
 Each session is one item, ``prefix + session_id``, holding `encode_record`'s
-JSON blob. Reads and writes are single commands: a touching load is one `gat`
-(get-and-touch), a merge is `gets` + `cas` retried on conflict, so concurrent
-requests that change different keys lose nothing and a merge never recreates
-a session that a logout deleted.
+JSON blob. Reads and writes are single commands: a load is one `gats`
+(get-and-touch, with the item's cas token) or `gets` without a touch; a merge
+is `cas` retried on conflict, so concurrent requests that change different keys
+lose nothing and a merge never recreates a session that a logout deleted.
+
+A write is two round trips, not three: the load that precedes it keeps the
+cas token and (a copy of) the record it read in a small bounded per-store
+map, and the merge first tries `cas` with that token on the merged record.
+The token proves the item is still exactly what was read, so the merge is
+the same as after a fresh `gets`; any other outcome (another writer got in
+between: `EXISTS`; the entry was evicted or never kept) falls back to the
+`gets` + `cas` loop, and a deleted or expired item answers `NOT_FOUND`, which
+is `MergeResult.GONE` as before.
 
 How failures surface, and why:
 
@@ -13,25 +22,27 @@ How failures surface, and why:
   server raises `StoreError`; both are chained from the pymemcache error. There
   is no retry loop: retrying a dead server only multiplies the wait. Pooled
   connections are opened lazily, and one whose server hung up (a restart) is
-  noticed before reuse and reopened, so the store recovers by itself as soon
-  as memcached is back.
-- Several servers: pymemcache's `HashClient` (rendezvous hashing) with
-  ``ignore_exc=False`` and ``retry_attempts=0``. pymemcache's default of two
-  attempts answers with *silent* misses and failed writes for a failing server
-  until it gives up on it, even with ``ignore_exc=False``. Here a server leaves the ring on
-  its first connection failure, and the command is sent again to the key's
-  next home. So a load of a session that lived on the dead server is a miss
-  (a fresh session), a create lands on a live server, a merge finds nothing
-  (`MergeResult.GONE`) and a delete succeeds. After ``dead_timeout`` the server
-  is tried again. Only when no server is left does a call raise
-  `StoreUnavailable`. `HashClient` keeps its failed/dead bookkeeping in plain
-  dicts without a lock (two threads failing on one server at once can raise
-  `KeyError` in `remove_server` or `ValueError` in the hasher), so
-  `_HashClient` serialises that bookkeeping; no I/O happens under the lock.
+  noticed before reuse (a zero-timeout poll of its socket, on a poll object
+  kept with the connection) and reopened, so the store recovers by itself as
+  soon as memcached is back.
+- Several servers: rendezvous hashing over ``host:port`` names (pymemcache's
+  `RendezvousHash`, so keys live where pymemcache's `HashClient` puts them).
+  A server leaves the ring on its first connection failure, and the command
+  is sent again to the key's next home. So a load of a session that lived on
+  the dead server is a miss (a fresh session), a create lands on a live
+  server, a merge finds nothing (`MergeResult.GONE`) and a delete succeeds.
+  After ``dead_timeout`` the server is tried again. Only when no server is left
+  does a call raise `StoreUnavailable`. (pymemcache's `HashClient` answers with
+  *silent* misses and failed writes for a failing server until it gives up on
+  it, and keeps that bookkeeping in unlocked dicts; hence a ring of our own.)
+  Ring changes happen under a lock and publish a new, never-mutated hasher, so
+  looking up a key's server takes no lock.
 
-pymemcache clients are not safe for concurrent use of one socket, so every
-server gets a `PooledClient` (one connection per concurrent thread). That
-makes the sync face and the threaded async face safe under concurrent use.
+pymemcache clients are not safe for concurrent use of one socket, so each
+server has a pool of connections (one per concurrent caller, most recently
+used first). That makes the sync face and the threaded async face safe under
+concurrent use. Every command is sent through pymemcache's own command
+methods (`_fetch_cmd`, `_store_cmd`, `_misc_cmd`).
 """
 
 from __future__ import annotations
@@ -44,18 +55,17 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
-from pymemcache.client.base import Client, PooledClient  # type: ignore[import-untyped]
-from pymemcache.client.hash import HashClient  # type: ignore[import-untyped]
+from pymemcache.client.base import Client  # type: ignore[import-untyped]
+from pymemcache.client.rendezvous import RendezvousHash  # type: ignore[import-untyped]
 from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError  # type: ignore[import-untyped]
 
 from ..config import StoreURL, parse_duration
 from ..errors import ConfigError, SessionTooLarge, StoreError, StoreUnavailable
 from ..flow import MergeResult
-from ..record import CorruptRecord, Record, decode_record, encode_record, merge_data
+from ..record import NO_META, CorruptRecord, Record, decode_record, encode_record, merge_data
 from .base import ThreadedAsyncFace
 
 __all__ = ["MemcacheStore"]
@@ -88,10 +98,19 @@ _RELATIVE_EXPTIME_LIMIT = 30 * 24 * 3600
 _TOMBSTONE_EXPTIME = 1
 _MIN_ITEM_SIZE = 1024
 _MAX_ITEM_SIZE = 1024 * 1024 * 1024  # memcached's -I ceiling
+#: The load -> merge cas tokens (with their records) a store keeps: entries, and
+#: the largest session kept, encoded (a larger one merges with `gets` + `cas`): at
+#: most ~8 MiB. A token is needed only between a request's load and its merge.
+_TOKENS_KEPT = 1024
+_TOKEN_BLOB_LIMIT = 8 * 1024
 
 _KEY_TEXT = re.compile(r"[!-~]+")  # printable ASCII: no space, no control character
 _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 _jitter = random.Random()  # noqa: S311 - backoff jitter, not a secret
+_HAVE_POLL = hasattr(select, "poll")
+_GETS = b"gets"
+
+_T = TypeVar("_T")
 
 
 class _NoServerLeft(ConnectionError):
@@ -101,106 +120,178 @@ class _NoServerLeft(ConnectionError):
 def _peer_closed(sock: socket.socket) -> bool:
     """True if an idle connection has something to read: EOF from a server that went away, or stray bytes."""
     try:
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            return bool(poller.poll(0))
         readable, _, _ = select.select([sock], [], [], 0)
         return bool(readable)
     except (OSError, ValueError):
         return True
 
 
-class _Client(Client):  # type: ignore[misc]  # pymemcache has no type hints
-    """One connection, plus `gat`, and a check that an idle socket is still alive before reuse.
+class _Connection(Client):  # type: ignore[misc]  # pymemcache has no type hints
+    """One connection, plus a cheap check that an idle socket is still alive before reuse.
 
     A pooled socket whose server restarted is closed on our side only when the
     next command fails on it; checking for EOF first (as urllib3 does for its
-    pooled connections) lets that command open a fresh connection instead.
+    pooled connections) lets that command open a fresh connection instead. The
+    poll object is made once per socket, so the check is a single ``poll(0)``.
     """
 
-    def gat(self, key: Any, expire: int) -> Any:
-        """memcached's ``gat <exptime> <key>``: the value (None on a miss), with its expiry reset.
+    _poller: Any = None
 
-        pymemcache 4 has no `gat`; its fetch path reads the reply exactly like
-        `get`'s, by value length, so any value is parsed safely.
-        """
-        return self._fetch_cmd(b"gat %d" % expire, [key], False, key_prefix=self.key_prefix).get(key)
+    def _connect(self) -> None:
+        super()._connect()
+        if _HAVE_POLL:
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN)  # EOF, a reset and stray bytes all wake POLLIN/POLLHUP
+            self._poller = poller
 
-    def _drop_dead_socket(self) -> None:
-        if self.sock is not None and _peer_closed(self.sock):
-            self.close()
+    def close(self) -> None:
+        self._poller = None
+        super().close()
 
-    def _fetch_cmd(self, *args: Any, **kwargs: Any) -> Any:
-        self._drop_dead_socket()
-        return super()._fetch_cmd(*args, **kwargs)
-
-    def _store_cmd(self, *args: Any, **kwargs: Any) -> Any:
-        self._drop_dead_socket()
-        return super()._store_cmd(*args, **kwargs)
-
-    def _misc_cmd(self, *args: Any, **kwargs: Any) -> Any:
-        self._drop_dead_socket()
-        return super()._misc_cmd(*args, **kwargs)
-
-
-class _PooledClient(PooledClient):  # type: ignore[misc]
-    """A thread-safe pool of `_Client`s for one server, with `gat`."""
-
-    client_class = _Client
-
-    def gat(self, key: Any, expire: int) -> Any:
-        with self.client_pool.get_and_release(destroy_on_fail=True) as client:
-            return client.gat(key, expire)
+    def is_stale(self) -> bool:
+        if self.sock is None:
+            return False
+        poller = self._poller
+        if poller is None:
+            return _peer_closed(self.sock)
+        try:
+            return bool(poller.poll(0))
+        except (OSError, ValueError):
+            return True
 
 
-class _HashClient(HashClient):  # type: ignore[misc]
-    """`HashClient` whose ring changes are thread-safe, and where a failed server leaves at once.
+# The commands: each takes a connection of the key's server.
 
-    The overrides replace `HashClient`'s retry bookkeeping (which we disable with
-    ``retry_attempts=0``) by one rule: a server that fails a connection leaves
-    the ring; after ``dead_timeout`` it rejoins with its existing pool.
+
+def _fetch(connection: _Connection, command: bytes, key: str) -> tuple[bytes, bytes] | None:
+    """``gets`` or ``gats <exptime>`` of one key: (value, cas token), or None on a miss."""
+    found: tuple[bytes, bytes] | None = connection._fetch_cmd(command, (key,), True).get(key)
+    return found
+
+
+def _cas(connection: _Connection, key: str, value: bytes, token: bytes, expire: int) -> bool | None:
+    """True if stored, False if the item changed since `token` (EXISTS), None if it is gone."""
+    stored: bool | None = connection._store_cmd(b"cas", {key: value}, expire, False, cas=token)[key]
+    return stored
+
+
+def _set(connection: _Connection, key: str, value: bytes, expire: int) -> bool:
+    return bool(connection._store_cmd(b"set", {key: value}, expire, False)[key])
+
+
+def _delete(connection: _Connection, key: str) -> bool:
+    return bool(connection.delete(key, noreply=False))
+
+
+def _delete_many(connection: _Connection, keys: list[str]) -> bool:
+    return bool(connection.delete_many(keys, noreply=False))
+
+
+class _Pool:
+    """Idle connections to one server, most recently used on top.
+
+    A caller takes a connection for itself and puts it back when its command
+    is done (`list.pop` and `list.append` are atomic), so there are as many
+    connections as concurrent callers. A connection that failed is closed by
+    the caller and not put back.
     """
 
-    def __init__(self, servers: Sequence[tuple[str, int]], **options: Any) -> None:
-        self._ring_lock = threading.RLock()
-        super().__init__(servers, **options)
+    __slots__ = ("_idle", "_options", "server")
 
-    def add_server(self, server: Any, port: Any = None) -> None:
-        if port is not None:
-            server = (server, port)
-        with self._ring_lock:
-            key = self._make_client_key(server)
-            if key not in self.clients:
-                self.clients[key] = _PooledClient(server, **self.default_kwargs)
-            self.hasher.add_node(key)
+    def __init__(self, server: tuple[str, int], options: dict[str, Any]) -> None:
+        self.server = server
+        self._options = options
+        self._idle: list[_Connection] = []
 
-    def remove_server(self, server: Any, port: Any = None) -> None:
-        if port is not None:
-            server = (server, port)
-        with self._ring_lock:
-            self._failed_clients.pop(server, None)
-            if server in self._dead_clients:
+    def get(self) -> _Connection:
+        try:
+            connection = self._idle.pop()
+        except IndexError:
+            return _Connection(self.server, **self._options)  # connects on its first command
+        if connection.is_stale():
+            connection.close()  # reopened by its next command
+        return connection
+
+    def put(self, connection: _Connection) -> None:
+        self._idle.append(connection)
+
+    @property
+    def free(self) -> tuple[_Connection, ...]:
+        return tuple(self._idle)
+
+    def close(self) -> None:
+        """Close the idle connections (one in use is closed by its caller on failure, or kept)."""
+        while True:
+            try:
+                connection = self._idle.pop()
+            except IndexError:
                 return
-            self._dead_clients[server] = time.time()
-            key = self._make_client_key(server)
-            if key in self.hasher.nodes:
-                self.hasher.remove_node(key)
+            connection.close()
 
-    def _mark_failed_server(self, server: Any) -> None:
-        self.remove_server(server)
 
-    def _get_client(self, key: Any) -> Any:
-        with self._ring_lock:
-            if self._dead_clients:
-                self._retry_dead()
-            node = self.hasher.get_node(key)
-            if node is None:
-                raise _NoServerLeft("every memcached server is marked down")
-            return self.clients[node]
+class _Server:
+    """One memcached server: its ``host:port`` name (its place in a ring) and its connections."""
 
-    def gat(self, key: Any, expire: int) -> Any:
-        return self._run_cmd("gat", key, None, expire)
+    __slots__ = ("client_pool", "name")
+
+    def __init__(self, server: tuple[str, int], options: dict[str, Any]) -> None:
+        self.name = "{}:{}".format(*server)  # pymemcache HashClient's node name: the hash input
+        self.client_pool = _Pool(server, options)
+
+
+class _Ring:
+    """The servers of a ring and which are alive; maps a key to its server.
+
+    A server that fails a connection leaves the ring at once; at the first
+    lookup more than ``dead_timeout`` after the last check, servers dead for
+    longer than that rejoin with their existing pools (pymemcache's timing). A
+    change builds and publishes a new hasher under the lock; `server_for` reads
+    the published one without locking, and `version` counts the changes.
+    """
+
+    def __init__(self, servers: Sequence[tuple[str, int]], options: dict[str, Any], dead_timeout: float) -> None:
+        self.clients = {server.name: server for server in (_Server(address, options) for address in servers)}
+        self.dead_timeout = dead_timeout
+        self.version = 0
+        self._lock = threading.Lock()
+        self._dead: dict[str, float] = {}
+        self._last_dead_check = time.time()
+        self._hasher = RendezvousHash(nodes=list(self.clients))
+
+    def server_for(self, key: str) -> _Server:
+        if self._dead and time.time() - self._last_dead_check > self.dead_timeout:
+            self._revive()
+        node = self._hasher.get_node(key)
+        if node is None:
+            raise _NoServerLeft("every memcached server is marked down")
+        server: _Server = self.clients[node]
+        return server
+
+    def mark_dead(self, server: _Server) -> None:
+        with self._lock:
+            if server.name not in self._dead:
+                self._dead[server.name] = time.time()
+                self._publish()
+
+    def _revive(self) -> None:
+        with self._lock:
+            now = time.time()
+            if now - self._last_dead_check <= self.dead_timeout:
+                return
+            self._last_dead_check = now
+            due = [name for name, since in self._dead.items() if now - since > self.dead_timeout]
+            for name in due:
+                del self._dead[name]
+            if due:
+                self._publish()
+
+    def _publish(self) -> None:
+        self._hasher = RendezvousHash(nodes=[name for name in self.clients if name not in self._dead])
+        self.version += 1
+
+    def close(self) -> None:
+        for server in self.clients.values():
+            server.client_pool.close()
 
 
 #: Errors that mean "could not talk to the server", as opposed to "it said no".
@@ -256,18 +347,24 @@ class MemcacheStore(ThreadedAsyncFace):
             "no_delay": True,
             "default_noreply": False,
         }
-        self._client: Any
+        #: One server: its pool, and `_ring` is None. A ring: `_pool` is None.
+        self._pool: _Pool | None = None
+        self._ring: _Ring | None = None
+        self._client: _Server | _Ring
         if len(self.servers) == 1:
-            self._client = _PooledClient(self.servers[0], **options)
+            self._client = _Server(self.servers[0], options)
+            self._pool = self._client.client_pool
             self._attempts = 1
             self._where = "{}:{}".format(*self.servers[0])
         else:
-            self._client = _HashClient(self.servers, use_pooling=True, ignore_exc=False, retry_attempts=0,
-                                       dead_timeout=self.dead_timeout, **options)
+            self._client = self._ring = _Ring(self.servers, options, self.dead_timeout)
             # A command may meet a connection that died mid-reply, then the dead
             # server itself, on each server in turn.
             self._attempts = 2 * len(self.servers)
             self._where = f"{len(self.servers)} servers"
+        #: key -> (ring version, cas token, record) from the last load: see the module doc.
+        self._tokens: dict[str, tuple[int, bytes, Record]] = {}
+        self._tokens_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: StoreURL) -> MemcacheStore:
@@ -308,19 +405,29 @@ class MemcacheStore(ThreadedAsyncFace):
         key = self._key(session_id)
         if key is None:
             return None
-        if touch_ttl is None:
-            blob = self._command("get", key)
-        else:
-            blob = self._command("gat", key, self._exptime(touch_ttl))
-        if blob is None:
+        ring = self._ring
+        version = 0 if ring is None else ring.version  # read before the command: see _merge_remembered
+        command = _GETS if touch_ttl is None else b"gats %d" % self._exptime(touch_ttl)
+        found = self._run(key, _fetch, command, key)
+        if found is None:
             return None
+        blob, token = found
         record = decode_record(blob)
         if not record.data:
-            # An emptied session's tombstone: missing. `gat` just prolonged it, so drop
+            # An emptied session's tombstone: missing. `gats` just prolonged it, so drop
             # it now (nothing writes to a tombstone, so a plain delete loses nothing).
             if touch_ttl is not None:
-                self._command("delete", key, noreply=False)
+                self._run(key, _delete, key)
             return None
+        if len(blob) <= _TOKEN_BLOB_LIMIT and token != b"0":
+            # A copy of its own: the caller may change the record it gets.
+            kept = Record(dict(record.data), record.created_at, record.accessed_at,
+                          dict(record.meta) if record.meta else NO_META)
+            with self._tokens_lock:
+                tokens = self._tokens
+                tokens[key] = (version, token, kept)
+                if len(tokens) > _TOKENS_KEPT:
+                    del tokens[next(iter(tokens))]
         return record
 
     def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
@@ -329,11 +436,16 @@ class MemcacheStore(ThreadedAsyncFace):
             raise StoreError(f"session id of {len(session_id)} characters cannot be a memcached key "
                              f"(printable ASCII, at most {MAX_KEY_LENGTH - len(self.prefix)})")
         blob = self._encode(record)
-        if not self._command("set", key, blob, expire=self._exptime(ttl), noreply=False):
+        if not self._run(key, _set, key, blob, self._exptime(ttl)):
             raise StoreError(f"memcached ({self._where}) did not store the session")
         old_keys = [old for old in map(self._key, replaces) if old is not None and old != key]
-        if old_keys:
-            self._command("delete_many", old_keys, noreply=False)
+        if not old_keys:
+            return
+        if self._ring is None:
+            self._run(old_keys[0], _delete_many, old_keys)  # one round trip
+        else:
+            for old in old_keys:  # each on its own server
+                self._run(old, _delete, old)
 
     def merge(
         self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float, ttl: float
@@ -342,48 +454,89 @@ class MemcacheStore(ThreadedAsyncFace):
         if key is None:
             return MergeResult.GONE
         exptime = self._exptime(ttl)
+        if self._tokens:
+            result = self._merge_remembered(key, changes, accessed_at, exptime)
+            if result is not None:
+                return result
         for attempt in range(self.retries + 1):
             if attempt:
                 # Jittered exponential backoff: writers that collided do not collide again in lockstep.
                 time.sleep(_jitter.uniform(0, min(0.05, 0.001 * 2**attempt)))
-            blob, cas = self._command("gets", key) or (None, None)
-            if blob is None:
+            found = self._run(key, _fetch, _GETS, key)
+            if found is None:
                 return MergeResult.GONE  # never recreate: a write racing a logout must not resurrect
+            blob, cas = found
             if cas in (b"0", 0, None):
                 raise StoreError(f"memcached ({self._where}) returned no CAS token: is it running with -C? "
                                  "sessionkit needs CAS for safe merges")
             try:
                 current = decode_record(blob)
             except CorruptRecord:
-                self._command("delete", key, noreply=False)
+                self._run(key, _delete, key)
                 return MergeResult.GONE
-            if not current.data:
-                return MergeResult.GONE  # a tombstone
-            data = merge_data(current.data, changes)
-            if data:
-                new_blob, expire = self._encode(Record(data, current.created_at, accessed_at, current.meta)), exptime
-            else:
-                # Delete *with cas*: memcached's delete takes no cas token, so write an
-                # empty record (read as missing) under the token instead. If another
-                # merge just added a key, our cas fails and the retry sees that key.
-                new_blob = encode_record(Record({}, current.created_at, accessed_at, current.meta))
-                expire = _TOMBSTONE_EXPTIME
-            stored = self._command("cas", key, new_blob, cas, expire=expire, noreply=False)
-            if stored:
-                return MergeResult.APPLIED if data else MergeResult.EMPTIED
-            if stored is None:
-                return MergeResult.GONE  # deleted or expired since our gets
+            result = self._merge_into(key, current, cas, changes, accessed_at, exptime)
+            if result is not None:
+                return result
         raise StoreError(f"a merge into one session lost {self.retries + 1} cas races in a row; gave up "
                          "(raise ?retries= if many requests write one session at once)")
 
     def delete(self, session_id: str) -> None:
         key = self._key(session_id)
         if key is not None:
-            self._command("delete", key, noreply=False)
+            if self._tokens:
+                with self._tokens_lock:
+                    self._tokens.pop(key, None)
+            self._run(key, _delete, key)
 
     def close(self) -> None:
-        with self._errors():
-            self._client.close()
+        """Close the idle connections; the store stays usable and reconnects on demand."""
+        if self._ring is not None:
+            self._ring.close()
+        elif self._pool is not None:
+            self._pool.close()
+
+    # -- merging --------------------------------------------------------------------
+
+    def _merge_remembered(
+        self, key: str, changes: Mapping[str, bytes | None], accessed_at: float, exptime: int
+    ) -> MergeResult | None:
+        """The merge with the token and record the last load of `key` kept; None if there are none or they are stale.
+
+        A ring must still send `key` to the server that answered that load: the
+        ring is unchanged since (same version, read before the load's command).
+        """
+        with self._tokens_lock:
+            remembered = self._tokens.pop(key, None)
+        if remembered is None:
+            return None
+        version, token, current = remembered
+        ring = self._ring
+        if version != (0 if ring is None else ring.version):
+            return None
+        return self._merge_into(key, current, token, changes, accessed_at, exptime)
+
+    def _merge_into(
+        self, key: str, current: Record, token: bytes, changes: Mapping[str, bytes | None], accessed_at: float,
+        exptime: int,
+    ) -> MergeResult | None:
+        """Apply `changes` to `current` and `cas` the result under `token`; None if the item changed since."""
+        if not current.data:
+            return MergeResult.GONE  # a tombstone
+        data = merge_data(current.data, changes)
+        if data:
+            new_blob, expire = self._encode(Record(data, current.created_at, accessed_at, current.meta)), exptime
+        else:
+            # Delete *with cas*: memcached's delete takes no cas token, so write an
+            # empty record (read as missing) under the token instead. If another
+            # merge just added a key, our cas fails and the retry sees that key.
+            new_blob = encode_record(Record({}, current.created_at, accessed_at, current.meta))
+            expire = _TOMBSTONE_EXPTIME
+        stored = self._run(key, _cas, key, new_blob, token, expire)
+        if stored:
+            return MergeResult.APPLIED if data else MergeResult.EMPTIED
+        if stored is None:
+            return MergeResult.GONE  # deleted or expired since the token was read
+        return None
 
     # -- keys, TTLs, sizes --------------------------------------------------------
 
@@ -421,30 +574,67 @@ class MemcacheStore(ThreadedAsyncFace):
 
     # -- the one place that talks to pymemcache ------------------------------------
 
-    def _command(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Run one client command; on a ring, send it again to the key's next home if its server failed."""
-        with self._errors():
-            last_error: BaseException | None = None
-            for attempt in range(1, self._attempts + 1):
-                try:
-                    return getattr(self._client, name)(*args, **kwargs)
-                except _NoServerLeft as exc:
-                    raise exc from last_error
-                except _CONNECTION_ERRORS as exc:
-                    if attempt == self._attempts:
-                        raise
-                    last_error = exc
+    def _run(self, key: str, command: Callable[..., _T], *args: Any) -> _T:
+        """Run one command on a connection of `key`'s server, translating pymemcache's errors.
+
+        A connection that fails in any way is closed, not pooled again.
+        """
+        pool = self._pool
+        if pool is None:
+            return self._run_on_ring(key, command, *args)
+        connection = pool.get()
+        try:
+            result = command(connection, *args)
+        except _CONNECTION_ERRORS as exc:
+            connection.close()
+            raise self._unavailable(exc) from exc
+        except (MemcacheError, ValueError) as exc:
+            connection.close()
+            raise self._failed(exc) from exc
+        except BaseException:
+            connection.close()
+            raise
+        pool.put(connection)
+        return result
+
+    def _run_on_ring(self, key: str, command: Callable[..., _T], *args: Any) -> _T:
+        """`_run` on a ring: a server that fails a connection leaves it, and the command goes to the key's next home."""
+        ring = self._ring
+        assert ring is not None
+        last_error: BaseException | None = None
+        for attempt in range(1, self._attempts + 1):
+            try:
+                server = ring.server_for(key)
+            except _NoServerLeft as exc:
+                exc.__cause__ = last_error
+                raise self._unavailable(exc) from exc
+            pool = server.client_pool
+            connection = pool.get()
+            try:
+                result = command(connection, *args)
+            except _CONNECTION_ERRORS as exc:
+                connection.close()
+                if isinstance(exc, OSError):
+                    ring.mark_dead(server)
+                if attempt == self._attempts:
+                    raise self._unavailable(exc) from exc
+                last_error = exc
+                continue
+            except (MemcacheError, ValueError) as exc:
+                connection.close()
+                raise self._failed(exc) from exc
+            except BaseException:
+                connection.close()
+                raise
+            pool.put(connection)
+            return result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Translate pymemcache's errors into sessionkit's, keeping the original as the cause."""
-        try:
-            yield
-        except _CONNECTION_ERRORS as exc:
-            raise StoreUnavailable(f"memcached ({self._where}) is unreachable: {exc!r}", original_error=exc) from exc
-        except (MemcacheError, ValueError) as exc:
-            raise StoreError(f"memcached ({self._where}) failed: {exc!r}", original_error=exc) from exc
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"memcached ({self._where}) is unreachable: {exc!r}", original_error=exc)
+
+    def _failed(self, exc: BaseException) -> StoreError:
+        return StoreError(f"memcached ({self._where}) failed: {exc!r}", original_error=exc)
 
 
 def _check_prefix(prefix: str) -> None:

@@ -186,6 +186,185 @@ def test_merge_is_gets_then_cas(memcached_server: MemcachedServer, memcache_url:
         "cmd_get": 1, "cmd_set": 1, "cas_hits": 1, "cas_badval": 0, "cas_misses": 0}
 
 
+_WRITE_STATS = ("cmd_get", "cmd_touch", "touch_hits", "cmd_set", "cas_hits", "cas_badval", "cas_misses")
+
+
+def test_write_after_a_load_is_two_round_trips_gats_then_cas(
+    memcached_server: MemcachedServer, memcache_url: str
+) -> None:
+    # The load keeps the item's cas token, so the merge needs no gets of its own.
+    store = open_store(memcache_url)
+    store.create(sid(1), record({"a": b"1"}), 60)
+    for n in range(3):
+        before = stats(memcached_server)
+        loaded = store.load(sid(1), 60)
+        assert loaded is not None
+        assert store.merge(sid(1), {f"k{n}": b"1"}, NOW(), 60) is MergeResult.APPLIED
+        assert delta(before, stats(memcached_server), *_WRITE_STATS) == {
+            "cmd_get": 0, "cmd_touch": 1, "touch_hits": 1, "cmd_set": 1, "cas_hits": 1, "cas_badval": 0,
+            "cas_misses": 0}
+    loaded = store.load(sid(1), None)
+    assert loaded is not None and dict(loaded.data) == {"a": b"1", "k0": b"1", "k1": b"1", "k2": b"1"}
+    # A plain load keeps the token too: gets, then cas.
+    before = stats(memcached_server)
+    assert store.merge(sid(1), {"a": None}, NOW(), 60) is MergeResult.APPLIED
+    assert delta(before, stats(memcached_server), "cmd_get", "cas_hits") == {"cmd_get": 0, "cas_hits": 1}
+
+
+def test_write_whose_loaded_token_went_stale_merges_into_what_is_stored_now(
+    memcached_server: MemcachedServer, memcache_url: str
+) -> None:
+    store, other = open_store(memcache_url), open_store(memcache_url)
+    store.create(sid(1), record({"a": b"1"}), 60)
+    assert store.load(sid(1), 60) is not None
+    assert other.merge(sid(1), {"b": b"2"}, NOW(), 60) is MergeResult.APPLIED  # after our load
+    before = stats(memcached_server)
+    assert store.merge(sid(1), {"c": b"3"}, NOW(), 60) is MergeResult.APPLIED
+    # The remembered token lost (EXISTS); the gets + cas loop merged into the current item.
+    assert delta(before, stats(memcached_server), *_WRITE_STATS) == {
+        "cmd_get": 1, "cmd_touch": 0, "touch_hits": 0, "cmd_set": 2, "cas_hits": 1, "cas_badval": 1,
+        "cas_misses": 0}
+    loaded = store.load(sid(1), None)
+    assert loaded is not None and dict(loaded.data) == {"a": b"1", "b": b"2", "c": b"3"}
+
+
+def test_write_after_a_load_never_resurrects_a_session_deleted_in_between(
+    memcached_server: MemcachedServer, memcache_url: str
+) -> None:
+    store, other = open_store(memcache_url), open_store(memcache_url)
+    for n, invalidate in enumerate([lambda: other.delete(sid(1)),
+                                    lambda: other.merge(sid(1), {"a": None}, NOW(), 60)]):  # emptied: tombstone
+        store.create(sid(1), record({"a": b"1"}), 60)
+        assert store.load(sid(1), 60) is not None
+        invalidate()
+        assert store.merge(sid(1), {"b": b"2"}, NOW(), 60) is MergeResult.GONE, n
+        assert store.load(sid(1), None) is None
+        client = raw(memcached_server)
+        try:
+            blob = client.get("session:" + sid(1))
+        finally:
+            client.close()
+        assert blob is None or (blob.startswith(b'{"v":1') and b'"d":{}' in blob)  # gone, or the tombstone
+
+
+def test_a_merge_cannot_change_the_remembered_record_through_the_loaded_one(memcache_url: str) -> None:
+    # The store keeps its own copy: a caller that edits what load returned writes nothing with it.
+    store = open_store(memcache_url)
+    store.create(sid(1), record({"a": b"1"}), 60)
+    loaded = store.load(sid(1), 60)
+    assert loaded is not None
+    loaded.data["injected"] = b"1"  # type: ignore[index]
+    assert store.merge(sid(1), {"b": b"2"}, NOW(), 60) is MergeResult.APPLIED
+    stored = store.load(sid(1), None)
+    assert stored is not None and dict(stored.data) == {"a": b"1", "b": b"2"}
+
+
+def test_writers_that_load_then_merge_one_session_lose_nothing(
+    memcached_server: MemcachedServer, memcache_url: str
+) -> None:
+    # Every request loads, then merges: the two-round-trip path under contention,
+    # with the remembered tokens shared between threads of one store.
+    stores = [open_store(memcache_url) for _ in range(3)]
+    stores[0].create(sid(1), record({"seed": b"0"}), 60)
+    errors: list[BaseException] = []
+    before = stats(memcached_server)
+
+    def writer(n: int) -> None:
+        store = stores[n % 3]
+        try:
+            for i in range(25):
+                assert store.load(sid(1), 60) is not None
+                result = store.merge(sid(1), {f"w{n}-{i}": str(n * 100 + i).encode()}, NOW(), 60)
+                assert result is MergeResult.APPLIED
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    loaded = stores[1].load(sid(1), None)
+    assert loaded is not None
+    expected = {f"w{n}-{i}": str(n * 100 + i).encode() for n in range(12) for i in range(25)}
+    assert dict(loaded.data) == {"seed": b"0", **expected}
+    counts = delta(before, stats(memcached_server), "cas_hits", "cas_badval")
+    assert counts["cas_hits"] == 12 * 25  # one applied cas per merge, nothing written twice
+    assert counts["cas_badval"] > 0  # the writers did collide
+
+
+def test_remembered_tokens_are_bounded_and_skip_large_sessions(
+    memcached_server: MemcachedServer, memcache_url: str
+) -> None:
+    store = open_store(memcache_url)
+    for n in range(1100):
+        store.create(sid(n), record({"n": str(n).encode()}), 60)
+        store.load(sid(n), 60)
+    assert len(store._tokens) == 1024  # the oldest went first
+    assert "session:" + sid(0) not in store._tokens and "session:" + sid(1099) in store._tokens
+    before = stats(memcached_server)
+    assert store.merge(sid(0), {"x": b"1"}, NOW(), 60) is MergeResult.APPLIED  # forgotten: gets + cas
+    assert store.merge(sid(1099), {"x": b"1"}, NOW(), 60) is MergeResult.APPLIED  # remembered: cas
+    assert delta(before, stats(memcached_server), "cmd_get", "cas_hits") == {"cmd_get": 1, "cas_hits": 2}
+
+    store.create(sid(2000), record({"big": b"x" * 10_000}), 60)
+    assert store.load(sid(2000), 60) is not None
+    assert "session:" + sid(2000) not in store._tokens
+    before = stats(memcached_server)
+    assert store.merge(sid(2000), {"x": b"1"}, NOW(), 60) is MergeResult.APPLIED
+    assert delta(before, stats(memcached_server), "cmd_get", "cas_hits") == {"cmd_get": 1, "cas_hits": 1}
+
+
+def test_ring_change_between_load_and_merge_makes_the_merge_read_again(own_ring: list[MemcachedServer]) -> None:
+    # A token is only good on the server that gave it: after the ring changed, the
+    # merge does not trust it and reads the item from the key's current home.
+    store = open_store(ring_url(own_ring, timeout=0.5, connect_timeout=0.5))
+    ids = [new_id() for _ in range(30)]
+    for session_id in ids:
+        store.create(session_id, record({"a": b"1"}), 60)
+    home = {session_id: holder(own_ring, "session:" + session_id) for session_id in ids}
+    victim = own_ring[0]
+    kept = next(session_id for session_id in ids if home[session_id] is not victim)
+    lost = next(session_id for session_id in ids if home[session_id] is victim)
+    assert store.load(kept, 60) is not None
+    victim.stop()
+    assert store.load(lost, 60) is None  # the ring notices: the victim leaves it
+    before = stats(home[kept])
+    assert store.merge(kept, {"b": b"2"}, NOW(), 60) is MergeResult.APPLIED
+    assert delta(before, stats(home[kept]), "cmd_get", "cas_hits") == {"cmd_get": 1, "cas_hits": 1}
+
+
+def test_async_face_runs_calls_on_several_threads_with_the_callers_context(memcache_url: str) -> None:
+    # Three loads that each wait for the other two: one worker thread would deadlock.
+    import contextvars
+
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+    store = open_store(memcache_url)
+    store.create(sid(1), record({"a": b"1"}), 60)
+    barrier = threading.Barrier(3, timeout=5)
+    seen: list[tuple[str, int]] = []
+    original = store.load
+
+    def load(session_id: str, touch_ttl: float | None) -> Record | None:
+        seen.append((request_id.get(), threading.get_ident()))
+        barrier.wait()
+        return original(session_id, touch_ttl)
+
+    store.load = load  # type: ignore[method-assign]
+
+    async def one(n: int) -> Record | None:
+        request_id.set(f"r{n}")
+        return await store.aload(sid(1), 60)
+
+    async def three() -> list[Record | None]:
+        return await asyncio.gather(*(one(n) for n in range(3)))
+
+    assert all(loaded is not None for loaded in asyncio.run(three()))
+    assert sorted(name for name, _ in seen) == ["r0", "r1", "r2"]
+    assert len({thread for _, thread in seen}) == 3
+
+
 @pytest.mark.parametrize(
     ("ttl", "exptime"),
     [(0.2, 2), (1.0, 2), (1.5, 3), (100.0, 101), (86400.0, 86401), (30 * 86400 - 1.0, 30 * 86400),
@@ -681,6 +860,20 @@ def test_connections_disable_nagle(memcache_url: str, ring: list[MemcachedServer
     for pool in ringed._client.clients.values():
         flags += _nodelay_flags(pool)
     assert len(flags) >= 4 and all(flags)
+
+
+def test_ring_puts_each_key_where_pymemcache_hash_client_puts_it() -> None:
+    # Sessions written by an older sessionkit (pymemcache's HashClient) stay where they are.
+    from pymemcache.client.hash import HashClient
+
+    servers = [("10.0.0.1", 11211), ("10.0.0.2", 11211), ("cache-3.internal", 11311), ("::1", 11211)]
+    store = MemcacheStore(servers)
+    reference = HashClient(servers, use_pooling=True)
+    keys = ["session:" + new_id() for _ in range(300)]
+    ours = [store._ring.server_for(key).name for key in keys]  # type: ignore[union-attr]
+    theirs = [reference.hasher.get_node(key) for key in keys]
+    assert ours == theirs
+    assert set(ours) == {"10.0.0.1:11211", "10.0.0.2:11211", "cache-3.internal:11311", "::1:11211"}
 
 
 def test_ring_bookkeeping_survives_threads_failing_on_one_server_at_once(own_ring: list[MemcachedServer]) -> None:
