@@ -113,6 +113,7 @@ class SessionManager:
                               option="on_store_error")
         self.on_store_error = on_store_error
         self.trusted_proxies = TrustedProxies(trusted_proxies)
+        self.has_trusted_proxies = bool(self.trusted_proxies)
         self.on_invalid_cookie = on_invalid_cookie
         #: Requests whose session cookie did not verify (forged, truncated, old key dropped).
         self.invalid_cookies = 0
@@ -173,7 +174,7 @@ class SessionManager:
         """Whether a request used https: its scheme, or what a *trusted* proxy forwarded."""
         if scheme == "https" or scheme == "wss":
             return True
-        return bool(self.trusted_proxies) and self.trusted_proxies.is_https(scheme, client, forwarded, forwarded_proto)
+        return self.has_trusted_proxies and self.trusted_proxies.is_https(scheme, client, forwarded, forwarded_proto)
 
     def _read_token(self, cookie_header: str | None) -> Incoming:
         """The session a cookie:// token carries (its parts joined), verified, or nothing."""

@@ -259,8 +259,8 @@ class Session(MutableMapping[str, Any]):
         # The app may still hold the mutable values it read or stored, and change them
         # later (while a body streams): keep watching those, forget the rest.
         data = self._data
-        self._watched = {key for key in (self._changed | self._watched)
-                         if key in data and not isinstance(data[key], _IMMUTABLE)}
+        keys = self._changed | self._watched if self._watched else self._changed
+        self._watched = {key for key in keys if key in data and not isinstance(data[key], _IMMUTABLE)}
         self._doomed.clear()
         self._changed.clear()
         self._regenerated = self._invalidated = False

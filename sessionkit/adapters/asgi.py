@@ -62,7 +62,7 @@ class SessionMiddleware:
 
     def _is_https(self, scope: Scope) -> bool:
         scheme = scope.get("scheme")
-        if scheme in ("https", "wss") or not self.manager.trusted_proxies:
+        if scheme in ("https", "wss") or not self.manager.has_trusted_proxies:
             return scheme in ("https", "wss")
         client = scope.get("client")
         headers = {name: value.decode("latin-1") for name, value in scope.get("headers", ())

@@ -37,8 +37,9 @@ class SessionMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         manager = self.manager
-        https = manager.is_https(environ.get("wsgi.url_scheme"), environ.get("REMOTE_ADDR"),
-                                 environ.get("HTTP_FORWARDED"), environ.get("HTTP_X_FORWARDED_PROTO"))
+        scheme = environ.get("wsgi.url_scheme")
+        https = scheme == "https" or (manager.has_trusted_proxies and manager.is_https(
+            scheme, environ.get("REMOTE_ADDR"), environ.get("HTTP_FORWARDED"), environ.get("HTTP_X_FORWARDED_PROTO")))
         session = manager.open(environ.get("HTTP_COOKIE"), https=https)
         environ[ENVIRON_KEY] = session
 
