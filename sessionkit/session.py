@@ -259,8 +259,12 @@ class Session(MutableMapping[str, Any]):
         # The app may still hold the mutable values it read or stored, and change them
         # later (while a body streams): keep watching those, forget the rest.
         data = self._data
-        keys = self._changed | self._watched if self._watched else self._changed
-        self._watched = {key for key in keys if key in data and not isinstance(data[key], _IMMUTABLE)}
+        watched = self._watched
+        if watched:
+            watched.difference_update([key for key in watched if key not in data or isinstance(data[key], _IMMUTABLE)])
+        for key in self._changed:
+            if key in data and not isinstance(data[key], _IMMUTABLE):
+                watched.add(key)
         self._doomed.clear()
         self._changed.clear()
         self._regenerated = self._invalidated = False

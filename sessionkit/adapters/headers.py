@@ -10,12 +10,9 @@ shared caches out (``no-store`` or ``private``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 __all__ = ["combine", "merge_headers", "merge_raw_headers", "vary_with"]
-
-H = TypeVar("H", str, bytes)
 
 _COMBINED = frozenset({"vary", "cache-control"})
 _COMBINED_RAW = frozenset({b"vary", b"cache-control"})
@@ -37,46 +34,38 @@ def combine(name: str, current: str, ours: str) -> str:
     return current if directives & {"no-store", "private"} else ours
 
 
-def _merge(headers: Sequence[tuple[H, H]], extra: Sequence[tuple[str, str]], combined: frozenset[H],
-           text: Callable[[H], str], raw_name: Callable[[str], H], raw_value: Callable[[str], H]) -> list[tuple[H, H]]:
+def merge_headers(headers: Sequence[tuple[str, str]], extra: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """WSGI-style ``(str, str)`` headers plus the session's."""
     result = list(headers)
     found: dict[str, int] = {}
     for index, (app_name, _) in enumerate(result):
         lowered = app_name.lower()
-        if lowered in combined:  # compared in the headers' own type: no decoding per header
-            found.setdefault(text(lowered), index)
+        if lowered in _COMBINED and lowered not in found:
+            found[lowered] = index
     for name, value in extra:
-        at = found.get(name.lower())
+        at = found.get(name.lower()) if found else None
         if at is None:
-            result.append((raw_name(name), raw_value(value)))
+            result.append((name, value))
         else:
             existing, current = result[at]
-            result[at] = (existing, raw_value(combine(name, text(current), value)))
+            result[at] = (existing, combine(name, current, value))
     return result
-
-
-def _same(value: str) -> str:
-    return value
-
-
-def _text(value: bytes) -> str:
-    return value.decode("latin-1")
-
-
-def _raw_name(name: str) -> bytes:
-    return name.lower().encode("latin-1")  # ASGI header names are lowercase
-
-
-def _raw_value(value: str) -> bytes:
-    return value.encode("latin-1")
-
-
-def merge_headers(headers: Sequence[tuple[str, str]], extra: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    """WSGI-style ``(str, str)`` headers plus the session's."""
-    return _merge(headers, extra, _COMBINED, _same, _same, _same)
 
 
 def merge_raw_headers(headers: Sequence[tuple[bytes, bytes]],
                       extra: Sequence[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    """ASGI-style ``(bytes, bytes)`` headers plus the session's."""
-    return _merge(headers, extra, _COMBINED_RAW, _text, _raw_name, _raw_value)
+    """ASGI-style ``(bytes, bytes)`` headers (names lowercase) plus the session's."""
+    result = list(headers)
+    found: dict[str, int] = {}
+    for index, (app_name, _) in enumerate(result):
+        raw_lowered = app_name.lower()
+        if raw_lowered in _COMBINED_RAW:
+            found.setdefault(raw_lowered.decode("latin-1"), index)
+    for name, value in extra:
+        at = found.get(name.lower()) if found else None
+        if at is None:
+            result.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        else:
+            existing, current = result[at]
+            result[at] = (existing, combine(name, current.decode("latin-1"), value).encode("latin-1"))
+    return result
