@@ -709,6 +709,23 @@ def test_pooled_connections_reconnect_after_a_restart(memcached_server: Memcache
         assert store.load(sid(n), 60) is not None
 
 
+def freeze(pid: int) -> None:
+    """SIGSTOP `pid` and wait until the kernel shows it stopped.
+
+    The signal is asynchronous: on a busy machine a request sent right after it
+    can still be served before the process stops, which is not the hang the
+    tests mean to cause.
+    """
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as stat:
+            if stat.read().rpartition(")")[2].split()[0] == "T":
+                return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} did not stop")
+
+
 def test_hung_server_costs_one_timeout_not_a_hang() -> None:
     server = MemcachedServer()
     try:
@@ -716,7 +733,7 @@ def test_hung_server_costs_one_timeout_not_a_hang() -> None:
         store = open_store(server.url + "?timeout=0.5&connect_timeout=0.5")
         store.create(sid(1), record({"a": b"1"}), 60)
         assert server.pid is not None
-        os.kill(server.pid, signal.SIGSTOP)
+        freeze(server.pid)
         try:
             started = time.monotonic()
             with pytest.raises(StoreUnavailable) as info:
@@ -813,7 +830,7 @@ def test_ring_with_a_hung_server_pays_one_timeout_then_serves_fresh_sessions(
     lost = [session_id for session_id in ids if holder(own_ring, "session:" + session_id) is victim]
     assert lost
     assert victim.pid is not None
-    os.kill(victim.pid, signal.SIGSTOP)
+    freeze(victim.pid)
     started = time.monotonic()
     assert [store.load(session_id, 60) for session_id in lost] == [None] * len(lost)
     assert time.monotonic() - started < 1.5  # one timeout for the first, then it is out of the ring
