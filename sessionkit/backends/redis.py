@@ -78,20 +78,27 @@ return 1
 
 #: KEYS[1] session; ARGV[1] TTL in ms, ARGV[2] last-write time, ARGV[3] number n of
 #: field/value pairs to set, then the n pairs, then the fields to delete.
-#: Returns 0 gone (nothing written), 1 applied, 2 emptied (deleted).
+#: Returns 0 gone (nothing written), 1 applied, 2 emptied (deleted). Only a merge that
+#: sets nothing can empty a session; the common one is EXISTS, HSET (with the time), PEXPIRE.
 MERGE = _LUA_HELPERS + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local n = tonumber(ARGV[3])
-if n > 0 then apply('HSET', KEYS[1], ARGV, 4, 3 + 2 * n) end
 if #ARGV > 3 + 2 * n then
   apply('HDEL', KEYS[1], ARGV, 4 + 2 * n, #ARGV)
-  local empty = true
-  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-    if string.sub(field, 1, 2) == 'd:' then empty = false break end
+  if n == 0 then
+    local empty = true
+    for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+      if string.sub(field, 1, 2) == 'd:' then empty = false break end
+    end
+    if empty then redis.call('DEL', KEYS[1]) return 2 end
   end
-  if empty then redis.call('DEL', KEYS[1]) return 2 end
 end
-redis.call('HSET', KEYS[1], 'm:a', ARGV[2])
+if n > 0 and n <= 500 then
+  redis.call('HSET', KEYS[1], 'm:a', ARGV[2], unpack(ARGV, 4, 3 + 2 * n))
+else
+  if n > 0 then apply('HSET', KEYS[1], ARGV, 4, 3 + 2 * n) end
+  redis.call('HSET', KEYS[1], 'm:a', ARGV[2])
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 """
