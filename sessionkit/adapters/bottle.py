@@ -18,7 +18,7 @@ import bottle  # type: ignore[import-untyped]
 
 from ..manager import Headers, SessionManager
 from .headers import merge_headers
-from .wsgi import ENVIRON_KEY
+from .wsgi import ENVIRON_KEY, environ_is_https
 
 __all__ = ["SessionPlugin"]
 
@@ -68,9 +68,7 @@ class SessionPlugin:
             environ = request.environ
             # Not request.urlparts: it believes X-Forwarded-Proto from anyone; the manager
             # believes it only from the trusted proxies.
-            https = manager.is_https(environ.get("wsgi.url_scheme"), environ.get("REMOTE_ADDR"),
-                                     environ.get("HTTP_FORWARDED"), environ.get("HTTP_X_FORWARDED_PROTO"))
-            session = manager.open(environ.get("HTTP_COOKIE"), https=https)
+            session = manager.open(environ.get("HTTP_COOKIE"), https=environ_is_https(manager, environ))
             request.environ[environ_key] = session
             if keyword is not None:
                 kwargs[keyword] = session

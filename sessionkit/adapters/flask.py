@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from ..manager import SessionManager
 from ..session import Session
 from .headers import merge_headers
+from .wsgi import environ_is_https
 
 __all__ = [
     "EXTENSION_KEY",
@@ -109,8 +110,7 @@ class SessionKitInterface(SessionInterface):
         # Lazy: nothing is read until the app first uses the session.
         environ = request.environ
         # request.is_secure (after any ProxyFix), or what a proxy the manager trusts forwarded.
-        https = self.manager.is_https(request.scheme, environ.get("REMOTE_ADDR"), environ.get("HTTP_FORWARDED"),
-                                      environ.get("HTTP_X_FORWARDED_PROTO"))
+        https = environ_is_https(self.manager, environ, scheme=request.scheme)
         session = self.manager.open(environ.get("HTTP_COOKIE"), https=https, session_class=FlaskSession)
         return cast(FlaskSession, session)
 

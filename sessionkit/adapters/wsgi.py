@@ -16,7 +16,7 @@ from ..manager import SessionManager
 from ..session import Session
 from .headers import merge_headers
 
-__all__ = ["ENVIRON_KEY", "SessionMiddleware"]
+__all__ = ["ENVIRON_KEY", "SessionMiddleware", "environ_is_https"]
 
 log = logging.getLogger("sessionkit")
 
@@ -28,6 +28,17 @@ StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 
+def environ_is_https(manager: SessionManager, environ: Environ, scheme: str | None = None) -> bool:
+    """Whether a WSGI request used https: its scheme (`scheme` overrides the environ's),
+    or what a proxy the manager trusts forwarded. One place for every WSGI adapter."""
+    if scheme is None:
+        scheme = environ.get("wsgi.url_scheme")
+    if scheme == "https" or not manager.has_trusted_proxies:
+        return scheme == "https"
+    return manager.is_https(scheme, environ.get("REMOTE_ADDR"), environ.get("HTTP_FORWARDED"),
+                            environ.get("HTTP_X_FORWARDED_PROTO"))
+
+
 class SessionMiddleware:
     """Give a WSGI app a lazily loaded session at ``environ["sessionkit.session"]``."""
 
@@ -37,10 +48,7 @@ class SessionMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         manager = self.manager
-        scheme = environ.get("wsgi.url_scheme")
-        https = scheme == "https" or (manager.has_trusted_proxies and manager.is_https(
-            scheme, environ.get("REMOTE_ADDR"), environ.get("HTTP_FORWARDED"), environ.get("HTTP_X_FORWARDED_PROTO")))
-        session = manager.open(environ.get("HTTP_COOKIE"), https=https)
+        session = manager.open(environ.get("HTTP_COOKIE"), https=environ_is_https(manager, environ))
         environ[ENVIRON_KEY] = session
 
         def session_start_response(status: str, headers: list[tuple[str, str]],
