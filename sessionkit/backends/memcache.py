@@ -298,6 +298,18 @@ class _Ring:
 _CONNECTION_ERRORS = (OSError, MemcacheUnexpectedCloseError)
 
 
+
+def _on_connection(pool: Any, command: Callable[..., _T], args: tuple[Any, ...]) -> _T:
+    """Run `command` on a pooled connection; a connection that fails in any way is closed, not pooled again."""
+    connection = pool.get()
+    try:
+        result = command(connection, *args)
+    except BaseException:
+        connection.close()
+        raise
+    pool.put(connection)
+    return result
+
 class MemcacheStore(ThreadedAsyncFace):
     """Sessions in one memcached server or a ring of several; safe across threads and processes.
 
@@ -582,20 +594,12 @@ class MemcacheStore(ThreadedAsyncFace):
         pool = self._pool
         if pool is None:
             return self._run_on_ring(key, command, *args)
-        connection = pool.get()
         try:
-            result = command(connection, *args)
+            return _on_connection(pool, command, args)
         except _CONNECTION_ERRORS as exc:
-            connection.close()
             raise self._unavailable(exc) from exc
         except (MemcacheError, ValueError) as exc:
-            connection.close()
             raise self._failed(exc) from exc
-        except BaseException:
-            connection.close()
-            raise
-        pool.put(connection)
-        return result
 
     def _run_on_ring(self, key: str, command: Callable[..., _T], *args: Any) -> _T:
         """`_run` on a ring: a server that fails a connection leaves it, and the command goes to the key's next home."""
@@ -608,26 +612,16 @@ class MemcacheStore(ThreadedAsyncFace):
             except _NoServerLeft as exc:
                 exc.__cause__ = last_error
                 raise self._unavailable(exc) from exc
-            pool = server.client_pool
-            connection = pool.get()
             try:
-                result = command(connection, *args)
+                return _on_connection(server.client_pool, command, args)
             except _CONNECTION_ERRORS as exc:
-                connection.close()
                 if isinstance(exc, OSError):
                     ring.mark_dead(server)
                 if attempt == self._attempts:
                     raise self._unavailable(exc) from exc
                 last_error = exc
-                continue
             except (MemcacheError, ValueError) as exc:
-                connection.close()
                 raise self._failed(exc) from exc
-            except BaseException:
-                connection.close()
-                raise
-            pool.put(connection)
-            return result
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
