@@ -313,8 +313,8 @@ class RedisFloor:
     """sessionkit's redis round trips by hand: its scripts, its key layout, its client options."""
 
     def __init__(self, url: str) -> None:
-        self.sync_client = redis.Redis(**RedisStore._client_options(StoreURL.parse(url)))
-        self.async_client = redis.asyncio.Redis(**RedisStore._client_options(StoreURL.parse(url)))
+        self.sync_client = redis.Redis(**RedisStore(StoreURL.parse(url))._options)
+        self.async_client = redis.asyncio.Redis(**RedisStore(StoreURL.parse(url))._options)
         self.load_sha = self.sync_client.script_load(LOAD_AND_TOUCH)
         self.merge_sha = self.sync_client.script_load(MERGE)
         self.create_sha = self.sync_client.script_load(CREATE)

@@ -42,6 +42,7 @@ from ..config import StoreURL
 from ..errors import ConfigError, StoreError, StoreUnavailable
 from ..flow import MergeResult
 from ..record import CorruptRecord, Record
+from .redis_wire import Wire
 
 __all__ = ["RedisStore"]
 
@@ -245,6 +246,7 @@ class RedisStore:
             self._service = self._sentinel_service(url)
         url.finish()
         self._client: Any = None
+        self._commands: Any = None
         self._client_lock = threading.Lock()
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
@@ -254,16 +256,15 @@ class RedisStore:
 
     # -- configuration ----------------------------------------------------------
 
-    @staticmethod
-    def _client_options(url: StoreURL) -> dict[str, Any]:
+    def _client_options(self, url: StoreURL) -> dict[str, Any]:
         options: dict[str, Any] = {
             "socket_timeout": url.get_float("timeout", 1.0, minimum=0.001),
             "socket_connect_timeout": url.get_float("connect_timeout", 1.0, minimum=0.001),
             "max_connections": url.get_int("max_connections", 50, minimum=1),
             "health_check_interval": url.get_int("health_check_interval", 0, minimum=0),
         }
-        retries = url.get_int("retries", 1, minimum=0)
-        options["retry"] = Retry(NoBackoff(), retries)
+        self.retries = url.get_int("retries", 1, minimum=0)
+        options["retry"] = Retry(NoBackoff(), self.retries)
         if url.username:
             options["username"] = url.username
         if url.password:
@@ -321,15 +322,18 @@ class RedisStore:
     # -- clients ------------------------------------------------------------------
 
     def _sync(self) -> Any:
-        client = self._client
-        if client is None:
+        """What the sync face sends commands through: a `Wire` on the client's pool, or the cluster client."""
+        commands = self._commands
+        if commands is None:
             # Created on first use, not in __init__: a cluster client connects when built,
             # and a service must be able to start while its store is down.
             with self._client_lock:
-                if self._client is None:
+                if self._commands is None:
                     self._client = self._make_client(asynchronous=False)
-                client = self._client
-        return client
+                    self._commands = (self._client if self.kind == "cluster"
+                                      else Wire(self._client, self.retries))
+                commands = self._commands
+        return commands
 
     def _async(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -386,9 +390,13 @@ class RedisStore:
             self._sync().delete(self._key(session_id))
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        with self._client_lock:
+            commands, self._commands = self._commands, None
+            client, self._client = self._client, None
+        if isinstance(commands, Wire):
+            commands.drop_idle()
+        if client is not None:
+            client.close()
 
     # -- the async face -------------------------------------------------------------
 
