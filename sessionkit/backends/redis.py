@@ -42,7 +42,7 @@ from ..config import StoreURL
 from ..errors import ConfigError, StoreError, StoreUnavailable
 from ..flow import MergeResult
 from ..record import CorruptRecord, Record
-from .redis_wire import Wire
+from .redis_wire import AsyncWire, Wire
 
 __all__ = ["RedisStore"]
 
@@ -249,6 +249,7 @@ class RedisStore:
         self._commands: Any = None
         self._client_lock = threading.Lock()
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._async_commands: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     @classmethod
     def from_url(cls, url: StoreURL) -> RedisStore:
@@ -336,11 +337,15 @@ class RedisStore:
         return commands
 
     def _async(self) -> Any:
+        """The async face's counterpart of `_sync`, one per event loop."""
         loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            client = self._async_clients[loop] = self._make_client(asynchronous=True)
-        return client
+        commands = self._async_commands.get(loop)
+        if commands is None:
+            client = self._make_client(asynchronous=True)
+            commands = client if self.kind == "cluster" else AsyncWire(client, self.retries)
+            self._async_clients[loop] = client
+            self._async_commands[loop] = commands
+        return commands
 
     def _make_client(self, *, asynchronous: bool) -> Any:
         options = dict(self._options)
@@ -428,7 +433,11 @@ class RedisStore:
             await self._async().delete(self._key(session_id))
 
     async def aclose(self) -> None:
-        client = self._async_clients.pop(asyncio.get_running_loop(), None)
+        loop = asyncio.get_running_loop()
+        commands = self._async_commands.pop(loop, None)
+        client = self._async_clients.pop(loop, None)
+        if isinstance(commands, AsyncWire):
+            await commands.drop_idle()
         if client is not None:
             await client.aclose()
 

@@ -1,10 +1,10 @@
-"""The sync Redis face's connections: redis-py's `Connection` on the wire, without the client's per-command layer.
+"""Redis connections for both faces: redis-py's `Connection` on the wire, without the client's per-command layer.
 
 Why: on a loopback round trip of ~25 µs, ``redis.Redis.execute_command``
 spends about as much again on bookkeeping around the command — a ``poll()``
 per pool checkout, connection metrics, the retry wrapper, response
-callbacks. A session request makes one or two commands and nothing else, so
-`Wire` keeps its idle connections in a plain list (``pop``/``append`` are
+callbacks (the asyncio client likewise). A session request makes one or two
+commands and nothing else, so `Wire` and `AsyncWire` keep their idle connections in a plain list (``pop``/``append`` are
 atomic) and lets redis-py's `Connection` do what matters: connect, TLS, AUTH,
 SELECT, pack, parse, and (for Sentinel) find the master.
 
@@ -22,24 +22,21 @@ import weakref
 from typing import Any
 
 import redis
+import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["Wire"]
+__all__ = ["AsyncWire", "Wire"]
 
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
-_ALL_WIRES: weakref.WeakSet[Wire] = weakref.WeakSet()
+_ALL_WIRES: weakref.WeakSet[_Connections] = weakref.WeakSet()
 
 
-class Wire:
-    """Runs single commands for a `redis.Redis` client's pool, with the client's retry count.
+class _Connections:
+    """The bookkeeping both faces share: the idle list, the open count and its limit, the retry rule."""
 
-    Offers the four commands the store uses under the client's names, so the
-    store calls either this or a cluster client the same way.
-    """
-
-    def __init__(self, client: redis.Redis, retries: int) -> None:
+    def __init__(self, client: redis.Redis | redis.asyncio.Redis, retries: int) -> None:
         pool = client.connection_pool
         self._connection_class: Any = pool.connection_class
         self._connection_kwargs: dict[str, Any] = dict(pool.connection_kwargs)
@@ -49,6 +46,33 @@ class Wire:
         self._open = 0
         self._lock = threading.Lock()
         _ALL_WIRES.add(self)
+
+    def _reserve(self) -> None:
+        with self._lock:
+            if self._open >= self._max_connections:
+                raise RedisConnectionError(f"too many connections (max_connections={self._max_connections})")
+            self._open += 1
+
+    def _unreserve(self) -> None:
+        with self._lock:
+            self._open -= 1
+
+    def _may_retry(self, exc: BaseException, attempts: int) -> bool:
+        return isinstance(exc, _RETRYABLE) and attempts < self._retries
+
+    def _forget_after_fork(self) -> None:
+        # The parent's sockets are the parent's: no shutdown, no QUIT, just let go of them.
+        self._idle = []
+        self._open = 0
+        self._lock = threading.Lock()
+
+
+class Wire(_Connections):
+    """Runs single commands for a `redis.Redis` client's pool, with the client's retry count.
+
+    Offers the four commands the store uses under the client's names, so the
+    store calls either this or a cluster client the same way.
+    """
 
     # -- the commands the store uses --------------------------------------------------
 
@@ -86,7 +110,7 @@ class Wire:
             except BaseException as exc:
                 if connection is not None:
                     self._discard(connection)
-                if not isinstance(exc, _RETRYABLE) or attempts >= self._retries:
+                if not self._may_retry(exc, attempts):
                     raise
                 attempts += 1
                 self.drop_idle()
@@ -96,25 +120,20 @@ class Wire:
 
     def _connect(self) -> Any:
         """A new connection, connected through its own ``connect()`` (Sentinel finds the master there)."""
-        with self._lock:
-            if self._open >= self._max_connections:
-                raise RedisConnectionError(f"too many connections (max_connections={self._max_connections})")
-            self._open += 1
+        self._reserve()
         connection = None
         try:
             connection = self._connection_class(**self._connection_kwargs)
             connection.connect()
         except BaseException:
-            with self._lock:
-                self._open -= 1
+            self._unreserve()
             if connection is not None:
                 connection.disconnect()
             raise
         return connection
 
     def _discard(self, connection: Any) -> None:
-        with self._lock:
-            self._open -= 1
+        self._unreserve()
         connection.disconnect()
 
     def drop_idle(self) -> None:
@@ -126,11 +145,74 @@ class Wire:
                 return
             self._discard(connection)
 
-    def _forget_after_fork(self) -> None:
-        # The parent's sockets are the parent's: no shutdown, no QUIT, just let go of them.
-        self._idle = []
-        self._open = 0
-        self._lock = threading.Lock()
+
+
+class AsyncWire(_Connections):
+    """`Wire` for one event loop's `redis.asyncio.Redis` client.
+
+    A failed or cancelled send or read has already disconnected its connection
+    (redis-py's asyncio `Connection` does that itself); here it is only dropped.
+    """
+
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        return await self.execute("EVALSHA", sha, numkeys, *keys_and_args)
+
+    async def script_load(self, source: str) -> Any:
+        return await self.execute("SCRIPT", "LOAD", source)
+
+    async def hgetall(self, key: bytes) -> Any:
+        return await self.execute("HGETALL", key)
+
+    async def delete(self, *keys: bytes) -> Any:
+        return await self.execute("DEL", *keys)
+
+    async def execute(self, *args: Any) -> Any:
+        attempts = 0
+        while True:
+            try:
+                connection = self._idle.pop()
+            except IndexError:
+                connection = None
+            try:
+                if connection is None:
+                    connection = await self._connect()
+                await connection.send_packed_command(connection.pack_command(*args))
+                reply = await connection.read_response()
+            except ResponseError:
+                if connection is not None:
+                    self._idle.append(connection)
+                raise
+            except BaseException as exc:
+                if connection is not None:
+                    self._unreserve()
+                    if isinstance(exc, Exception):  # not a cancellation: safe to await, and idempotent
+                        await connection.disconnect(nowait=True)
+                if not self._may_retry(exc, attempts):
+                    raise
+                attempts += 1
+                await self.drop_idle()
+                continue
+            self._idle.append(connection)
+            return reply
+
+    async def _connect(self) -> Any:
+        self._reserve()
+        try:
+            connection = self._connection_class(**self._connection_kwargs)
+            await connection.connect()
+        except BaseException:
+            self._unreserve()
+            raise
+        return connection
+
+    async def drop_idle(self) -> None:
+        while True:
+            try:
+                connection = self._idle.pop()
+            except IndexError:
+                return
+            self._unreserve()
+            await connection.disconnect()
 
 
 def _after_fork_in_child() -> None:
