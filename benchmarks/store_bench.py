@@ -15,6 +15,10 @@ that bare app, per round):
   vs a bare WSGI app) and async (a minimal ASGI middleware here calling
   ``manager.aopen``/``manager.asave``, vs a bare ASGI app). The memcache rows
   appear only if ``open_store("memcache://…")`` works; the output says if not.
+- the wire row (sync redis only, informational): the floor's commands sent on
+  one redis-py ``Connection`` with nothing around it. sessionkit's redis store
+  sends on redis-py Connections itself (``sessionkit.backends.redis_wire``),
+  so it can beat the client floor; this row shows what is left below it.
 - the floor: the same round trips by hand, with the raw clients, in a bare
   WSGI/ASGI app carrying a plain id cookie. redis: one EVALSHA of sessionkit's
   LOAD_AND_TOUCH per read; that plus one EVALSHA of MERGE per write (the script
@@ -107,6 +111,7 @@ BARE_WSGI, BARE_ASGI, BARE_FLASK, BARE_STARLETTE = "bare WSGI", "bare ASGI", "ba
 SK_REDIS_SYNC, SK_REDIS_ASYNC = "sessionkit redis WSGI", "sessionkit redis ASGI"
 SK_MC_SYNC, SK_MC_ASYNC = "sessionkit memcache WSGI", "sessionkit memcache ASGI"
 FLOOR_REDIS_SYNC, FLOOR_REDIS_ASYNC = "floor redis-py WSGI", "floor redis.asyncio ASGI"
+WIRE_REDIS_SYNC = "wire redis-py Connection WSGI"
 FLOOR_MC_SYNC, FLOOR_MC_ASYNC = "floor pymemcache WSGI", "floor pymemcache ASGI thread"
 FLOOR_MC_INLOOP = "floor pymemcache ASGI in-loop"
 FLASK_SESSION, BEAKER, STARSESSIONS = "Flask-Session redis", "Beaker ext:redis", "starsessions redis"
@@ -319,6 +324,8 @@ class RedisFloor:
         self.merge_sha = self.sync_client.script_load(MERGE)
         self.create_sha = self.sync_client.script_load(CREATE)
         self.ttl_ms = TTL * 1000
+        pool = self.sync_client.connection_pool
+        self.connection = pool.connection_class(**pool.connection_kwargs)
 
     @staticmethod
     def key(session_id: str) -> bytes:
@@ -345,6 +352,24 @@ class RedisFloor:
     def create(self, session_id: str) -> None:
         self.sync_client.evalsha(self.create_sha, 1, self.key(session_id), *self._create_args())
 
+    # sync, below the client: one redis-py Connection, no pool, no per-command layer
+    def _wire(self, *args: Any) -> Any:
+        self.connection.send_packed_command(self.connection.pack_command(*args))
+        return self.connection.read_response()
+
+    def wire_read(self, session_id: str) -> int | None:
+        return _redis_count(self._wire("EVALSHA", self.load_sha, 1, self.key(session_id), self.ttl_ms))
+
+    def wire_write(self, session_id: str) -> int:
+        key = self.key(session_id)
+        count = (_redis_count(self._wire("EVALSHA", self.load_sha, 1, key, self.ttl_ms)) or 0) + 1
+        if self._wire("EVALSHA", self.merge_sha, 1, key, *self._merge_args(count)) != 1:
+            raise RuntimeError("wire: MERGE did not apply")
+        return count
+
+    def wire_create(self, session_id: str) -> None:
+        self._wire("EVALSHA", self.create_sha, 1, self.key(session_id), *self._create_args())
+
     # async: redis.asyncio
     async def aread(self, session_id: str) -> int | None:
         return _redis_count(await self.async_client.evalsha(self.load_sha, 1, self.key(session_id), self.ttl_ms))
@@ -360,6 +385,7 @@ class RedisFloor:
         await self.async_client.evalsha(self.create_sha, 1, self.key(session_id), *self._create_args())
 
     def close(self) -> None:
+        self.connection.disconnect()
         self.sync_client.close()
 
     async def aclose(self) -> None:
@@ -575,6 +601,8 @@ def floor_setups(env: Environment) -> list[Setup]:
     return [
         Setup(FLOOR_REDIS_SYNC, "wsgi", plain_cookie_wsgi(rf.read, rf.write, rf.create), BARE_WSGI, "redis",
               strict_cookies=True, close=rf.close),
+        Setup(WIRE_REDIS_SYNC, "wsgi", plain_cookie_wsgi(rf.wire_read, rf.wire_write, rf.wire_create), BARE_WSGI,
+              "redis", strict_cookies=True),
         Setup(FLOOR_REDIS_ASYNC, "asgi", plain_cookie_asgi(rf.aread, rf.awrite, rf.acreate), BARE_ASGI, "redis",
               strict_cookies=True, aclose=rf.aclose),
         Setup(FLOOR_MC_SYNC, "wsgi", plain_cookie_wsgi(mf.read, mf.write, mf.create), BARE_WSGI, "memcache",
@@ -1146,6 +1174,12 @@ def format_verdicts(found: list[Verdict], missing: list[str], results: Results) 
             results.added(STARSESSIONS, "read"), results.added(SK_REDIS_ASYNC, "read"), strict=True)])
         lines.append(f"  like for like, both ASGI (not a verdict): starsessions / {SK_REDIS_ASYNC}, read, "
                      f"added session µs: {ratio:.2f}x")
+    if results.has(SK_REDIS_SYNC) and results.has(WIRE_REDIS_SYNC):
+        ratios = [f"{w} {statistics.median(results.per_round(SK_REDIS_SYNC, WIRE_REDIS_SYNC, w, _ratio)):.2f}x"
+                  for w in WORKLOADS]
+        lines.append(f"  below the client (not a verdict): {SK_REDIS_SYNC} / {WIRE_REDIS_SYNC}: {', '.join(ratios)}")
+        lines.append("  (sessionkit sends its commands on redis-py Connections itself, skipping redis.Redis's")
+        lines.append("  per-command layer; the wire row is that path alone: one connection, one thread, no checks)")
     return "\n".join(lines)
 
 

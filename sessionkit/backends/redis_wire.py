@@ -33,6 +33,10 @@ _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _ALL_WIRES: weakref.WeakSet[_Connections] = weakref.WeakSet()
 
 
+class _PoolFull(RedisConnectionError):
+    """``max_connections`` are open and busy: raised at once, as redis-py's own pool does."""
+
+
 class _Connections:
     """The bookkeeping both faces share: the idle list, the open count and its limit, the retry rule."""
 
@@ -50,15 +54,17 @@ class _Connections:
     def _reserve(self) -> None:
         with self._lock:
             if self._open >= self._max_connections:
-                raise RedisConnectionError(f"too many connections (max_connections={self._max_connections})")
+                raise _PoolFull(f"too many connections (max_connections={self._max_connections})")
             self._open += 1
 
     def _unreserve(self) -> None:
         with self._lock:
             self._open -= 1
 
-    def _may_retry(self, exc: BaseException, attempts: int) -> bool:
-        return isinstance(exc, _RETRYABLE) and attempts < self._retries
+    @staticmethod
+    def _lost_connection(exc: BaseException) -> bool:
+        """A failure that may have left the idle connections dead too (not a full pool: that is load)."""
+        return isinstance(exc, _RETRYABLE) and not isinstance(exc, _PoolFull)
 
     def _forget_after_fork(self) -> None:
         # The parent's sockets are the parent's: no shutdown, no QUIT, just let go of them.
@@ -110,10 +116,12 @@ class Wire(_Connections):
             except BaseException as exc:
                 if connection is not None:
                     self._discard(connection)
-                if not self._may_retry(exc, attempts):
+                if not self._lost_connection(exc):
+                    raise
+                self.drop_idle()
+                if attempts >= self._retries:
                     raise
                 attempts += 1
-                self.drop_idle()
                 continue
             self._idle.append(connection)
             return reply
@@ -187,10 +195,12 @@ class AsyncWire(_Connections):
                     self._unreserve()
                     if isinstance(exc, Exception):  # not a cancellation: safe to await, and idempotent
                         await connection.disconnect(nowait=True)
-                if not self._may_retry(exc, attempts):
+                if not self._lost_connection(exc):
+                    raise
+                await self.drop_idle()
+                if attempts >= self._retries:
                     raise
                 attempts += 1
-                await self.drop_idle()
                 continue
             self._idle.append(connection)
             return reply
