@@ -9,11 +9,14 @@ refused, so a write racing a logout never brings the session back.
 
 Round trips: a read is one (``HGETALL`` and ``PEXPIRE`` in one script), a write
 two (that load, then one merge script that also sets the TTL), regenerate and
-invalidate one each. Driver errors become `StoreUnavailable` (connection refused,
-timeout) or `StoreError` (anything else) at one boundary, `_DriverErrors`.
-redis-py retries ten times with backoff by default, which turns a dead server
-into a long hang; here retries are explicit (``retries=``, default 1, which
-also heals a pooled connection that a server restart left dead).
+invalidate one each. For one server, commands go over redis-py Connections
+that `redis_wire` keeps (the client's per-command layer cost as much as the
+round trip); a cluster uses redis-py's cluster client. Driver errors become
+`StoreUnavailable` (connection refused, timeout) or `StoreError` (anything
+else) at one boundary, `_DriverErrors`. redis-py retries ten times with
+backoff by default, which turns a dead server into a long hang; here retries
+are explicit (``retries=``, default 1, which also heals a pooled connection
+that a server restart left dead).
 """
 
 from __future__ import annotations
