@@ -41,8 +41,9 @@ How failures surface, and why:
 pymemcache clients are not safe for concurrent use of one socket, so each
 server has a pool of connections (one per concurrent caller, most recently
 used first). That makes the sync face and the threaded async face safe under
-concurrent use. Every command is sent through pymemcache's own command
-methods (`_fetch_cmd`, `_store_cmd`, `_misc_cmd`).
+concurrent use. The two commands of every session request (`gats`/`gets` and
+`cas`) are written on the connection's socket and read back with pymemcache's
+own line readers; the rest go through pymemcache's command methods.
 """
 
 from __future__ import annotations
@@ -58,9 +59,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from pymemcache.client.base import Client  # type: ignore[import-untyped]
+from pymemcache.client.base import Client, _readline, _readvalue  # type: ignore[import-untyped]
 from pymemcache.client.rendezvous import RendezvousHash  # type: ignore[import-untyped]
-from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError  # type: ignore[import-untyped]
+from pymemcache.exceptions import (  # type: ignore[import-untyped]
+    MemcacheError,
+    MemcacheUnexpectedCloseError,
+    MemcacheUnknownError,
+)
 
 from ..config import StoreURL, parse_duration
 from ..errors import ConfigError, SessionTooLarge, StoreError, StoreUnavailable
@@ -163,16 +168,59 @@ class _Connection(Client):  # type: ignore[misc]  # pymemcache has no type hints
 # The commands: each takes a connection of the key's server.
 
 
+# The two commands of every session request, `_fetch` and `_cas`, are sent here on the
+# connection's socket and read back with pymemcache's own line readers, not through its
+# generic multi-key `_fetch_cmd`/`_store_cmd`: the key is already checked (`_key`), and
+# that generic path cost a third of a loopback round trip. A reply of any other shape
+# raises (and the caller closes the connection), so a confused stream is never reused.
+
+
+def _socket(connection: _Connection) -> socket.socket:
+    if connection.sock is None:
+        connection._connect()
+    sock: socket.socket = connection.sock
+    return sock
+
+
+def _unexpected(connection: _Connection, line: bytes, command: bytes) -> MemcacheError:
+    connection._raise_errors(line, command)  # ERROR, CLIENT_ERROR, SERVER_ERROR: pymemcache's own errors
+    return MemcacheUnknownError(f"unexpected memcached reply to {command.split()[0].decode()}: {line[:64]!r}")
+
+
 def _fetch(connection: _Connection, command: bytes, key: str) -> tuple[bytes, bytes] | None:
     """``gets`` or ``gats <exptime>`` of one key: (value, cas token), or None on a miss."""
-    found: tuple[bytes, bytes] | None = connection._fetch_cmd(command, (key,), True).get(key)
-    return found
+    sock = _socket(connection)
+    name = key.encode("ascii")  # `_key` let only printable ASCII through
+    sock.sendall(b"%s %s\r\n" % (command, name))
+    buf, line = _readline(sock, b"")
+    if line == b"END":
+        return None
+    parts = line.split(b" ")
+    if (len(parts) != 5 or parts[0] != b"VALUE" or parts[1] != name or not parts[3].isdigit()
+            or not parts[4].isdigit() or len(parts[3]) > 10):
+        raise _unexpected(connection, line, command)
+    buf, value = _readvalue(sock, buf, int(parts[3]))
+    buf, line = _readline(sock, buf)
+    if line != b"END" or buf:
+        raise _unexpected(connection, line, command)
+    return value, parts[4]
 
 
 def _cas(connection: _Connection, key: str, value: bytes, token: bytes, expire: int) -> bool | None:
     """True if stored, False if the item changed since `token` (EXISTS), None if it is gone."""
-    stored: bool | None = connection._store_cmd(b"cas", {key: value}, expire, False, cas=token)[key]
-    return stored
+    sock = _socket(connection)
+    # Flags 0: what pymemcache's `set` writes for bytes, so either command's items read alike.
+    sock.sendall(b"cas %s 0 %d %d %s\r\n%s\r\n" % (key.encode("ascii"), expire, len(value), token, value))
+    buf, line = _readline(sock, b"")
+    if buf:
+        raise _unexpected(connection, line + buf, b"cas")
+    if line == b"STORED":
+        return True
+    if line == b"EXISTS":
+        return False
+    if line == b"NOT_FOUND":
+        return None
+    raise _unexpected(connection, line, b"cas")
 
 
 def _set(connection: _Connection, key: str, value: bytes, expire: int) -> bool:
