@@ -35,7 +35,7 @@ that bare app, per round):
   ``RedisStore`` in a Starlette app (vs the same Starlette app without sessions).
 
 Before timing, one probe per setup counts store round trips per read and per
-write, twice: client side (one redis-py ``send_packed_command``, one pymemcache
+write, twice: client side (one redis-py ``send_packed_command``, one memcache
 command) and server side (redis ``MONITOR`` lines minus the script's own ``[0 lua]``
 lines; memcached ``stats`` deltas).
 
@@ -73,6 +73,7 @@ import redis.asyncio
 import redis.asyncio.connection
 import redis.connection
 
+import sessionkit.backends.memcache
 from sessionkit.adapters.wsgi import SessionMiddleware
 from sessionkit.backends import open_store
 from sessionkit.backends.redis import CREATE, LOAD_AND_TOUCH, MERGE, RedisStore
@@ -804,7 +805,8 @@ def counting_clients(store: Any = None) -> Iterator[Tally]:
     """Count every request redis-py (sync and asyncio) and pymemcache send, for as long as this is open.
 
     A redis round trip is one ``send_packed_command`` (a pipeline is one); a
-    memcache one is one pymemcache command (noreply ones are marked). With
+    memcache one is one pymemcache command (noreply ones are marked), or one of
+    the two commands sessionkit's memcache store writes itself. With
     `store`, its sync methods are watched too, so commands are grouped per
     store operation.
     """
@@ -835,6 +837,18 @@ def counting_clients(store: Any = None) -> Iterator[Tally]:
         tally.memcache_command(cmd_name.decode("ascii") + ("(noreply)" if noreply else ""))
         return originals[mc, "_misc_cmd"](self, cmds, cmd_name, noreply, *args, **kwargs)
 
+    # sessionkit's memcache store writes its two hot commands itself (not through the methods above).
+    sk_mc = sessionkit.backends.memcache
+    sk_originals = {"_fetch": sk_mc._fetch, "_cas": sk_mc._cas}
+
+    def sk_fetch(connection: Any, command: bytes, key: str) -> Any:
+        tally.memcache_command(command.split()[0].decode("ascii"))
+        return sk_originals["_fetch"](connection, command, key)
+
+    def sk_cas(connection: Any, *args: Any) -> Any:
+        tally.memcache_command("cas")
+        return sk_originals["_cas"](connection, *args)
+
     watched: list[str] = []
     if store is not None:
         for verb in ("load", "create", "merge", "delete"):
@@ -850,11 +864,13 @@ def counting_clients(store: Any = None) -> Iterator[Tally]:
                     (mc, "_fetch_cmd"): fetch, (mc, "_store_cmd"): store_cmd, (mc, "_misc_cmd"): misc}
     for (cls, name), function in replacements.items():
         setattr(cls, name, function)
+    sk_mc._fetch, sk_mc._cas = sk_fetch, sk_cas
     try:
         yield tally
     finally:
         for (cls, name), function in originals.items():
             setattr(cls, name, function)
+        sk_mc._fetch, sk_mc._cas = sk_originals["_fetch"], sk_originals["_cas"]
         for verb in watched:
             delattr(store, verb)
 
