@@ -272,7 +272,7 @@ class SessionManager:
                     headers += self._set_cookie(self.codec.render_expired(https=session.https))
                     session._mark_gone()
                     return headers
-            if session.incoming.stale_key:
+            if session.incoming.stale_key or (changes and session._cookie_changes(changes)):
                 headers += self._set_cookie(self._render(session, stored_id, session._created_at, now))
             session._mark_saved(stored_id, merge_data(session._raw, changes) if changes else session._raw)
             return headers
@@ -302,7 +302,7 @@ class SessionManager:
         session_id = session.id
         created_at = session._created_at
         token = self.store.encode(session_id, Record(data, created_at, now))
-        max_age = max(1, math.ceil(created_at + self.absolute_timeout - now))
+        max_age = self._max_age(session, created_at, now)
         overhead = self._cookie_overhead(max_age, session.https)
         if len(token) + overhead <= MAX_COOKIE_BYTES:  # the common case: one cookie
             chunks = [token]
@@ -325,9 +325,9 @@ class SessionManager:
         session._accessed_at = now
         return headers
 
-    def _cookie_overhead(self, max_age: int, https: bool) -> int:
+    def _cookie_overhead(self, max_age: int | None, https: bool) -> int:
         """Bytes of a Set-Cookie header besides its value (memoised: it depends on little)."""
-        key = (len(str(max_age)), https)
+        key = (0 if max_age is None else len(str(max_age)), https)
         overhead = self._overheads.get(key)
         if overhead is None:
             overhead = self._overheads[key] = len(self.codec.render_value("", max_age=max_age, https=https))
@@ -345,9 +345,14 @@ class SessionManager:
         return max(1.0, min(self.idle_timeout, created_at + self.absolute_timeout - now))
 
     def _render(self, session: Session, stored_id: str, created_at: float, now: float) -> str:
-        # The cookie lives until the absolute timeout; the idle timeout is the server's to enforce.
-        max_age = max(1, math.ceil(created_at + self.absolute_timeout - now))
-        return self.codec.render(stored_id, max_age=max_age, https=session.https)
+        return self.codec.render(stored_id, max_age=self._max_age(session, created_at, now), https=session.https)
+
+    def _max_age(self, session: Session, created_at: float, now: float) -> int | None:
+        """The cookie lives until the absolute timeout (the idle one is the server's to enforce),
+        or, if the session says so, until the browser closes (no Max-Age)."""
+        if not session._persistent_cookie():
+            return None
+        return max(1, math.ceil(created_at + self.absolute_timeout - now))
 
     # -- the two drivers ---------------------------------------------------------
 

@@ -246,6 +246,20 @@ class Session(MutableMapping[str, Any]):
         except SerializationError as exc:
             raise SerializationError(f"session[{key!r}]: {exc}", key=key) from exc
 
+    # -- what an adapter may say about the cookie (the manager decides when it is sent) ------------
+
+    def _persistent_cookie(self) -> bool:
+        """True: the cookie carries Max-Age (to the absolute timeout); False: it ends with the browser.
+
+        Either way the server enforces the idle and absolute timeouts. An adapter
+        whose framework lets the app choose (Flask's ``session.permanent``) overrides this.
+        """
+        return True
+
+    def _cookie_changes(self, changes: Mapping[str, bytes | None]) -> bool:
+        """Whether these changes alter what the cookie says (its lifetime), so it must be sent again."""
+        return False
+
     def _is_quiet(self) -> bool:
         """A stored session with nothing to write and no cookie to re-sign: saving is a no-op."""
         return not (self._is_new or self.incoming.stale_key or self._has_pending())

@@ -46,7 +46,8 @@ _KEYGEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 class FlaskSession(Session, SessionMixin):
     """A sessionkit `Session` that also speaks Flask's `SessionMixin`.
 
-    ``permanent`` is Flask's own: a flag stored under ``_permanent``. ``new`` is
+    ``permanent`` is Flask's own: a flag stored under ``_permanent``; it picks the
+    cookie's lifetime as Flask's does (Max-Age, or a browser-session cookie). ``new`` is
     `is_new`. ``modified`` reports pending writes; setting it True makes the next
     save write every key (and so refresh the TTL) even if none changed.
     ``accessed`` is True once the request read or wrote the session.
@@ -86,6 +87,14 @@ class FlaskSession(Session, SessionMixin):
         # itself, so the flag adds nothing, and honouring it would cost a store read
         # where none is needed (``session.invalidate()`` at logout reads nothing).
         pass
+
+    def _persistent_cookie(self) -> bool:
+        # Flask: a permanent session's cookie lives PERMANENT_SESSION_LIFETIME; any
+        # other ends when the browser closes (the server's timeouts apply to both).
+        return bool(self.permanent)
+
+    def _cookie_changes(self, changes: Mapping[str, bytes | None]) -> bool:
+        return "_permanent" in changes
 
     def changes(self) -> dict[str, bytes | None]:
         changes = super().changes()

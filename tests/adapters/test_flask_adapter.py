@@ -106,6 +106,11 @@ def make_app(manager: SessionManager | None = None, **config: Any) -> Flask:
         session.permanent = True
         return str(session.permanent)
 
+    @app.get("/temporary")
+    def temporary() -> str:
+        session.permanent = False
+        return str(session.permanent)
+
     @app.get("/flags")
     def flags() -> dict[str, bool]:
         before = {"new": session.new, "modified": session.modified, "permanent": session.permanent}
@@ -250,14 +255,27 @@ def test_pop_setdefault_and_clear(client: FlaskClient, store: RecordingStore) ->
     assert store._entries == {}
 
 
+def test_permanent_picks_the_cookie_lifetime_as_flask_documents(store: RecordingStore) -> None:
+    """Flask: a permanent session's cookie has Max-Age; any other ends when the browser closes."""
+    client = make_app(SessionManager(store, secret_keys=[KEY])).test_client()
+    temporary = set_cookie(client.get("/count"))
+    assert "Max-Age" not in temporary and "Expires" not in temporary
+    assert temporary.endswith("; Path=/; HttpOnly; SameSite=Lax")
+    assert client.get("/").text == "user=None count=1"  # the server keeps it all the same
+
+    store.calls.clear()
+    made_permanent = client.get("/permanent")
+    assert store.verbs() == ["load", "merge"]  # the flag is written, and the cookie sent again
+    assert "; Max-Age=604800;" in set_cookie(made_permanent)
+    assert "Set-Cookie" not in client.get("/count").headers  # a plain change re-sends nothing
+    assert "Max-Age" not in set_cookie(client.get("/temporary"))  # and back to a browser-session cookie
+    assert client.get("/").text == "user=None count=2"
+
+
 def test_permanent_is_a_stored_flag(client: FlaskClient, store: RecordingStore) -> None:
     response = client.get("/permanent")
     assert response.text == "True"
-    # Every sessionkit cookie is persistent (Max-Age = time left until the absolute
-    # timeout), permanent or not: see the docs for the core change that would differ.
     assert "; Max-Age=604800;" in set_cookie(response)
-    assert "; Max-Age=604800;" in set_cookie(make_app(SessionManager(store, secret_keys=[KEY])).test_client()
-                                             .get("/count"))
     cookie = client.get_cookie("session")
     assert cookie is not None and reader(store, cookie.value)["_permanent"] is True
     flags = client.get("/flags").get_json()
@@ -334,10 +352,10 @@ def test_flask_defaults_give_a_lax_httponly_cookie_secure_on_https() -> None:
     manager = app.extensions[EXTENSION_KEY]
     assert manager.absolute_timeout == timedelta(days=31).total_seconds()
     assert manager.rolling is True
-    header = set_cookie(app.test_client().get("/count"))
+    header = set_cookie(app.test_client().get("/permanent"))
     assert header.startswith("session=")
     assert header.endswith("; Path=/; Max-Age=2678400; HttpOnly; SameSite=Lax")
-    header = set_cookie(app.test_client().get("/count", base_url="https://localhost"))
+    header = set_cookie(app.test_client().get("/permanent", base_url="https://localhost"))
     assert header.endswith("; Path=/; Max-Age=2678400; Secure; HttpOnly; SameSite=Lax")
 
 
@@ -366,8 +384,8 @@ def test_https_behind_proxyfix_or_a_trusted_proxy_gets_secure(store: RecordingSt
     ({"PERMANENT_SESSION_LIFETIME": 600}, lambda h: "; Max-Age=600;" in h),  # Flask accepts seconds too
 ], ids=lambda value: ",".join(value) if isinstance(value, dict) else "")
 def test_each_flask_config_name_reaches_the_cookie(config: dict[str, Any], check: Any) -> None:
-    default = set_cookie(make_app().test_client().get("/count"))
-    header = set_cookie(make_app(**config).test_client().get("/count"))
+    default = set_cookie(make_app().test_client().get("/permanent"))  # permanent: the cookie has Max-Age
+    header = set_cookie(make_app(**config).test_client().get("/permanent"))
     assert check(header), header
     assert not check(default), default  # the check would fail without the setting
 
