@@ -42,8 +42,8 @@ pymemcache clients are not safe for concurrent use of one socket, so each
 server has a pool of connections (one per concurrent caller, most recently
 used first). That makes the sync face and the threaded async face safe under
 concurrent use. The two commands of every session request (`gats`/`gets` and
-`cas`) are written on the connection's socket and read back with pymemcache's
-own line readers; the rest go through pymemcache's command methods.
+`cas`) are written on the connection's socket and their replies read by a
+strict, bounded reader here; the rest go through pymemcache's command methods.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from pymemcache.client.base import Client, _readline, _readvalue  # type: ignore[import-untyped]
+from pymemcache.client.base import Client  # type: ignore[import-untyped]
 from pymemcache.client.rendezvous import RendezvousHash  # type: ignore[import-untyped]
 from pymemcache.exceptions import (  # type: ignore[import-untyped]
     MemcacheError,
@@ -168,11 +168,16 @@ class _Connection(Client):  # type: ignore[misc]  # pymemcache has no type hints
 # The commands: each takes a connection of the key's server.
 
 
-# The two commands of every session request, `_fetch` and `_cas`, are sent here on the
-# connection's socket and read back with pymemcache's own line readers, not through its
-# generic multi-key `_fetch_cmd`/`_store_cmd`: the key is already checked (`_key`), and
-# that generic path cost a third of a loopback round trip. A reply of any other shape
-# raises (and the caller closes the connection), so a confused stream is never reused.
+# The two commands of every session request, `_fetch` and `_cas`, are written on the
+# connection's socket and their replies read here, not through pymemcache's generic
+# multi-key `_fetch_cmd`/`_store_cmd`: the key is already checked (`_key`), and that
+# generic path cost a third of a loopback round trip. The reader is strict and bounded:
+# a reply line over `_LINE_LIMIT`, a value over memcached's 1 GiB ceiling, or a reply
+# of any other shape raises, and the caller closes the connection, so a confused
+# stream is never reused.
+
+_LINE_LIMIT = 1024  # a reply line holds a key (<= 250 bytes) and four numbers
+_RECV_SIZE = 4096
 
 
 def _socket(connection: _Connection) -> socket.socket:
@@ -180,6 +185,37 @@ def _socket(connection: _Connection) -> socket.socket:
         connection._connect()
     sock: socket.socket = connection.sock
     return sock
+
+
+def _read_line(sock: socket.socket, buf: bytes) -> tuple[bytes, bytes]:
+    """One reply line (without its CRLF), and the bytes that came after it."""
+    while True:
+        end = buf.find(b"\r\n")
+        if end >= 0:
+            return buf[:end], buf[end + 2:]
+        if len(buf) > _LINE_LIMIT:
+            raise MemcacheUnknownError(f"memcached reply line longer than {_LINE_LIMIT} bytes")
+        chunk = sock.recv(_RECV_SIZE)
+        if not chunk:
+            raise MemcacheUnexpectedCloseError()
+        buf += chunk
+
+
+def _read_value(sock: socket.socket, buf: bytes, size: int) -> tuple[bytes, bytes]:
+    """A value of exactly `size` bytes and its CRLF, and the bytes that came after."""
+    need = size + 2
+    if len(buf) < need:
+        chunks, have = [buf], len(buf)
+        while have < need:
+            chunk = sock.recv(min(max(need - have, _RECV_SIZE), 1 << 20))
+            if not chunk:
+                raise MemcacheUnexpectedCloseError()
+            chunks.append(chunk)
+            have += len(chunk)
+        buf = b"".join(chunks)
+    if buf[size:need] != b"\r\n":
+        raise MemcacheUnknownError("memcached value is not followed by CRLF")
+    return buf[:size], buf[need:]
 
 
 def _unexpected(connection: _Connection, line: bytes, command: bytes) -> MemcacheError:
@@ -192,15 +228,15 @@ def _fetch(connection: _Connection, command: bytes, key: str) -> tuple[bytes, by
     sock = _socket(connection)
     name = key.encode("ascii")  # `_key` let only printable ASCII through
     sock.sendall(b"%s %s\r\n" % (command, name))
-    buf, line = _readline(sock, b"")
-    if line == b"END":
+    line, buf = _read_line(sock, b"")
+    if line == b"END" and not buf:
         return None
     parts = line.split(b" ")
-    if (len(parts) != 5 or parts[0] != b"VALUE" or parts[1] != name or not parts[3].isdigit()
-            or not parts[4].isdigit() or len(parts[3]) > 10):
+    if (len(parts) != 5 or parts[0] != b"VALUE" or parts[1] != name or not parts[2].isdigit()
+            or not parts[3].isdigit() or not parts[4].isdigit() or int(parts[3]) > _MAX_ITEM_SIZE):
         raise _unexpected(connection, line, command)
-    buf, value = _readvalue(sock, buf, int(parts[3]))
-    buf, line = _readline(sock, buf)
+    value, buf = _read_value(sock, buf, int(parts[3]))
+    line, buf = _read_line(sock, buf)
     if line != b"END" or buf:
         raise _unexpected(connection, line, command)
     return value, parts[4]
@@ -211,7 +247,7 @@ def _cas(connection: _Connection, key: str, value: bytes, token: bytes, expire: 
     sock = _socket(connection)
     # Flags 0: what pymemcache's `set` writes for bytes, so either command's items read alike.
     sock.sendall(b"cas %s 0 %d %d %s\r\n%s\r\n" % (key.encode("ascii"), expire, len(value), token, value))
-    buf, line = _readline(sock, b"")
+    line, buf = _read_line(sock, b"")
     if buf:
         raise _unexpected(connection, line + buf, b"cas")
     if line == b"STORED":

@@ -264,7 +264,8 @@ BAD_LOAD_REPLIES = [
     pytest.param(value_line(b"x", b"%d" % len(BLOB), b"41") + BLOB + b"\r\nEND\r\n", StoreError,
                  id="non-digit-flags"),
     pytest.param(closing(value_line(b"0", b"10", b"41") + b"abc"), StoreUnavailable, id="short-value-then-eof"),
-    pytest.param(closing(value_line(b"0", b"2147483648", b"41") + b"abc"), StoreUnavailable,
+    # Over memcached's 1 GiB item ceiling: refused before a byte of it is read.
+    pytest.param(closing(value_line(b"0", b"2147483648", b"41") + b"abc"), StoreError,
                  id="2GiB-bytes-then-eof"),
     pytest.param(value_line(b"0", b"1", b"41") + b"xy\r\nEND\r\n", StoreError, id="value-longer-than-bytes"),
     pytest.param(value_line(b"0", b"3", b"41") + b"x\r\nEND\r\n", StoreError, id="value-shorter-than-bytes"),
@@ -285,7 +286,9 @@ BAD_LOAD_REPLIES = [
     pytest.param(b"\r\n", StoreError, id="empty-line"),
     pytest.param(closing(), StoreUnavailable, id="close-without-reply"),
     pytest.param(closing(b"VALUE " + KEY.encode()), StoreUnavailable, id="partial-line-then-eof"),
-    pytest.param(closing(b"x" * 200_000), StoreUnavailable, id="long-line-then-eof"),
+    # A reply line is bounded: 200 KB without a line end is refused, not buffered to the end.
+    pytest.param(closing(b"x" * 200_000), StoreError, id="long-line-then-eof"),
+    pytest.param(b"x" * 5000 + b"\r\n", StoreError, id="long-line"),
     pytest.param(closing(hit()[:-3]), StoreUnavailable, id="truncated-end-then-eof"),
 ]
 
