@@ -15,6 +15,10 @@ that bare app, per round):
   vs a bare WSGI app) and async (a minimal ASGI middleware here calling
   ``manager.aopen``/``manager.asave``, vs a bare ASGI app). The memcache rows
   appear only if ``open_store("memcache://…")`` works; the output says if not.
+- the session layer alone (informational): sessionkit on ``memory://``, with
+  and without one memcached round trip in every request, next to a bare app
+  with that same round trip: what the layer costs in a tight loop, and what
+  the same code costs once each request also waits on a socket.
 - the wire row (sync redis only, informational): the floor's commands sent on
   one redis-py ``Connection`` with nothing around it. sessionkit's redis store
   sends on redis-py Connections itself (``sessionkit.backends.redis_wire``),
@@ -113,6 +117,7 @@ SK_REDIS_SYNC, SK_REDIS_ASYNC = "sessionkit redis WSGI", "sessionkit redis ASGI"
 SK_MC_SYNC, SK_MC_ASYNC = "sessionkit memcache WSGI", "sessionkit memcache ASGI"
 FLOOR_REDIS_SYNC, FLOOR_REDIS_ASYNC = "floor redis-py WSGI", "floor redis.asyncio ASGI"
 WIRE_REDIS_SYNC = "wire redis-py Connection WSGI"
+SK_MEMORY, BARE_RT, SK_MEMORY_RT = "sessionkit memory WSGI", "bare WSGI + 1 RT", "sessionkit memory WSGI + 1 RT"
 FLOOR_MC_SYNC, FLOOR_MC_ASYNC = "floor pymemcache WSGI", "floor pymemcache ASGI thread"
 FLOOR_MC_INLOOP = "floor pymemcache ASGI in-loop"
 FLASK_SESSION, BEAKER, STARSESSIONS = "Flask-Session redis", "Beaker ext:redis", "starsessions redis"
@@ -572,6 +577,43 @@ def bare_setups() -> list[Setup]:
     wsgi = bare_setup()
     return [Setup(BARE_WSGI, "wsgi", wsgi.app, reset=wsgi.reset),
             Setup(BARE_ASGI, "asgi", bare_asgi_app, reset=_ASGI_BARE_STATE.clear)]
+
+
+_RT_BARE_STATE: dict[str, Any] = {}
+
+
+def round_trip_setups(env: Environment) -> list[Setup]:
+    """The session layer with no store I/O, alone and with one memcached round trip in every request.
+
+    Not a verdict: it shows what the same code costs when each request also
+    waits on a socket (``+ 1 RT``: one ``gats`` of a fixed key, before the app
+    runs), which is the setting every store-backed row is measured in.
+    """
+    client = pymemcache.client.base.Client((env.memcache_host, env.memcache_port), no_delay=True,
+                                           default_noreply=False, connect_timeout=1.0, timeout=1.0)
+    client.set("round-trip", b"1", expire=TTL)
+    command = b"gats %d" % TTL
+
+    def with_round_trip(app: Any) -> Any:
+        def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
+            if client._fetch_cmd(command, ["round-trip"], True).get("round-trip") is None:
+                raise RuntimeError("round trip: the key is gone")
+            return app(environ, start_response)
+
+        return wrapped
+
+    def bare_rt_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        return counter(_RT_BARE_STATE, environ["PATH_INFO"], start_response)
+
+    memory = SessionManager("memory://", secret_keys=[SECRET_KEY])
+    memory_rt = SessionManager("memory://", secret_keys=[SECRET_KEY])
+    return [
+        Setup(SK_MEMORY, "wsgi", SessionMiddleware(session_app, memory), BARE_WSGI, strict_cookies=True,
+              manager=memory),
+        Setup(BARE_RT, "wsgi", with_round_trip(bare_rt_app), reset=_RT_BARE_STATE.clear),
+        Setup(SK_MEMORY_RT, "wsgi", with_round_trip(SessionMiddleware(session_app, memory_rt)), BARE_RT,
+              strict_cookies=True, manager=memory_rt, close=client.close),
+    ]
 
 
 def sessionkit_setups(env: Environment) -> list[Setup]:
@@ -1190,6 +1232,14 @@ def format_verdicts(found: list[Verdict], missing: list[str], results: Results) 
             results.added(STARSESSIONS, "read"), results.added(SK_REDIS_ASYNC, "read"), strict=True)])
         lines.append(f"  like for like, both ASGI (not a verdict): starsessions / {SK_REDIS_ASYNC}, read, "
                      f"added session µs: {ratio:.2f}x")
+    if all(results.has(name) for name in (SK_MEMORY, BARE_RT, SK_MEMORY_RT)):
+        alone = [statistics.median(results.added(SK_MEMORY, w)) for w in WORKLOADS]
+        with_rt = [statistics.median(results.added(SK_MEMORY_RT, w)) for w in WORKLOADS]  # vs bare + 1 RT
+        lines.append("  the session layer alone (not a verdict): sessionkit memory:// adds "
+                     + ", ".join(f"{w} {a:+.1f} µs" for w, a in zip(WORKLOADS, alone, strict=True))
+                     + " to a bare app; with one memcached round trip in every request it adds "
+                     + ", ".join(f"{w} {r:+.1f} µs" for w, r in zip(WORKLOADS, with_rt, strict=True))
+                     + " (to the bare app with that round trip)")
     if results.has(SK_REDIS_SYNC) and results.has(WIRE_REDIS_SYNC):
         ratios = [f"{w} {statistics.median(results.per_round(SK_REDIS_SYNC, WIRE_REDIS_SYNC, w, _ratio)):.2f}x"
                   for w in WORKLOADS]
@@ -1304,7 +1354,8 @@ def main(argv: list[str] | None = None) -> int:
             env = Environment(redis_server.url, redis_server.host, redis_server.port,
                               memcached.url, memcached.host, memcached.port)
             try:
-                built = [*bare_setups(), *sessionkit_setups(env), *floor_setups(env), *peer_setups(env)]
+                built = [*bare_setups(), *sessionkit_setups(env), *floor_setups(env), *round_trip_setups(env),
+                         *peer_setups(env)]
                 if args.profile:
                     profile(built, PROFILE_TARGETS[args.profile], args.requests, args.top, loop)
                     return 0
