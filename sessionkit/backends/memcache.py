@@ -382,7 +382,6 @@ class _Ring:
 _CONNECTION_ERRORS = (OSError, MemcacheUnexpectedCloseError)
 
 
-
 def _on_connection(pool: Any, command: Callable[..., _T], args: tuple[Any, ...]) -> _T:
     """Run `command` on a pooled connection; a connection that fails in any way is closed, not pooled again."""
     connection = pool.get()
@@ -393,6 +392,7 @@ def _on_connection(pool: Any, command: Callable[..., _T], args: tuple[Any, ...])
         raise
     pool.put(connection)
     return result
+
 
 class MemcacheStore(ThreadedAsyncFace):
     """Sessions in one memcached server or a ring of several; safe across threads and processes.

@@ -4,9 +4,10 @@ Why: on a loopback round trip of ~25 µs, ``redis.Redis.execute_command``
 spends about as much again on bookkeeping around the command — a ``poll()``
 per pool checkout, connection metrics, the retry wrapper, response
 callbacks (the asyncio client likewise). A session request makes one or two
-commands and nothing else, so `Wire` and `AsyncWire` keep their idle connections in a plain list (``pop``/``append`` are
-atomic) and lets redis-py's `Connection` do what matters: connect, TLS, AUTH,
-SELECT, pack, parse, and (for Sentinel) find the master.
+commands and nothing else, so `Wire` and `AsyncWire` keep their idle
+connections in a plain list (``pop``/``append`` are atomic) and let
+redis-py's `Connection` do what matters: connect, TLS, AUTH, SELECT, pack,
+parse, and (for Sentinel) find the master.
 
 Rules kept from the pool: a connection that fails is disconnected and never
 reused; after a failure the idle connections are dropped too (a restarted
@@ -152,7 +153,6 @@ class Wire(_Connections):
             except IndexError:
                 return
             self._discard(connection)
-
 
 
 class AsyncWire(_Connections):
