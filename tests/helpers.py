@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -83,3 +84,26 @@ HOSTILE_COOKIES = [
     "=; ; session",
     "session=ä\x7f\x00ü",
 ]
+
+
+def run_in_threads(work: Callable[[int], object], count: int) -> None:
+    """Run ``work(0)`` .. ``work(count - 1)`` on as many threads at once and wait for all.
+
+    A thread's exception would only be printed; here the first one is raised
+    in the test, so a failing worker fails the test.
+    """
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            work(n)
+        except BaseException as exc:  # raised below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]

@@ -8,7 +8,6 @@ through `run_async` and the async face, so the two faces cannot drift.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Generator, Iterator
 from typing import Any
@@ -17,6 +16,8 @@ import pytest
 
 from sessionkit.flow import Create, Delete, Load, Merge, MergeResult, Op, run_async, run_sync
 from sessionkit.record import Record
+
+from ..helpers import run_in_threads
 
 NOW = time.time
 
@@ -173,21 +174,12 @@ class StoreContract:
     def test_concurrent_merges_of_different_keys_lose_nothing(self, store: Any) -> None:
         face = Face(store, "sync")
         face.create(sid(1), {"seed": b"0"})
-        errors: list[BaseException] = []
 
         def writer(n: int) -> None:
-            try:
-                for i in range(20):
-                    assert face.merge(sid(1), {f"w{n}-{i}": str(i).encode()}) is MergeResult.APPLIED
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
+            for i in range(20):
+                assert face.merge(sid(1), {f"w{n}-{i}": str(i).encode()}) is MergeResult.APPLIED
 
-        threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert not errors
+        run_in_threads(writer, 8)
         record = face.load(sid(1))
         assert record is not None
         assert len(record.data) == 1 + 8 * 20

@@ -31,6 +31,7 @@ from sessionkit.backends.memcache import (
 from sessionkit.flow import MergeResult
 from sessionkit.record import CorruptRecord, Record, encode_record
 
+from ..helpers import run_in_threads
 from ..servers import MemcachedServer
 from .contract import StoreContract, sid
 
@@ -266,25 +267,16 @@ def test_writers_that_load_then_merge_one_session_lose_nothing(
     # with the remembered tokens shared between threads of one store.
     stores = [open_store(memcache_url) for _ in range(3)]
     stores[0].create(sid(1), record({"seed": b"0"}), 60)
-    errors: list[BaseException] = []
     before = stats(memcached_server)
 
     def writer(n: int) -> None:
         store = stores[n % 3]
-        try:
-            for i in range(25):
-                assert store.load(sid(1), 60) is not None
-                result = store.merge(sid(1), {f"w{n}-{i}": str(n * 100 + i).encode()}, NOW(), 60)
-                assert result is MergeResult.APPLIED
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for i in range(25):
+            assert store.load(sid(1), 60) is not None
+            result = store.merge(sid(1), {f"w{n}-{i}": str(n * 100 + i).encode()}, NOW(), 60)
+            assert result is MergeResult.APPLIED
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_in_threads(writer, 12)
     loaded = stores[1].load(sid(1), None)
     assert loaded is not None
     expected = {f"w{n}-{i}": str(n * 100 + i).encode() for n in range(12) for i in range(25)}
@@ -417,22 +409,13 @@ def test_items_use_the_prefix_and_hold_the_record_blob(memcached_server: Memcach
 def test_many_connections_merging_one_session_lose_nothing(memcache_url: str) -> None:
     stores = [open_store(memcache_url) for _ in range(4)]
     stores[0].create(sid(1), record({"seed": b"0"}), 60)
-    errors: list[BaseException] = []
 
     def writer(n: int) -> None:
-        try:
-            for i in range(25):
-                result = stores[n % 4].merge(sid(1), {f"w{n}-{i}": str(n * 100 + i).encode()}, NOW(), 60)
-                assert result is MergeResult.APPLIED
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for i in range(25):
+            result = stores[n % 4].merge(sid(1), {f"w{n}-{i}": str(n * 100 + i).encode()}, NOW(), 60)
+            assert result is MergeResult.APPLIED
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_in_threads(writer, 16)
     loaded = stores[1].load(sid(1), None)
     assert loaded is not None
     expected = {f"w{n}-{i}": str(n * 100 + i).encode() for n in range(16) for i in range(25)}
@@ -759,23 +742,14 @@ def test_ring_with_a_stopped_server_serves_fresh_sessions_not_errors(own_ring: l
     victim.stop()
 
     # Many threads meet the dead server at once: none may see an error.
-    errors: list[BaseException] = []
     barrier = threading.Barrier(8)
 
-    def reader() -> None:
+    def reader(_: int) -> None:
         barrier.wait()
-        try:
-            for session_id in ids:
-                store.load(session_id, 60)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for session_id in ids:
+            store.load(session_id, 60)
 
-    threads = [threading.Thread(target=reader) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_in_threads(reader, 8)
 
     lost = [session_id for session_id in ids if home[session_id] is victim]
     kept = [session_id for session_id in ids if home[session_id] is not victim]
@@ -903,25 +877,16 @@ def test_ring_bookkeeping_survives_threads_failing_on_one_server_at_once(own_rin
     victim = own_ring[1]
     lost = {session_id for session_id in ids if holder(own_ring, "session:" + session_id) is victim}
     victim.stop()
-    errors: list[BaseException] = []
     wrong: list[str] = []
     barrier = threading.Barrier(16)
     deadline = time.monotonic() + 1.5
 
-    def reader() -> None:
+    def reader(_: int) -> None:
         barrier.wait()
-        try:
-            while time.monotonic() < deadline:
-                for session_id in ids:
-                    if (store.load(session_id, 60) is None) != (session_id in lost):
-                        wrong.append(session_id)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        while time.monotonic() < deadline:
+            for session_id in ids:
+                if (store.load(session_id, 60) is None) != (session_id in lost):
+                    wrong.append(session_id)
 
-    threads = [threading.Thread(target=reader) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_in_threads(reader, 16)
     assert wrong == []

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -9,6 +8,7 @@ from sessionkit import ConfigError, open_store
 from sessionkit.backends.memory import MemoryStore
 from sessionkit.record import Record
 
+from ..helpers import run_in_threads
 from .contract import StoreContract, sid
 
 
@@ -69,23 +69,15 @@ def test_stored_record_is_isolated_from_the_callers_dict() -> None:
 
 def test_thread_safety_under_eviction_pressure() -> None:
     store = MemoryStore(max_entries=50)
-    errors: list[BaseException] = []
 
-    def churn(offset: int) -> None:
-        try:
-            for n in range(500):
-                store.create(sid(offset + n), record(), 60)
-                store.load(sid(offset + n // 2), 60)
-                store.merge(sid(offset + n), {"b": b"2"}, 0.0, 60)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+    def churn(k: int) -> None:
+        offset = k * 10_000
+        for n in range(500):
+            store.create(sid(offset + n), record(), 60)
+            store.load(sid(offset + n // 2), 60)
+            store.merge(sid(offset + n), {"b": b"2"}, 0.0, 60)
 
-    threads = [threading.Thread(target=churn, args=(k * 10_000,)) for k in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    run_in_threads(churn, 6)
     assert len(store) == 50
 
 
