@@ -70,7 +70,7 @@ from .store_bench import (
     starlette_app,
     warm_up,
 )
-from .wsgi_bench import SECRET_KEY, WORKLOADS
+from .wsgi_bench import SECRET_KEY, WORKLOADS, bench_parser, parse_bench_args
 
 # Row names. The bare apps and the two peers on redis are store_bench's own setups, built by its peer_setups.
 SK_ASGI_MEMORY, SK_ASGI_REDIS = "sessionkit ASGI memory://", "sessionkit ASGI redis://"
@@ -349,20 +349,13 @@ def running_redis() -> Iterator[RedisServer]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per group (default 10)")
-    parser.add_argument("--requests", type=int, default=500, help="timed requests per workload (default 500)")
-    parser.add_argument("--seed", type=int, default=None, help="seed for the shuffled order (default: random)")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the raw numbers here")
+    parser = bench_parser(__doc__.splitlines()[0], rounds=10, requests=500, profiles=PROFILE_TARGETS, top=15,
+                          rounds_help="interleaved rounds per group",
+                          profile_help="instead of benchmarking, cProfile this sessionkit setup's read and write "
+                                       "workloads")
     parser.add_argument("--group", choices=("asgi", "flask", "cookie"), default=None,
                         help="measure only this group (default: all three)")
-    parser.add_argument("--profile", choices=sorted(PROFILE_TARGETS), default=None,
-                        help="instead of benchmarking, cProfile this sessionkit setup's read and write workloads")
-    parser.add_argument("--top", type=int, default=15, help="functions to show with --profile (default 15)")
-    args = parser.parse_args(argv)
-    if args.rounds < 1 or args.requests < 1:
-        parser.error("--rounds and --requests must be at least 1")
-    return args
+    return parse_bench_args(parser, argv)
 
 
 def write_json(path: Path, groups: list[Group], found: list[Verdict], config: dict[str, Any],
@@ -390,7 +383,7 @@ def write_json(path: Path, groups: list[Group], found: list[Verdict], config: di
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    seed = args.seed
     rng = random.Random(seed)
     started = time.monotonic()
     loop = asyncio.new_event_loop()

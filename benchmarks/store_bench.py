@@ -92,8 +92,10 @@ from .wsgi_bench import (
     Browser,
     Response,
     bare_setup,
+    bench_parser,
     counter,
     format_row,
+    parse_bench_args,
     session_app,
 )
 
@@ -1328,23 +1330,14 @@ def close_setups(setups: list[Setup], loop: asyncio.AbstractEventLoop) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
-    parser.add_argument("--requests", type=int, default=500, help="timed requests per workload (default 500)")
-    parser.add_argument("--seed", type=int, default=None, help="seed for the shuffled order (default: random)")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the raw numbers here")
-    parser.add_argument("--profile", choices=sorted(PROFILE_TARGETS), default=None,
-                        help="instead of benchmarking, cProfile this sessionkit setup's workloads")
-    parser.add_argument("--top", type=int, default=15, help="functions to show with --profile (default 15)")
-    args = parser.parse_args(argv)
-    if args.rounds < 1 or args.requests < 1:
-        parser.error("--rounds and --requests must be at least 1")
-    return args
+    parser = bench_parser(__doc__.splitlines()[0], rounds=10, requests=500, profiles=PROFILE_TARGETS, top=15,
+                          profile_help="instead of benchmarking, cProfile this sessionkit setup's workloads")
+    return parse_bench_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    seed = args.seed
     started = time.monotonic()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

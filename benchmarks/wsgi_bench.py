@@ -363,24 +363,41 @@ def profile(setups: list[Setup], name: str, requests: int, top: int) -> None:
 # -- entry point -----------------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
-    parser.add_argument("--requests", type=int, default=2000, help="timed requests per workload (default 2000)")
+def bench_parser(description: str, *, rounds: int, requests: int, profiles: Iterable[str], top: int,
+                 rounds_help: str = "interleaved rounds",
+                 profile_help: str = "instead of benchmarking, cProfile this setup's workloads",
+                 ) -> argparse.ArgumentParser:
+    """The options every benchmark here takes; a benchmark adds its own, then calls `parse_bench_args`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=rounds, help=f"{rounds_help} (default {rounds})")
+    parser.add_argument("--requests", type=int, default=requests,
+                        help=f"timed requests per workload (default {requests})")
     parser.add_argument("--seed", type=int, default=None, help="seed for the shuffled order (default: random)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the raw numbers here")
-    parser.add_argument("--profile", choices=("bare", "memory", "file"), default=None,
-                        help="instead of benchmarking, cProfile this setup's workloads")
-    parser.add_argument("--top", type=int, default=12, help="functions to show with --profile (default 12)")
+    parser.add_argument("--profile", choices=sorted(profiles), default=None, help=profile_help)
+    parser.add_argument("--top", type=int, default=top, help=f"functions to show with --profile (default {top})")
+    return parser
+
+
+def parse_bench_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parsed and checked options; ``seed`` is always set (drawn at random when not given)."""
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.requests < 1:
         parser.error("--rounds and --requests must be at least 1")
+    if args.seed is None:
+        args.seed = random.randrange(2**32)
     return args
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = bench_parser(__doc__.splitlines()[0], rounds=15, requests=2000, profiles=("bare", "memory", "file"),
+                          top=12)
+    return parse_bench_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    seed = args.seed
     with open_setups() as setups:
         if args.profile:
             profile(setups, args.profile, args.requests, args.top)
