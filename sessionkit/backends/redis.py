@@ -251,8 +251,9 @@ class RedisStore:
         self._client: Any = None
         self._commands: Any = None
         self._client_lock = threading.Lock()
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-        self._async_commands: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        #: Per event loop: (the redis.asyncio client, what the async face sends through; see `_async`).
+        self._async_faces: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any]] = (
+            weakref.WeakKeyDictionary())
 
     @classmethod
     def from_url(cls, url: StoreURL) -> RedisStore:
@@ -342,13 +343,12 @@ class RedisStore:
     def _async(self) -> Any:
         """The async face's counterpart of `_sync`, one per event loop."""
         loop = asyncio.get_running_loop()
-        commands = self._async_commands.get(loop)
-        if commands is None:
+        face = self._async_faces.get(loop)
+        if face is None:
             client = self._make_client(asynchronous=True)
-            commands = client if self.kind == "cluster" else AsyncWire(client, self.retries)
-            self._async_clients[loop] = client
-            self._async_commands[loop] = commands
-        return commands
+            face = self._async_faces[loop] = (client, client if self.kind == "cluster"
+                                              else AsyncWire(client, self.retries))
+        return face[1]
 
     def _make_client(self, *, asynchronous: bool) -> Any:
         options = dict(self._options)
@@ -436,13 +436,13 @@ class RedisStore:
             await self._async().delete(self._key(session_id))
 
     async def aclose(self) -> None:
-        loop = asyncio.get_running_loop()
-        commands = self._async_commands.pop(loop, None)
-        client = self._async_clients.pop(loop, None)
+        face = self._async_faces.pop(asyncio.get_running_loop(), None)
+        if face is None:
+            return
+        client, commands = face
         if isinstance(commands, AsyncWire):
             await commands.drop_idle()
-        if client is not None:
-            await client.aclose()
+        await client.aclose()
 
     def _create_keys(self, session_id: str, replaces: tuple[str, ...]) -> tuple[list[bytes], list[bytes]]:
         """Keys for the create script, and keys to delete apart from it.
