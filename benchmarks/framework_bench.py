@@ -7,7 +7,7 @@ ASGI through the in-process driver), a browser that keeps cookies, interleaved
 rounds in shuffled order, and a result check after every workload (the final
 counter; for sessionkit also its ``Set-Cookie`` books), so a setup that stops
 saving or loading fails instead of looking fast. It starts its own redis-server
-(``tests.servers``) and stops it by pid at the end, also on an error or SIGTERM.
+(``testservers``) and stops it by pid at the end, also on an error or SIGTERM.
 
 Three groups, each measured in its own interleaved run, each row against its
 own bare framework app (``added µs`` = row minus that bare app, per round):
@@ -50,7 +50,7 @@ from typing import Any
 
 from sessionkit.adapters.asgi import SessionMiddleware as SessionkitASGIMiddleware
 from sessionkit.manager import SessionManager
-from tests.servers import RedisServer
+from testservers import RedisServer
 
 from .store_bench import (
     BARE_FLASK,

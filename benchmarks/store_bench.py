@@ -1,6 +1,6 @@
 """sessionkit on real redis and memcached: against the raw-client floor and against peer libraries.
 
-Starts its own redis-server and memcached (``tests.servers``; stopped at the end,
+Starts its own redis-server and memcached (``testservers``; stopped at the end,
 also on error) and calls every app in-process, like ``wsgi_bench``: a browser
 that carries cookies, interleaved shuffled rounds, and a result check after
 every workload (the final counter; for sessionkit and the floors also the
@@ -83,7 +83,7 @@ from sessionkit.backends import open_store
 from sessionkit.backends.redis import CREATE, LOAD_AND_TOUCH, MERGE, RedisStore
 from sessionkit.config import StoreURL
 from sessionkit.manager import DEFAULT_IDLE_TIMEOUT, SessionManager
-from tests.servers import MemcachedServer, RedisServer, redis_command
+from testservers import MemcachedServer, RedisServer, redis_command
 
 from .wsgi_bench import (
     SECRET_KEY,

@@ -13,7 +13,7 @@ import pytest
 import redis
 from pymemcache.client.base import Client as MemcacheClient
 
-from .servers import MemcachedServer, RedisCluster, RedisSentinelSet, RedisServer
+from testservers import MemcachedServer, RedisCluster, RedisSentinelSet, RedisServer
 
 # --- real backing servers ----------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Smoke tests for tests/servers.py and the server fixtures in conftest."""
+"""Smoke tests for testservers and the server fixtures in conftest."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from redis.cluster import ClusterNode
 from redis.cluster import RedisCluster as ClusterClient
 from redis.sentinel import Sentinel
 
-from . import servers
-from .servers import MemcachedServer, RedisCluster, RedisSentinelSet, RedisServer
+import testservers as servers
+from testservers import MemcachedServer, RedisCluster, RedisSentinelSet, RedisServer
 
 AnyServer = RedisServer | MemcachedServer
 SERVER_CLASSES = [RedisServer, MemcachedServer]

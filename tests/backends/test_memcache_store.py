@@ -32,7 +32,7 @@ from sessionkit.flow import MergeResult
 from sessionkit.record import CorruptRecord, Record, encode_record
 
 from ..helpers import run_in_threads
-from ..servers import MemcachedServer
+from testservers import MemcachedServer
 from .contract import StoreContract, sid
 
 NOW = time.time

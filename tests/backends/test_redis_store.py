@@ -16,7 +16,7 @@ from sessionkit.backends.redis import RedisStore
 from sessionkit.record import CorruptRecord
 
 from ..helpers import KEY, login_app, run_in_threads
-from ..servers import RedisServer, free_port
+from testservers import RedisServer, free_port
 from .contract import StoreContract, sid
 
 

@@ -32,7 +32,7 @@ from sessionkit.errors import StoreError
 from sessionkit.flow import MergeResult
 from sessionkit.record import CorruptRecord, Record
 
-from ..servers import RedisServer
+from testservers import RedisServer
 from .contract import sid
 
 TTL = 60.0
