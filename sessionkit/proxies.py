@@ -9,11 +9,14 @@ proxies the user names, never by default.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from .errors import ConfigError
 
-__all__ = ["TrustedProxies"]
+__all__ = ["ForwardedHeaders", "TrustedProxies"]
+
+#: Returns the request's ``Forwarded`` and ``X-Forwarded-Proto`` values; called only when they matter.
+ForwardedHeaders = Callable[[], tuple[str | None, str | None]]
 
 
 class TrustedProxies:
@@ -45,15 +48,23 @@ class TrustedProxies:
 
     def is_https(self, scheme: str | None, client: str | None, forwarded: str | None,
                  forwarded_proto: str | None) -> bool:
-        """True if the request used https, as the scheme or a trusted proxy's headers say.
+        """`request_is_https` with the header values at hand."""
+        return self.request_is_https(scheme, client, lambda: (forwarded, forwarded_proto))
 
-        The nearest proxy's word counts: the last ``Forwarded`` element, else the
-        last ``X-Forwarded-Proto`` value (a proxy appends to what it received).
+    def request_is_https(self, scheme: str | None, client: str | None, headers: ForwardedHeaders) -> bool:
+        """True if the request used https, as its scheme or a trusted proxy's headers say.
+
+        The one https decision of every adapter. `headers` is called only when
+        the client is a trusted proxy, so a request costs no header lookup
+        unless proxies are configured. The nearest proxy's word counts: the last
+        ``Forwarded`` element, else the last ``X-Forwarded-Proto`` value (a
+        proxy appends to what it received).
         """
-        if scheme in ("https", "wss"):
+        if scheme == "https" or scheme == "wss":
             return True
-        if not self.trusts(client):
+        if not self.networks or not self.trusts(client):
             return False
+        forwarded, forwarded_proto = headers()
         if forwarded:
             last = forwarded.split(",")[-1]
             for pair in last.split(";"):
