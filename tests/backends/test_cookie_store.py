@@ -9,10 +9,10 @@ import webtest
 
 from sessionkit import ConfigError, SessionManager, SessionTooLarge
 from sessionkit.adapters.wsgi import ENVIRON_KEY, SessionMiddleware
-from sessionkit.config import StoreURL
-from sessionkit.tokens import TokenCodec as CookieStore
 from sessionkit.codec import derive_key
+from sessionkit.config import StoreURL
 from sessionkit.record import Record
+from sessionkit.tokens import TokenCodec as CookieStore
 
 from ..helpers import KEY, OLD_KEY, Clock, login_app
 

@@ -30,9 +30,9 @@ from sessionkit.backends.memcache import (
 )
 from sessionkit.flow import MergeResult
 from sessionkit.record import CorruptRecord, Record, encode_record
+from testservers import MemcachedServer
 
 from ..helpers import run_in_threads
-from testservers import MemcachedServer
 from .contract import StoreContract, sid
 
 NOW = time.time

@@ -14,9 +14,9 @@ from sessionkit import ConfigError, SessionManager, StoreUnavailable, open_store
 from sessionkit.adapters.wsgi import SessionMiddleware
 from sessionkit.backends.redis import RedisStore
 from sessionkit.record import CorruptRecord
+from testservers import RedisServer, free_port
 
 from ..helpers import KEY, login_app, run_in_threads
-from testservers import RedisServer, free_port
 from .contract import StoreContract, sid
 
 

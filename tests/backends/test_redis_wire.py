@@ -31,8 +31,8 @@ from sessionkit.config import StoreURL
 from sessionkit.errors import StoreError
 from sessionkit.flow import MergeResult
 from sessionkit.record import CorruptRecord, Record
-
 from testservers import RedisServer
+
 from .contract import sid
 
 TTL = 60.0
