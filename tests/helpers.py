@@ -9,6 +9,7 @@ from typing import Any
 from sessionkit.adapters.wsgi import ENVIRON_KEY
 from sessionkit.backends.memory import MemoryStore
 from sessionkit.codec import IdSigner
+from sessionkit.errors import StoreUnavailable
 from sessionkit.flow import MergeResult
 from sessionkit.record import Record
 
@@ -107,3 +108,37 @@ def run_in_threads(work: Callable[[int], object], count: int) -> None:
         thread.join()
     if errors:
         raise errors[0]
+
+
+class FlakyStore(RecordingStore):
+    """A real `MemoryStore` whose every operation fails with `StoreUnavailable` while `down` is set.
+
+    Stands in for an outage of a network store in tests of the lifecycle's fault rules
+    (the network stores' own outages are tested against real, killed servers).
+    """
+
+    def __init__(self, clock: Clock | None = None, **options: Any) -> None:
+        super().__init__(clock, **options)
+        self.down = False
+
+    def _check(self, verb: str) -> None:
+        if self.down:
+            self.calls.append((verb, None))  # attempted, and failed
+            raise StoreUnavailable("the store is down (test)")
+
+    def load(self, session_id: str, touch_ttl: float | None) -> Record | None:
+        self._check("load")
+        return super().load(session_id, touch_ttl)
+
+    def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
+        self._check("create")
+        super().create(session_id, record, ttl, replaces)
+
+    def merge(self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float,
+              ttl: float) -> MergeResult:
+        self._check("merge")
+        return super().merge(session_id, changes, accessed_at, ttl)
+
+    def delete(self, session_id: str) -> None:
+        self._check("delete")
+        super().delete(session_id)
