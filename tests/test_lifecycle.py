@@ -56,7 +56,8 @@ class Client(Protocol):
 def wsgi_client(manager: SessionManager) -> Client:
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         status, text = act(environ[ENVIRON_KEY], environ["PATH_INFO"])
-        start_response(f"{status} {'OK' if status < 500 else 'Internal Server Error'}", [("Content-Type", "text/plain")])
+        reason = "OK" if status < 500 else "Internal Server Error"
+        start_response(f"{status} {reason}", [("Content-Type", "text/plain")])
         return [text.encode()]
 
     return _webtest(webtest.TestApp(WsgiMiddleware(app, manager)))
