@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 from sessionkit.adapters.wsgi import ENVIRON_KEY
@@ -58,20 +58,26 @@ class RecordingStore(MemoryStore):
         super().delete(session_id)
 
 
-def login_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    """The seeds' writer/reader in one WSGI app: /login, /count, /logout; any other path reads."""
-    session = environ[ENVIRON_KEY]
-    path = environ["PATH_INFO"]
+def act(session: MutableMapping[str, Any], path: str) -> tuple[int, str]:
+    """The seeds' writer/reader, framework-free: /login, /count, /logout, /fail (a 500); any other path reads."""
     if path == "/login":
-        session.regenerate()
+        session.regenerate()  # type: ignore[attr-defined]
         session["user"] = "alice"
     elif path == "/count":
         session["count"] = session.get("count", 0) + 1
     elif path == "/logout":
-        session.invalidate()
-    body = f"user={session.get('user')} count={session.get('count')}".encode()
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [body]
+        session.invalidate()  # type: ignore[attr-defined]
+    elif path == "/fail":
+        session["count"] = 99
+        return 500, "failed"
+    return 200, f"user={session.get('user')} count={session.get('count')}"
+
+
+def login_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """`act` as a WSGI app."""
+    status, body = act(environ[ENVIRON_KEY], environ["PATH_INFO"])
+    start_response("200 OK" if status < 500 else "500 Internal Server Error", [("Content-Type", "text/plain")])
+    return [body.encode()]
 
 
 #: Cookie headers no browser of ours sends: each must get a fresh session, never a 500.

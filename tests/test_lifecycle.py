@@ -28,25 +28,9 @@ from sessionkit import Session, SessionManager
 from sessionkit.adapters.asgi import SessionMiddleware as AsgiMiddleware
 from sessionkit.adapters.bottle import SessionPlugin
 from sessionkit.adapters.flask import SessionKit
-from sessionkit.adapters.wsgi import ENVIRON_KEY
 from sessionkit.adapters.wsgi import SessionMiddleware as WsgiMiddleware
 
-from .helpers import KEY, FlakyStore
-
-
-def act(session: Session, path: str) -> tuple[int, str]:
-    """What each app does for `path`: the same on every framework."""
-    if path == "/login":
-        session.regenerate()
-        session["user"] = "alice"
-    elif path == "/count":
-        session["count"] = session.get("count", 0) + 1
-    elif path == "/logout":
-        session.invalidate()
-    elif path == "/fail":
-        session["count"] = 99
-        return 500, "failed"
-    return 200, f"user={session.get('user')} count={session.get('count')}"
+from .helpers import KEY, FlakyStore, act, login_app
 
 
 class Client(Protocol):
@@ -54,13 +38,7 @@ class Client(Protocol):
 
 
 def wsgi_client(manager: SessionManager) -> Client:
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        status, text = act(environ[ENVIRON_KEY], environ["PATH_INFO"])
-        reason = "OK" if status < 500 else "Internal Server Error"
-        start_response(f"{status} {reason}", [("Content-Type", "text/plain")])
-        return [text.encode()]
-
-    return _webtest(webtest.TestApp(WsgiMiddleware(app, manager)))
+    return _webtest(webtest.TestApp(WsgiMiddleware(login_app, manager)))
 
 
 def flask_client(manager: SessionManager) -> Client:
