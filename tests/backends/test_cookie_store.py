@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import zlib
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import webtest
@@ -233,3 +234,54 @@ def test_store_encode_decode_round_trip() -> None:
 def test_bad_cookie_urls_are_config_errors(url: str) -> None:
     with pytest.raises(ConfigError):
         SessionManager(url, secret_keys=[KEY])
+
+
+@pytest.fixture(params=["memory", "file", "redis", "memcache"])
+def revoke_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A real server store of each kind, as a cookie:// revocation list."""
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "file":
+        return f"file://{tmp_path}"
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_revocation_is_plain_store_operations_on_every_server_store_and_both_faces(revoke_url: str,
+                                                                                    face: str) -> None:
+    """Logout writes a revocation record with the store's own operations; both faces honour it."""
+    import asyncio
+
+    from sessionkit.strategies import revoked_key
+
+    manager = SessionManager(f"cookie://?revoke={quote(revoke_url, safe='')}", secret_keys=[KEY])
+
+    def request(cookie: str | None, action: str) -> tuple[str | None, list[tuple[str, str]]]:
+        async def async_request() -> tuple[str | None, list[tuple[str, str]]]:
+            session = await manager.aopen(cookie)
+            user = session.get("user")
+            if action == "login":
+                session["user"] = "alice"
+            elif action == "logout":
+                session.invalidate()
+            return user, await manager.asave(session)
+
+        if face == "async":
+            return asyncio.run(async_request())
+        session = manager.open(cookie)
+        user = session.get("user")
+        if action == "login":
+            session["user"] = "alice"
+        elif action == "logout":
+            session.invalidate()
+        return user, manager.save(session)
+
+    _, headers = request(None, "login")
+    cookie = dict(headers)["Set-Cookie"].split(";")[0]
+    assert request(cookie, "read")[0] == "alice"
+    session_id = manager.strategy.read(cookie).session_id  # type: ignore[attr-defined]
+    assert session_id is not None
+    request(cookie, "logout")
+    assert manager.store.load(revoked_key(session_id), None) is not None  # an ordinary record in that store
+    assert request(cookie, "read")[0] is None  # a copy of the cookie taken before the logout is refused
+    manager.close()
