@@ -1,12 +1,13 @@
-"""The memcache:// store's hand-written `gets`/`gats` and `cas` against hostile replies.
+"""The memcache:// store's own protocol code against hostile replies.
 
-`_fetch` and `_cas` in ``sessionkit/backends/memcache.py`` parse a memcached
-server's replies themselves, so they are parsers of outside input and get
-hostile input: wrong keys, bad numbers, bad framing, error lines, garbage,
-truncation, silence. A real memcached never sends any of that, which is why
-this module, unlike every other memcache test (all against real memcached
-processes), talks to `ScriptedMemcached`: a loopback socket that records each
-request and answers it with the next scripted reply.
+``sessionkit/backends/memcache/protocol.py`` writes every command the store
+sends (`gets`, `gats`, `cas`, `set`, `delete`) and parses the server's replies
+itself, so it is a parser of outside input and gets hostile input: wrong keys,
+bad numbers, bad framing, error lines, garbage, truncation, silence. A real
+memcached never sends any of that, which is why this module, unlike every
+other memcache test (all against real memcached processes), talks to
+`ScriptedMemcached`: a loopback socket that records each request and answers
+it with the next scripted reply.
 
 Each bad reply must end in a clear error (`StoreError`, or `StoreUnavailable`
 when the connection died or went silent) and the connection must not be used
@@ -27,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import pytest
-from pymemcache.exceptions import MemcacheError  # type: ignore[import-untyped]
 
 from sessionkit.backends import open_store
+from sessionkit.backends.memcache.protocol import ConnectionClosed, ProtocolError
 from sessionkit.errors import StoreError, StoreUnavailable
 from sessionkit.flow import MergeResult
 from sessionkit.record import CorruptRecord, Record, decode_record, encode_record
@@ -238,8 +239,8 @@ def value_line(*fields: bytes) -> bytes:
 
 
 def assert_chained(error: BaseException) -> None:
-    """The store's error names its cause: pymemcache's error, or the socket's."""
-    assert isinstance(error.__cause__, (MemcacheError, OSError)), repr(error.__cause__)
+    """The store's error names its cause: the protocol's error, or the socket's."""
+    assert isinstance(error.__cause__, (ProtocolError, ConnectionClosed, OSError)), repr(error.__cause__)
 
 
 # -- load: `gats` (touch) and `gets` ----------------------------------------------------
