@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from sessionkit.backends import open_store
-from sessionkit.backends.memcache.protocol import ConnectionClosed, ProtocolError
+from sessionkit.backends.memcache.protocol import ConnectionClosed, ErrorReply, ProtocolError
 from sessionkit.errors import StoreError, StoreUnavailable
 from sessionkit.flow import MergeResult
 from sessionkit.record import CorruptRecord, Record, decode_record, encode_record
@@ -238,9 +238,11 @@ def value_line(*fields: bytes) -> bytes:
     return b" ".join((b"VALUE", KEY.encode(), *fields)) + b"\r\n"
 
 
-def assert_chained(error: BaseException) -> None:
-    """The store's error names its cause: the protocol's error, or the socket's."""
-    assert isinstance(error.__cause__, (ProtocolError, ConnectionClosed, OSError)), repr(error.__cause__)
+def assert_chained(error: StoreError) -> None:
+    """The store's error names its cause: a dead or silent connection, or the protocol's error for a bad reply."""
+    expected = (ConnectionClosed, OSError) if isinstance(error, StoreUnavailable) else ProtocolError
+    assert isinstance(error.__cause__, expected), repr(error.__cause__)
+    assert error.original_error is error.__cause__
 
 
 # -- load: `gats` (touch) and `gets` ----------------------------------------------------
@@ -476,3 +478,230 @@ def test_merge_exists_then_bad_gets_reply(server: ScriptedMemcached, store: Any)
     assert store.load(sid(1), None).data == {"a": b"1"}
     assert [(connection, line.split()[0]) for connection, line in server.lines()] == [
         (0, "gats"), (0, "cas"), (0, "gets"), (1, "gets")]
+
+
+def test_merge_over_a_corrupt_item_raises_corrupt_record_and_sends_nothing_more(
+    server: ScriptedMemcached, store: Any
+) -> None:
+    """A well-framed blob that is not a record: `CorruptRecord`, and neither a `delete` nor a `cas` goes out.
+
+    The item stays for the caller to decide about; the reply was in step, so the connection is reused.
+    """
+    server.script(hit(blob=b"not a record"), hit())
+    with pytest.raises(CorruptRecord):
+        store.merge(sid(1), {"b": b"2"}, T + 1, 60)
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    assert server.lines() == [(0, GETS), (0, GETS)]
+    assert server.accepted == 1
+
+
+# -- create: `set`, then a pipelined `delete` of each id it replaces -----------------------
+
+
+RECORD = decode_record(BLOB)
+SET = f"set {KEY} 0 61 {len(BLOB)}"
+
+BAD_SET_REPLIES = [
+    pytest.param(b"STORED\r\nSTORED\r\n", StoreError, id="stored-twice"),
+    pytest.param(b"STORED\r\nx", StoreError, id="stored-then-a-byte"),
+    pytest.param(b"STORED \r\n", StoreError, id="stored-with-space"),
+    pytest.param(b"stored\r\n", StoreError, id="lowercase"),
+    pytest.param(b"EXISTS\r\n", StoreError, id="exists"),
+    pytest.param(b"NOT_FOUND\r\n", StoreError, id="not-found"),
+    pytest.param(b"DELETED\r\n", StoreError, id="reply-to-another-command"),
+    pytest.param(b"END\r\n", StoreError, id="end"),
+    pytest.param(hit(), StoreError, id="a-value"),
+    pytest.param(b"HTTP/1.1 400 Bad Request\r\n", StoreError, id="garbage-line"),
+    pytest.param(b"\x00\xff\r\n", StoreError, id="binary-garbage"),
+    pytest.param(b"\r\n", StoreError, id="empty-line"),
+    pytest.param(b"SERVER_ERROR out of memory storing object\r\n", StoreError, id="server-error"),
+    pytest.param(b"CLIENT_ERROR bad data chunk\r\n", StoreError, id="client-error"),
+    pytest.param(b"ERROR\r\n", StoreError, id="error"),
+    pytest.param(b"x" * 5000 + b"\r\n", StoreError, id="long-line"),
+    pytest.param(closing(b"x" * 200_000), StoreError, id="long-line-then-eof"),
+    pytest.param(closing(), StoreUnavailable, id="close-without-reply"),
+    pytest.param(closing(b"STOR"), StoreUnavailable, id="partial-line-then-eof"),
+    pytest.param(closing(b"STORED"), StoreUnavailable, id="no-crlf-then-eof"),
+]
+
+
+@pytest.mark.parametrize(("reply", "error"), BAD_SET_REPLIES)
+def test_create_bad_set_reply_is_an_error_and_the_connection_is_dropped(
+    server: ScriptedMemcached, store: Any, reply: bytes | Reply, error: type[StoreError]
+) -> None:
+    """A malformed reply to `set` raises exactly `error`; the next command uses a new connection."""
+    server.script(reply, hit())
+    with pytest.raises(StoreError) as caught:
+        store.create(sid(1), RECORD, 60)
+    assert type(caught.value) is error, repr(caught.value)
+    assert_chained(caught.value)
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    assert server.lines() == [(0, SET), (1, GETS)]
+    assert server.requests[0].data == BLOB
+    assert server.accepted == 2
+
+
+def test_create_silent_server_times_out(server: ScriptedMemcached, store: Any) -> None:
+    """No reply to `set` is `StoreUnavailable` after the reply timeout, not a hang."""
+    server.script(HANG, hit())
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as caught:
+        store.create(sid(1), RECORD, 60)
+    assert time.monotonic() - started < 4 * TIMEOUT
+    assert isinstance(caught.value.__cause__, TimeoutError)
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    assert server.lines() == [(0, SET), (1, GETS)]
+
+
+def test_create_not_stored_is_a_store_error_and_keeps_the_connection(server: ScriptedMemcached, store: Any) -> None:
+    """`NOT_STORED` is a well-formed "no": the create fails, the stream is in step and the connection is reused."""
+    server.script(b"NOT_STORED\r\n", hit())
+    with pytest.raises(StoreError, match="did not store") as caught:
+        store.create(sid(1), RECORD, 60)
+    assert type(caught.value) is StoreError
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    assert server.lines() == [(0, SET), (0, GETS)]
+
+
+def test_create_good_set_reply(server: ScriptedMemcached, store: Any) -> None:
+    """The baseline: `STORED`, the item's flags 0 and exptime TTL + 1, the record's blob as data."""
+    server.script(b"STORED\r\n", b"STORED\r\n")
+    store.create(sid(1), RECORD, 60)
+    store.create(sid(1), RECORD, 3600)
+    assert server.lines() == [(0, SET), (0, f"set {KEY} 0 3601 {len(BLOB)}")]
+    assert [request.data for request in server.requests] == [BLOB, BLOB]
+
+
+def delete_line(key: str = KEY) -> str:
+    return f"delete {key}"
+
+
+REPLACED = ("session:" + sid(2), "session:" + sid(3))
+
+BAD_DELETE_REPLIES = [
+    pytest.param(b"DELETED\r\nDELETED\r\n", StoreError, id="deleted-twice"),
+    pytest.param(b"DELETED\r\nx", StoreError, id="deleted-then-a-byte"),
+    pytest.param(b"DELETED \r\n", StoreError, id="deleted-with-space"),
+    pytest.param(b"deleted\r\n", StoreError, id="lowercase"),
+    pytest.param(b"STORED\r\n", StoreError, id="reply-to-another-command"),
+    pytest.param(b"EXISTS\r\n", StoreError, id="exists"),
+    pytest.param(b"TOUCHED\r\n", StoreError, id="touched"),
+    pytest.param(b"END\r\n", StoreError, id="end"),
+    pytest.param(hit(), StoreError, id="a-value"),
+    pytest.param(b"HTTP/1.1 400 Bad Request\r\n", StoreError, id="garbage-line"),
+    pytest.param(b"\x00\xff\r\n", StoreError, id="binary-garbage"),
+    pytest.param(b"\r\n", StoreError, id="empty-line"),
+    pytest.param(b"SERVER_ERROR out of memory\r\n", StoreError, id="server-error"),
+    pytest.param(b"CLIENT_ERROR bad command line format\r\n", StoreError, id="client-error"),
+    pytest.param(b"ERROR\r\n", StoreError, id="error"),
+    pytest.param(b"x" * 5000 + b"\r\n", StoreError, id="long-line"),
+    pytest.param(closing(b"x" * 200_000), StoreError, id="long-line-then-eof"),
+    pytest.param(closing(), StoreUnavailable, id="close-without-reply"),
+    pytest.param(closing(b"DELE"), StoreUnavailable, id="partial-line-then-eof"),
+    pytest.param(closing(b"DELETED"), StoreUnavailable, id="no-crlf-then-eof"),
+]
+
+
+@pytest.mark.parametrize(("reply", "error"), BAD_DELETE_REPLIES)
+def test_delete_bad_reply_is_an_error_and_the_connection_is_dropped(
+    server: ScriptedMemcached, store: Any, reply: bytes | Reply, error: type[StoreError]
+) -> None:
+    """A malformed reply to `delete` raises exactly `error`; the next command uses a new connection."""
+    server.script(reply, hit())
+    with pytest.raises(StoreError) as caught:
+        store.delete(sid(1))
+    assert type(caught.value) is error, repr(caught.value)
+    assert_chained(caught.value)
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    assert server.lines() == [(0, delete_line()), (1, GETS)]
+    assert server.accepted == 2
+
+
+@pytest.mark.parametrize(("reply", "error"), BAD_DELETE_REPLIES)
+def test_create_bad_reply_to_a_replaced_id_delete_is_an_error_and_the_connection_is_dropped(
+    server: ScriptedMemcached, store: Any, reply: bytes | Reply, error: type[StoreError]
+) -> None:
+    """The deletes of replaced ids go out in one write; a bad reply to the last one is read as strictly."""
+    server.script(b"STORED\r\n", b"DELETED\r\n", reply, hit())
+    with pytest.raises(StoreError) as caught:
+        store.create(sid(1), RECORD, 60, replaces=(sid(2), sid(3)))
+    assert type(caught.value) is error, repr(caught.value)
+    assert_chained(caught.value)
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    assert server.lines() == [(0, SET), (0, delete_line(REPLACED[0])), (0, delete_line(REPLACED[1])), (1, GETS)]
+    assert server.accepted == 2
+
+
+def test_delete_silent_server_times_out(server: ScriptedMemcached, store: Any) -> None:
+    """No reply to `delete` is `StoreUnavailable` after the reply timeout, not a hang."""
+    server.script(HANG, hit())
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as caught:
+        store.delete(sid(1))
+    assert time.monotonic() - started < 4 * TIMEOUT
+    assert isinstance(caught.value.__cause__, TimeoutError)
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    assert server.lines() == [(0, delete_line()), (1, GETS)]
+
+
+def test_delete_and_create_replacing_good_replies(server: ScriptedMemcached, store: Any) -> None:
+    """The baseline: `DELETED` and `NOT_FOUND` are both fine, for a delete and for replaced ids; one connection."""
+    server.script(b"DELETED\r\n", b"NOT_FOUND\r\n", b"STORED\r\n", b"NOT_FOUND\r\n", b"DELETED\r\n", hit())
+    store.delete(sid(1))
+    store.delete(sid(1))
+    store.create(sid(1), RECORD, 60, replaces=(sid(2), sid(1), "not an id", sid(3)))  # itself and a non-key: skipped
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    assert server.lines() == [(0, delete_line()), (0, delete_line()), (0, SET), (0, delete_line(REPLACED[0])),
+                              (0, delete_line(REPLACED[1])), (0, GETS)]
+
+
+def test_touching_load_of_a_tombstone_deletes_it_and_reads_that_reply_strictly(
+    server: ScriptedMemcached, store: Any
+) -> None:
+    """`gats` prolonged an emptied session's tombstone, so the load deletes it: that `delete`'s reply is checked too."""
+    tombstone = encode_record(Record({}, T, T))
+    server.script(hit(blob=tombstone), b"DELETED\r\n", hit(blob=tombstone), b"DELETED\r\nx", hit())
+    assert store.load(sid(1), 60) is None
+    with pytest.raises(StoreError) as caught:
+        store.load(sid(1), 60)
+    assert type(caught.value) is StoreError
+    assert_chained(caught.value)
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    assert server.lines() == [(0, GATS), (0, delete_line()), (0, GATS), (0, delete_line()), (1, GETS)]
+
+
+# -- error replies: typed, for every command -------------------------------------------------
+
+
+ERROR_REPLIES = pytest.mark.parametrize(("reply", "kind", "message"), [
+    pytest.param(b"ERROR\r\n", "ERROR", "", id="error"),
+    pytest.param(b"CLIENT_ERROR bad data chunk\r\n", "CLIENT_ERROR", "bad data chunk", id="client-error"),
+    pytest.param(b"SERVER_ERROR out of memory storing object\r\n", "SERVER_ERROR", "out of memory storing object",
+                 id="server-error"),
+])
+
+#: command -> (replies that come before the one under test, the call that sends it)
+CALLS: dict[str, tuple[tuple[bytes, ...], Callable[[Any], object]]] = {
+    "gats": ((), lambda store: store.load(sid(1), 60)),
+    "gets": ((), lambda store: store.load(sid(1), None)),
+    "cas": ((hit(),), lambda store: (store.load(sid(1), 60), store.merge(sid(1), {"b": b"2"}, T + 1, 60))),
+    "set": ((), lambda store: store.create(sid(1), RECORD, 60)),
+    "delete": ((), lambda store: store.delete(sid(1))),
+}
+
+
+@ERROR_REPLIES
+@pytest.mark.parametrize("command", sorted(CALLS))
+def test_error_replies_are_store_errors_chained_from_a_typed_error_reply(
+    server: ScriptedMemcached, store: Any, command: str, reply: bytes, kind: str, message: str
+) -> None:
+    """memcached's own error lines keep their kind and text (on `original_error`), for every command sent."""
+    before, call = CALLS[command]
+    server.script(*before, reply)
+    with pytest.raises(StoreError) as caught:
+        call(store)
+    assert type(caught.value) is StoreError
+    cause = caught.value.original_error
+    assert isinstance(cause, ErrorReply) and caught.value.__cause__ is cause
+    assert (cause.kind, cause.message, cause.command) == (kind, message, command)
+    assert kind in str(caught.value)
