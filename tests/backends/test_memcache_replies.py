@@ -354,6 +354,23 @@ def test_load_good_replies(server: ScriptedMemcached, store: Any, touch: int | N
     assert server.lines() == [(0, command), (0, command)]
 
 
+def test_idle_connection_the_server_closed_is_replaced_before_reuse(server: ScriptedMemcached, store: Any) -> None:
+    """A complete reply, then the server hangs up: the pooled connection is seen to be dead before the next
+    command (a zero-timeout poll), so that command goes out on a new connection instead of failing."""
+    server.script(closing(hit()), hit())
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    (idle,) = store._pool.idle
+    deadline = time.monotonic() + 5
+    while not idle.is_stale():  # the server's FIN may take a moment to arrive
+        assert time.monotonic() < deadline, "the server's close never reached the client"
+        time.sleep(POLL)
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    assert server.lines() == [(0, GETS), (1, GETS)]
+    assert server.accepted == 2
+    assert idle.sock.fileno() == -1  # closed, not leaked
+    assert len(store._pool.idle) == 1 and store._pool.idle[0] is not idle
+
+
 def test_ids_that_are_not_keys_never_reach_the_wire(server: ScriptedMemcached, store: Any) -> None:
     """An id with a space, CRLF or a control character names no session: nothing is sent."""
     for bad in ("x y", f"{sid(1)}\r\nflush_all", "a\x00b", "é", "x" * 300):

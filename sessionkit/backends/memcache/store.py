@@ -115,6 +115,46 @@ _UNREACHABLE = (OSError, ConnectionClosed)
 _T = TypeVar("_T")
 
 
+class _TokenMemory:
+    """The cas token and a copy of the record of each recent load: the load -> merge shortcut.
+
+    Bounded (`_TOKENS_KEPT` entries, oldest dropped first) and shared by a
+    store's threads under a lock. Each entry also holds the ring version read
+    before its load, so a merge can tell that the key may have moved since.
+    """
+
+    __slots__ = ("_entries", "_lock")
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[int, bytes, Record]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def keep(self, key: str, version: int, token: bytes, record: Record) -> None:
+        # A copy of its own: the caller may change the record it got.
+        kept = Record(dict(record.data), record.created_at, record.accessed_at,
+                      dict(record.meta) if record.meta else NO_META)
+        with self._lock:
+            entries = self._entries
+            entries[key] = (version, token, kept)
+            if len(entries) > _TOKENS_KEPT:
+                del entries[next(iter(entries))]
+
+    def take(self, key: str) -> tuple[int, bytes, Record] | None:
+        """The entry for `key`, removed: a token serves one merge."""
+        with self._lock:
+            return self._entries.pop(key, None)
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+
 class MemcacheStore(ThreadedAsyncFace):
     """Sessions in one memcached server or a ring of several; safe across threads and processes.
 
@@ -171,9 +211,7 @@ class MemcacheStore(ThreadedAsyncFace):
             # server itself, on each server in turn.
             self._attempts = 2 * len(self.servers)
             self._where = f"{len(self.servers)} servers"
-        #: key -> (ring version, cas token, record) from the last load: see the module doc.
-        self._tokens: dict[str, tuple[int, bytes, Record]] = {}
-        self._tokens_lock = threading.Lock()
+        self._tokens = _TokenMemory()
 
     @classmethod
     def from_url(cls, url: StoreURL) -> MemcacheStore:
@@ -222,14 +260,7 @@ class MemcacheStore(ThreadedAsyncFace):
                 self._run(key, protocol.delete, key)
             return None
         if len(blob) <= _TOKEN_BLOB_LIMIT and token != b"0":
-            # A copy of its own: the caller may change the record it gets.
-            kept = Record(dict(record.data), record.created_at, record.accessed_at,
-                          dict(record.meta) if record.meta else NO_META)
-            with self._tokens_lock:
-                tokens = self._tokens
-                tokens[key] = (version, token, kept)
-                if len(tokens) > _TOKENS_KEPT:
-                    del tokens[next(iter(tokens))]
+            self._tokens.keep(key, version, token, record)
         return record
 
     def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
@@ -282,8 +313,7 @@ class MemcacheStore(ThreadedAsyncFace):
         key = self._key(session_id)
         if key is not None:
             if self._tokens:
-                with self._tokens_lock:
-                    self._tokens.pop(key, None)
+                self._tokens.forget(key)
             self._run(key, protocol.delete, key)
 
     def close(self) -> None:
@@ -303,8 +333,7 @@ class MemcacheStore(ThreadedAsyncFace):
         A ring must still send `key` to the server that answered that load: the
         ring is unchanged since (same version, read before the load's command).
         """
-        with self._tokens_lock:
-            remembered = self._tokens.pop(key, None)
+        remembered = self._tokens.take(key)
         if remembered is None:
             return None
         version, token, current = remembered
