@@ -695,6 +695,9 @@ ERROR_REPLIES = pytest.mark.parametrize(("reply", "kind", "message"), [
     pytest.param(b"CLIENT_ERROR bad data chunk\r\n", "CLIENT_ERROR", "bad data chunk", id="client-error"),
     pytest.param(b"SERVER_ERROR out of memory storing object\r\n", "SERVER_ERROR", "out of memory storing object",
                  id="server-error"),
+    # After a bad data block memcached may read the rest of it as a command, and answer that too.
+    pytest.param(b"CLIENT_ERROR bad data chunk\r\nERROR\r\n", "CLIENT_ERROR", "bad data chunk",
+                 id="client-error-then-error"),
 ])
 
 #: command -> (replies that come before the one under test, the call that sends it)

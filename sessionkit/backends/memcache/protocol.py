@@ -102,19 +102,24 @@ def _read_value(sock: socket.socket, buf: bytes, size: int) -> tuple[bytes, byte
 
 def _read_last_line(sock: socket.socket, command: bytes) -> bytes:
     """The one line a storage or delete command answers; nothing may follow it."""
-    line, rest = _read_line(sock, b"")
-    if rest:
-        raise _unexpected(line + b"\r\n" + rest, command)
+    line, after = _read_line(sock, b"")
+    if after:
+        raise _unexpected(line, command, after)
     return line
 
 
-def _unexpected(line: bytes, command: bytes) -> ProtocolError:
-    """The error for a reply line `command` does not allow: `ErrorReply` for memcached's error lines."""
+def _unexpected(line: bytes, command: bytes, after: bytes = b"") -> ProtocolError:
+    """The error for a reply line `command` does not allow, or for bytes `after` a reply that should end.
+
+    memcached's own error lines are `ErrorReply` whatever follows them (after
+    a bad data block it may also answer the rest of the block as a command).
+    """
     name = command.split(b" ", 1)[0].decode("ascii")
     kind, _, message = line.partition(b" ")
     if kind in (b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR"):
         return ErrorReply(kind.decode("ascii"), message[:200].decode("ascii", "replace"), name)
-    return ProtocolError(f"unexpected memcached reply to {name}: {line[:64]!r}")
+    trailing = f", then {len(after)} more bytes" if after else ""  # their length only: they may be session data
+    return ProtocolError(f"unexpected memcached reply to {name}: {line[:64]!r}{trailing}")
 
 
 # -- the commands -------------------------------------------------------------------------
@@ -134,7 +139,7 @@ def fetch(sock: socket.socket, command: bytes, key: str) -> tuple[bytes, bytes] 
     value, buf = _read_value(sock, buf, int(parts[3]))
     line, buf = _read_line(sock, buf)
     if line != b"END" or buf:
-        raise _unexpected(line, command)
+        raise _unexpected(line, command, buf)
     return value, parts[4]
 
 
@@ -182,4 +187,4 @@ def delete_many(sock: socket.socket, keys: list[str]) -> None:
         if line != b"DELETED" and line != b"NOT_FOUND":
             raise _unexpected(line, b"delete")
     if buf:
-        raise _unexpected(buf, b"delete")
+        raise _unexpected(line, b"delete", buf)
