@@ -77,7 +77,7 @@ import redis.asyncio
 import redis.asyncio.connection
 import redis.connection
 
-import sessionkit.backends.memcache
+import sessionkit.backends.memcache.protocol
 from sessionkit.adapters.wsgi import SessionMiddleware
 from sessionkit.backends import open_store
 from sessionkit.backends.redis import CREATE, LOAD_AND_TOUCH, MERGE, RedisStore
@@ -881,17 +881,24 @@ def counting_clients(store: Any = None) -> Iterator[Tally]:
         tally.memcache_command(cmd_name.decode("ascii") + ("(noreply)" if noreply else ""))
         return originals[mc, "_misc_cmd"](self, cmds, cmd_name, noreply, *args, **kwargs)
 
-    # sessionkit's memcache store writes its two hot commands itself (not through the methods above).
-    sk_mc = sessionkit.backends.memcache
-    sk_originals = {"_fetch": sk_mc._fetch, "_cas": sk_mc._cas}
+    # sessionkit's memcache store speaks the protocol itself (sessionkit.backends.memcache.protocol),
+    # and calls each command through that module, so wrapping the module's functions counts them.
+    sk_mc = sessionkit.backends.memcache.protocol
+    sk_names = {"fetch": "", "cas": "cas", "set_item": "set", "delete": "delete", "delete_many": "delete"}
+    sk_originals = {name: getattr(sk_mc, name) for name in sk_names}
 
-    def sk_fetch(connection: Any, command: bytes, key: str) -> Any:
-        tally.memcache_command(command.split()[0].decode("ascii"))
-        return sk_originals["_fetch"](connection, command, key)
+    def sk_command(name: str, counted: str) -> Callable[..., Any]:
+        original = sk_originals[name]
 
-    def sk_cas(connection: Any, *args: Any) -> Any:
-        tally.memcache_command("cas")
-        return sk_originals["_cas"](connection, *args)
+        def counting(sock: Any, *args: Any) -> Any:
+            if name == "fetch":  # gets, or gats <exptime>
+                tally.memcache_command(args[0].split()[0].decode("ascii"))
+            else:
+                for _ in args[0] if name == "delete_many" else (None,):
+                    tally.memcache_command(counted)
+            return original(sock, *args)
+
+        return counting
 
     watched: list[str] = []
     if store is not None:
@@ -908,13 +915,15 @@ def counting_clients(store: Any = None) -> Iterator[Tally]:
                     (mc, "_fetch_cmd"): fetch, (mc, "_store_cmd"): store_cmd, (mc, "_misc_cmd"): misc}
     for (cls, name), function in replacements.items():
         setattr(cls, name, function)
-    sk_mc._fetch, sk_mc._cas = sk_fetch, sk_cas
+    for name, counted in sk_names.items():
+        setattr(sk_mc, name, sk_command(name, counted))
     try:
         yield tally
     finally:
         for (cls, name), function in originals.items():
             setattr(cls, name, function)
-        sk_mc._fetch, sk_mc._cas = sk_originals["_fetch"], sk_originals["_cas"]
+        for name, original in sk_originals.items():
+            setattr(sk_mc, name, original)
         for verb in watched:
             delattr(store, verb)
 
