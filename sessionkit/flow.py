@@ -121,47 +121,33 @@ Op = Load | Create | Merge | Delete | Emit
 Flow = Generator[Op, Any, T]
 
 
-class _Stepper:
-    """Steps a flow for both drivers: hands it each operation's result or error, keeps its return value."""
-
-    __slots__ = ("_flow", "value")
-
-    def __init__(self, flow: Flow[Any]) -> None:
-        self._flow = flow
-        self.value: Any = None
-
-    def step(self, result: Any, error: Exception | None = None) -> Op | None:
-        """The next operation, given the last one's result or error; None once the flow returned."""
-        try:
-            return self._flow.send(result) if error is None else self._flow.throw(error)
-        except StopIteration as stop:
-            self.value = stop.value
-            return None
-
-
 def run_sync(flow: Flow[T], store: SessionStore) -> T:
     """Drive `flow` against a `SessionStore`."""
-    stepper = _Stepper(flow)
-    op = stepper.step(None)
-    while op is not None:
+    result: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            op = flow.send(result) if error is None else flow.throw(error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        error = None
         try:
             result = op.run(store)
         except Exception as exc:
-            op = stepper.step(None, exc)
-        else:
-            op = stepper.step(result)
-    return stepper.value  # type: ignore[no-any-return]
+            result, error = None, exc
 
 
 async def run_async(flow: Flow[T], store: AsyncSessionStore) -> T:
-    """Drive `flow` against an `AsyncSessionStore`: `run_sync` with the store's awaitable face."""
-    stepper = _Stepper(flow)
-    op = stepper.step(None)
-    while op is not None:
+    """Drive `flow` against an `AsyncSessionStore`: `run_sync`, awaiting the store's async face."""
+    result: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            op = flow.send(result) if error is None else flow.throw(error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        error = None
         try:
             result = await op.arun(store)
         except Exception as exc:
-            op = stepper.step(None, exc)
-        else:
-            op = stepper.step(result)
-    return stepper.value  # type: ignore[no-any-return]
+            result, error = None, exc
