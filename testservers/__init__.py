@@ -265,7 +265,7 @@ class MemcachedServer(_Server):
 class HttpServer(_Server):
     """Any command that serves HTTP (gunicorn, uvicorn ...), on a free port.
 
-    ``argv`` may contain ``{host}`` and ``{port}``, filled in at each start;
+    ``{host}`` and ``{port}`` in ``argv`` are filled in at each start;
     ``env`` is added to our environment for the child. Ready once ``GET
     ready_path`` answers 200. Unlike redis and memcached, a web server's
     workers answer for it, so the reply cannot name our pid: a stranger on
@@ -275,7 +275,6 @@ class HttpServer(_Server):
     """
 
     scheme = "http"
-    ready_prefix = b"HTTP/1.1 200 "
     ready_timeout = 30.0  # several workers importing a framework on a busy machine
 
     def __init__(
@@ -296,13 +295,14 @@ class HttpServer(_Server):
         ).encode()
 
     def command(self) -> list[str]:
-        return [arg.format(host=self.host, port=self.port) for arg in self.argv]
+        return [arg.replace("{host}", self.host).replace("{port}", str(self.port)) for arg in self.argv]
 
     def environment(self) -> dict[str, str]:
         return {**os.environ, **self.env}
 
     def _answers(self) -> bool:
-        return _exchange(self.port, self.probe, b"HTTP/").startswith(self.ready_prefix)
+        status_line = _exchange(self.port, self.probe, b"HTTP/").split(b"\r\n", 1)[0]
+        return status_line.startswith(b"HTTP/1.") and status_line.split(b" ")[1:2] == [b"200"]
 
 
 # --- redis cluster and sentinel -------------------------------------------
