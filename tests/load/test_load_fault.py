@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,9 @@ SERVERS = {
 }  # fmt: skip
 
 
+# --- the servers ---------------------------------------------------------------
+
+
 @pytest.fixture
 def durable_redis() -> Iterator[RedisServer]:
     server = RedisServer(durable=True)
@@ -89,6 +93,16 @@ def web(request: pytest.FixtureRequest, durable_redis: RedisServer) -> Iterator[
 
 
 # --- the client's record -------------------------------------------------------
+
+
+def _is_retry_after(value: str) -> bool:
+    if value.isdigit():
+        return True
+    try:
+        parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -112,8 +126,8 @@ class Call:
 
     @property
     def unavailable(self) -> bool:
-        """The one acceptable failure: 503 with a Retry-After."""
-        return self.status == 503 and self.retry_after is not None
+        """The one acceptable failure: 503 with a valid Retry-After (seconds or an HTTP date)."""
+        return self.status == 503 and self.retry_after is not None and _is_retry_after(self.retry_after)
 
     @property
     def own_key(self) -> str | None:
@@ -221,12 +235,22 @@ class Run:
     # -- the scenario ---------------------------------------------------------
 
     def main(self) -> None:
-        for i in range(SESSIONS):
-            client = httpx.Client(base_url=self.web.url, timeout=CLIENT_TIMEOUT,
-                                  limits=httpx.Limits(max_connections=WRITERS + READERS))
-            login = self.call(client, i, "POST", "/login")
-            assert login.ok and login.set_cookie, f"login failed: {login}"
-            self.sessions.append(Tracked(i, login.set_cookie, client))
+        """Log in, run the clients through the fault, read every session back."""
+        limits = httpx.Limits(max_connections=WRITERS + READERS)
+        clients = [httpx.Client(base_url=self.web.url, timeout=CLIENT_TIMEOUT, limits=limits)
+                   for _ in range(SESSIONS)]
+        try:
+            for i, client in enumerate(clients):
+                login = self.call(client, i, "POST", "/login")
+                assert login.ok and login.set_cookie, f"login failed: {login}"
+                self.sessions.append(Tracked(i, login.set_cookie, client))
+            self.load_during_fault()
+            self.finals = [self.call(s.client, s.index, "GET", "/read", s.cookie) for s in self.sessions]
+        finally:
+            for client in clients:
+                client.close()
+
+    def load_during_fault(self) -> None:
         jobs: list[Callable[[], None]] = [
             *(partial(self.write, s, f"k{w}") for s in self.sessions for w in range(WRITERS)),
             *(partial(self.read, s) for s in self.sessions for _ in range(READERS)),
@@ -239,9 +263,6 @@ class Run:
                 self.stop.set()
             for future in futures:
                 future.result()
-        self.finals = [self.call(s.client, s.index, "GET", "/read", s.cookie) for s in self.sessions]
-        for session in self.sessions:
-            session.client.close()
 
     def fault(self) -> None:
         """While the clients run: log some out, kill Redis, bring it back, log others out."""
