@@ -102,26 +102,27 @@ AsyncListener = Callable[[Event], Awaitable[object]]
 
 
 class EventHub:
-    """The subscribers of one manager. Falsy while nobody listens: the lifecycle checks that first."""
+    """The subscribers of one manager. The lifecycle checks `active` before it builds an event."""
 
-    __slots__ = ("_async", "_sync")
+    __slots__ = ("_async", "_sync", "active")
 
     def __init__(self) -> None:
         self._sync: list[Listener] = []
         self._async: list[Listener | AsyncListener] = []
-
-    def __bool__(self) -> bool:
-        return bool(self._sync)
+        #: Somebody listens (a plain attribute: checked on every request, it must cost no call).
+        self.active = False
 
     def subscribe(self, listener: Listener, async_listener: AsyncListener | None = None) -> None:
         """Call `listener` with every event; the async face awaits `async_listener` instead, if given."""
         self._sync.append(listener)
         self._async.append(listener if async_listener is None else async_listener)
+        self.active = True
 
     def unsubscribe(self, listener: Listener) -> None:
         index = self._sync.index(listener)
         del self._sync[index]
         del self._async[index]
+        self.active = bool(self._sync)
 
     def emit(self, event: Event) -> None:
         for listener in self._sync:

@@ -147,7 +147,7 @@ class SessionManager:
             raise ConfigError(f"retry_after must be whole seconds >= 0, not {retry_after!r}", option="retry_after")
         self.on_store_error = on_store_error
         self.retry_after = retry_after
-        #: The one https decision of every adapter (`TrustedProxies.request_is_https`).
+        #: The one https decision of every adapter (`TrustedProxies.is_https`, fed by its `wsgi_is_https` and `asgi_is_https`).
         self.proxies = TrustedProxies(trusted_proxies)
         self.on_invalid_cookie = on_invalid_cookie
         #: Requests whose session cookie did not verify (forged, truncated, old key dropped).
@@ -221,11 +221,11 @@ class SessionManager:
     def _invalid_cookie(self, cookie_header: str) -> None:
         """Count a cookie that did not verify, and tell the hook (a flood is someone guessing ids)."""
         self.invalid_cookies += 1
-        if self.on_invalid_cookie is not None or self.events:
+        if self.on_invalid_cookie is not None or self.events.active:
             digest = hashlib.sha256(cookie_header.encode("utf-8", "surrogatepass")).hexdigest()[:16]
             if self.on_invalid_cookie is not None:
                 self.on_invalid_cookie(digest)
-            if self.events:
+            if self.events.active:
                 self.events.emit(CookieRejected(digest))
 
     def load_flow(self, session: Session) -> Flow[None]:
@@ -251,7 +251,7 @@ class SessionManager:
             state.degraded = True
             return
         if record is None:
-            if events:
+            if events.active:
                 yield Emit(SessionExpired(id_hash(session_id), missing), events)  # type: ignore[arg-type]
             return
         if state.now - record.created_at >= self.absolute_timeout:
@@ -271,11 +271,11 @@ class SessionManager:
                  reason: Literal["absolute", "corrupt"]) -> Flow[None]:
         """A session that must not be used again: delete its id at save, and say so."""
         state.doom(session_id)
-        if self.events:
+        if self.events.active:
             yield Emit(SessionExpired(id_hash(session_id), reason), self.events)
 
     def _store_failed(self, operation: str, exc: StoreError, outcome: Literal["raised", "degraded"]) -> Flow[None]:
-        if self.events:
+        if self.events.active:
             yield Emit(StoreFailed(operation, exc, outcome), self.events)
 
     def save_flow(self, session: Session, status: int = 200) -> Flow[Headers]:
@@ -289,12 +289,13 @@ class SessionManager:
         state.settled = True
         if not state.touched:
             return []
-        if status >= 500 or (state.degraded and not _ends_an_id(state)):
+        # A logout or regenerate is pending: the store must confirm it, or the request fails.
+        confirm = bool(state.doomed) or state.invalidated or state.regenerated
+        if status >= 500 or (state.degraded and not confirm):
             state.forget_pending()
             return [_VARY]
         if self.strategy.quiet_is_free and state.is_quiet():
             return [_VARY]
-        confirm = _ends_an_id(state)
         old_ids = tuple(state.doomed)
         old_stored = None if state.is_new else state.id
         invalidated, regenerated = state.invalidated, state.regenerated
@@ -309,7 +310,7 @@ class SessionManager:
             log.error("session %s: the store failed on save (%s); the response goes out without saving it",
                       id_hash(old_stored or state.id or "?"), exc)
             return [_VARY]
-        if self.events and saved.outcome != "nothing":
+        if self.events.active and saved.outcome != "nothing":
             for event in self._saved_events(saved, state, old_ids, old_stored, invalidated, regenerated):
                 yield Emit(event, self.events)
         return self._headers(saved.cookies, state.https)
@@ -418,11 +419,6 @@ class SessionManager:
 
     async def aclose(self) -> None:
         await self.store.aclose()
-
-
-def _ends_an_id(state: SessionState) -> bool:
-    """A logout or regenerate is pending: the store must confirm it, or the request fails."""
-    return bool(state.doomed) or state.invalidated or state.regenerated
 
 
 def _open_revocations(revoke_url: str | None) -> Store:

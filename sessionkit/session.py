@@ -94,8 +94,10 @@ class SessionState:
         self.id = session_id
         self.is_new = False
         self.baseline = baseline
-        self.data.clear()
-        self.data.update(decoded)
+        data = self.data
+        if data:
+            data.clear()
+        data.update(decoded)
         self.created_at = created_at
         self.accessed_at = accessed_at
 

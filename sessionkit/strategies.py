@@ -19,7 +19,6 @@ operations and response cookies — as flows, so both drivers run them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
 from .codec import MAX_COOKIE_BYTES, CookieCodec, Incoming, ResponseCookie, new_session_id, parse_cookie_header
@@ -35,18 +34,17 @@ __all__ = ["CookieSessions", "Lifetimes", "Saved", "StoredSessions", "Strategy"]
 Outcome = Literal["nothing", "created", "updated", "ended", "emptied", "gone", "corrupt"]
 
 
-@dataclass(frozen=True, slots=True)
 class Lifetimes:
     """The timeouts every strategy applies, in seconds."""
 
-    idle: float
-    absolute: float
-    rolling: bool
+    __slots__ = ("absolute", "idle", "rolling", "touch_ttl")
 
-    @property
-    def touch_ttl(self) -> float | None:
-        """The expiry a read pushes out (rolling), or None (only writes extend a session)."""
-        return self.idle if self.rolling else None
+    def __init__(self, idle: float, absolute: float, rolling: bool) -> None:
+        self.idle = idle
+        self.absolute = absolute
+        self.rolling = rolling
+        #: The expiry a read pushes out (rolling), or None (only writes extend a session).
+        self.touch_ttl = idle if rolling else None
 
     def ttl(self, created_at: float, now: float) -> float:
         """Store expiry for a write now: the idle timeout, cut short by the absolute one."""
@@ -97,9 +95,8 @@ class StoredSessions:
     def __init__(self, codec: CookieCodec, lifetimes: Lifetimes) -> None:
         self.codec = codec
         self.lifetimes = lifetimes
-
-    def read(self, header: str | None) -> Incoming:
-        return self.codec.read(header)
+        #: The signed id in the cookie, as the codec verifies it.
+        self.read = codec.read
 
     def load(self, incoming: Incoming, now: float) -> Flow[tuple[Record | None, str]]:
         assert incoming.session_id is not None

@@ -60,16 +60,6 @@ class SessionMiddleware:
         self.app = app
         self.manager = manager
 
-    def _is_https(self, scope: Scope) -> bool:
-        client = scope.get("client")
-
-        def forwarded() -> tuple[str | None, str | None]:
-            headers = {name: value.decode("latin-1") for name, value in scope.get("headers", ())
-                       if name in (b"forwarded", b"x-forwarded-proto")}
-            return headers.get(b"forwarded"), headers.get(b"x-forwarded-proto")
-
-        return self.manager.proxies.request_is_https(scope.get("scheme"), client[0] if client else None, forwarded)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
@@ -77,7 +67,7 @@ class SessionMiddleware:
         manager = self.manager
         started = False
         try:
-            session = await manager.aopen(cookie_header(scope), https=self._is_https(scope))
+            session = await manager.aopen(cookie_header(scope), https=manager.proxies.asgi_is_https(scope))
             scope[SCOPE_KEY] = session
 
             async def send_with_session(message: Message) -> None:

@@ -29,9 +29,7 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 def environ_is_https(manager: SessionManager, environ: Environ, scheme: str | None = None) -> bool:
     """Whether a WSGI request used https, as the manager decides it (`scheme` overrides the environ's)."""
-    return manager.proxies.request_is_https(
-        environ.get("wsgi.url_scheme") if scheme is None else scheme, environ.get("REMOTE_ADDR"),
-        lambda: (environ.get("HTTP_FORWARDED"), environ.get("HTTP_X_FORWARDED_PROTO")))
+    return manager.proxies.wsgi_is_https(environ, scheme)
 
 
 def status_code(status: str) -> int:
@@ -51,7 +49,7 @@ class SessionMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         manager = self.manager
-        session = manager.open(environ.get("HTTP_COOKIE"), https=environ_is_https(manager, environ))
+        session = manager.open(environ.get("HTTP_COOKIE"), https=manager.proxies.wsgi_is_https(environ))
         environ[ENVIRON_KEY] = session
         started = False
 
