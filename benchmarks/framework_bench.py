@@ -1,6 +1,6 @@
 """sessionkit inside real frameworks (Starlette, Flask), against each framework's own and peer session layers.
 
-The harness is store_bench's (and so wsgi_bench's): the same counter app
+The harness is the store benchmark's (``benchmarks.store``, and so wsgi_bench's): the same counter app
 (``/write`` increments ``session["count"]``, ``/read`` returns it; the read
 workload starts with one untimed ``/write``), in-process calls (WSGI directly,
 ASGI through the in-process driver), a browser that keeps cookies, interleaved
@@ -48,31 +48,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sessionkit import SessionManager
 from sessionkit.adapters.asgi import SessionMiddleware as SessionkitASGIMiddleware
-from sessionkit.manager import SessionManager
 from testservers import RedisServer
 
-from .store_bench import (
+from .store.harness import Results, Setup, close_setups, exit_on_sigterm, measure, profile, ratio, warm_up
+from .store.setups import (
     BARE_FLASK,
     BARE_STARLETTE,
     FLASK_SESSION,
     STARSESSIONS,
     Environment,
-    Results,
-    Setup,
-    _exit_on_sigterm,
-    _ratio,
-    close_setups,
     flask_app,
-    measure,
     peer_setups,
-    profile,
     starlette_app,
-    warm_up,
 )
 from .wsgi_bench import SECRET_KEY, WORKLOADS, bench_parser, parse_bench_args
 
-# Row names. The bare apps and the two peers on redis are store_bench's own setups, built by its peer_setups.
+# Row names. The bare apps and the two peers on redis are the store benchmark's own setups (its peer_setups).
 SK_ASGI_MEMORY, SK_ASGI_REDIS = "sessionkit ASGI memory://", "sessionkit ASGI redis://"
 STARLETTE_COOKIE = "Starlette SessionMiddleware"
 FLASK_COOKIE = "Flask cookie session"
@@ -104,7 +97,7 @@ def sessionkit_starlette(name: str, url: str) -> Setup:
 
     manager = SessionManager(url, secret_keys=[SECRET_KEY])
     app = starlette_app([Middleware(SessionkitASGIMiddleware, manager=manager)], lambda request: request.session)
-    return Setup(name, "asgi", app, BARE_STARLETTE, strict_cookies=True, manager=manager,
+    return Setup(name, "asgi", app, BARE_STARLETTE, strict_cookies=True,
                  close=manager.close, aclose=manager.aclose)
 
 
@@ -117,7 +110,7 @@ def sessionkit_flask(name: str, url: str) -> Setup:
     manager = SessionManager(url, secret_keys=[SECRET_KEY])
     app = flask_app(re.sub(r"\W+", "_", name), lambda: flask.session)
     SessionKit(app, manager=manager)
-    return Setup(name, "wsgi", app, BARE_FLASK, strict_cookies=True, manager=manager, close=manager.close)
+    return Setup(name, "wsgi", app, BARE_FLASK, strict_cookies=True, close=manager.close)
 
 
 def starlette_cookie() -> Setup:
@@ -167,7 +160,7 @@ def _pick(setups: list[Setup], *names: str) -> list[Setup]:
 
 
 def _peers(env: Environment, group_setups: list[Setup]) -> list[Setup]:
-    """store_bench's peer setups (bare Flask/Starlette, Flask-Session, starsessions), each with its documented
+    """The store benchmark's peer setups (bare Flask/Starlette, Flask-Session, starsessions), each with its documented
     redis setup; the ones this group does not use are remembered for closing too."""
     peers = peer_setups(env)
     group_setups.extend(peers)
@@ -228,14 +221,14 @@ def build_groups(env: Environment, only: str | None = None) -> tuple[list[Group]
 # -- ratios, verdicts and the tables -----------------------------------------------------------------------
 
 
-def total_ratio(results: Results, row: str, ref: str, workload: str) -> float:
+def totalratio(results: Results, row: str, ref: str, workload: str) -> float:
     """Median over rounds of row µs / ref µs in the same round."""
-    return statistics.median(results.per_round(row, ref, workload, _ratio))
+    return statistics.median(results.per_round(row, ref, workload, ratio))
 
 
-def added_ratio(results: Results, row: str, ref: str, workload: str) -> float:
+def addedratio(results: Results, row: str, ref: str, workload: str) -> float:
     """Median over rounds of row added µs / ref added µs (each over its own bare app) in the same round."""
-    return statistics.median([_ratio(a, b) for a, b in zip(results.added(row, workload),
+    return statistics.median([ratio(a, b) for a, b in zip(results.added(row, workload),
                                                            results.added(ref, workload), strict=True)])
 
 
@@ -277,8 +270,8 @@ def compare(group: Group) -> list[Verdict]:
             continue
         for workload in WORKLOADS:
             out.append(Verdict(
-                group.key, f"{c.row} / {c.ref}, {workload}", total_ratio(results, c.row, c.ref, workload),
-                c.limit, c.strict, added_ratio(results, c.row, c.ref, workload),
+                group.key, f"{c.row} / {c.ref}, {workload}", totalratio(results, c.row, c.ref, workload),
+                c.limit, c.strict, addedratio(results, c.row, c.ref, workload),
                 statistics.median(results.added(c.row, workload)), statistics.median(results.added(c.ref, workload)),
             ))  # fmt: skip
     return out
@@ -294,14 +287,14 @@ def format_table(group: Group) -> str:
             s = results.summary(setup.name, workload)
             cells = [setup.name, workload, f"{s['median_us']:.1f}", f"{s['min_us']:.1f}"]
             if setup.baseline:
-                bare = statistics.median(results.per_round(setup.name, setup.baseline, workload, _ratio))
+                bare = statistics.median(results.per_round(setup.name, setup.baseline, workload, ratio))
                 cells += [f"{s['median_added_us']:+.1f}", f"{bare:.2f}x"]
             else:
                 cells += ["-", "-"]
             ref = group.refs.get(setup.name)
             if ref and results.has(ref):
-                cells += [ref, f"{total_ratio(results, setup.name, ref, workload):.2f}x",
-                          f"{added_ratio(results, setup.name, ref, workload):.2f}x"]
+                cells += [ref, f"{totalratio(results, setup.name, ref, workload):.2f}x",
+                          f"{addedratio(results, setup.name, ref, workload):.2f}x"]
             else:
                 cells += ["-", "-", "-"]
             rows.append(tuple(cells))
@@ -339,7 +332,7 @@ def format_verdicts(found: list[Verdict]) -> str:
 def running_redis() -> Iterator[RedisServer]:
     """A redis-server of our own on a free loopback port, stopped by pid whatever happens."""
     server = RedisServer()
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so a kill still runs the finally below
+    previous = signal.signal(signal.SIGTERM, exit_on_sigterm)  # so a kill still runs the finally below
     try:
         server.start()
         yield server
@@ -375,7 +368,7 @@ def write_json(path: Path, groups: list[Group], found: list[Verdict], config: di
             "summary": {s: {w: results.summary(s, w) for w in WORKLOADS} for s in names},
         }
     document["verdicts"] = [
-        {"group": v.group, "comparison": v.label, "median_total_ratio": v.value, "median_added_ratio": v.added,
+        {"group": v.group, "comparison": v.label, "median_totalratio": v.value, "median_addedratio": v.added,
          "row_added_us": v.row_added, "ref_added_us": v.ref_added, "limit": v.limit,
          "relation": v.relation if v.limit is not None else None, "met": v.met} for v in found]
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
