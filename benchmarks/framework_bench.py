@@ -221,12 +221,12 @@ def build_groups(env: Environment, only: str | None = None) -> tuple[list[Group]
 # -- ratios, verdicts and the tables -----------------------------------------------------------------------
 
 
-def totalratio(results: Results, row: str, ref: str, workload: str) -> float:
+def total_ratio(results: Results, row: str, ref: str, workload: str) -> float:
     """Median over rounds of row µs / ref µs in the same round."""
     return statistics.median(results.per_round(row, ref, workload, ratio))
 
 
-def addedratio(results: Results, row: str, ref: str, workload: str) -> float:
+def added_ratio(results: Results, row: str, ref: str, workload: str) -> float:
     """Median over rounds of row added µs / ref added µs (each over its own bare app) in the same round."""
     return statistics.median([ratio(a, b) for a, b in zip(results.added(row, workload),
                                                            results.added(ref, workload), strict=True)])
@@ -270,8 +270,8 @@ def compare(group: Group) -> list[Verdict]:
             continue
         for workload in WORKLOADS:
             out.append(Verdict(
-                group.key, f"{c.row} / {c.ref}, {workload}", totalratio(results, c.row, c.ref, workload),
-                c.limit, c.strict, addedratio(results, c.row, c.ref, workload),
+                group.key, f"{c.row} / {c.ref}, {workload}", total_ratio(results, c.row, c.ref, workload),
+                c.limit, c.strict, added_ratio(results, c.row, c.ref, workload),
                 statistics.median(results.added(c.row, workload)), statistics.median(results.added(c.ref, workload)),
             ))  # fmt: skip
     return out
@@ -293,8 +293,8 @@ def format_table(group: Group) -> str:
                 cells += ["-", "-"]
             ref = group.refs.get(setup.name)
             if ref and results.has(ref):
-                cells += [ref, f"{totalratio(results, setup.name, ref, workload):.2f}x",
-                          f"{addedratio(results, setup.name, ref, workload):.2f}x"]
+                cells += [ref, f"{total_ratio(results, setup.name, ref, workload):.2f}x",
+                          f"{added_ratio(results, setup.name, ref, workload):.2f}x"]
             else:
                 cells += ["-", "-", "-"]
             rows.append(tuple(cells))
@@ -368,7 +368,7 @@ def write_json(path: Path, groups: list[Group], found: list[Verdict], config: di
             "summary": {s: {w: results.summary(s, w) for w in WORKLOADS} for s in names},
         }
     document["verdicts"] = [
-        {"group": v.group, "comparison": v.label, "median_totalratio": v.value, "median_addedratio": v.added,
+        {"group": v.group, "comparison": v.label, "median_total_ratio": v.value, "median_added_ratio": v.added,
          "row_added_us": v.row_added, "ref_added_us": v.ref_added, "limit": v.limit,
          "relation": v.relation if v.limit is not None else None, "met": v.met} for v in found]
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
