@@ -14,8 +14,9 @@ own bare framework app (``added µs`` = row minus that bare app, per round):
 
 1. ASGI, in a Starlette app: sessionkit's ASGI middleware on ``memory://`` and
    ``redis://``, Starlette's own ``SessionMiddleware`` (signed cookie), and
-   starsessions on redis. Target: sessionkit on memory within 1.5x of
-   Starlette's middleware (total µs, read and write).
+   starsessions on redis and on its ``InMemoryStore``. Targets: sessionkit on
+   memory within 1.5x of Starlette's middleware (total µs, read and write), and
+   ahead of starsessions in memory (added µs over bare Starlette, read and write).
 2. Flask: Flask's default cookie session, sessionkit's Flask adapter on
    ``redis://``, and Flask-Session on redis. Target: sessionkit costs less per
    request than Flask-Session (read and write).
@@ -52,6 +53,7 @@ from sessionkit import SessionManager
 from sessionkit.adapters.asgi import SessionMiddleware as SessionkitASGIMiddleware
 from testservers import RedisServer
 
+from .store.floors import TTL
 from .store.harness import Results, Setup, close_setups, exit_on_sigterm, measure, profile, ratio, warm_up
 from .store.setups import (
     BARE_FLASK,
@@ -67,6 +69,7 @@ from .wsgi_bench import SECRET_KEY, WORKLOADS, bench_parser, parse_bench_args
 
 # Row names. The bare apps and the two peers on redis are the store benchmark's own setups (its peer_setups).
 SK_ASGI_MEMORY, SK_ASGI_REDIS = "sessionkit ASGI memory://", "sessionkit ASGI redis://"
+STARSESSIONS_MEMORY = "starsessions memory"
 STARLETTE_COOKIE = "Starlette SessionMiddleware"
 FLASK_COOKIE = "Flask cookie session"
 SK_FLASK_REDIS = "sessionkit Flask redis://"
@@ -78,6 +81,8 @@ ASGI_MEMORY_LIMIT = 1.5
 FLASK_REDIS_LIMIT = 1.0  # strictly below: sessionkit must cost less
 SIGNED_LIMIT = 1.0
 ENCRYPTED_LIMIT = 1.5
+#: On the median per-round ratio of *added* µs (each side over bare Starlette): strictly below, sessionkit ahead.
+STARSESSIONS_MEMORY_LIMIT = 1.0
 
 #: --profile NAME -> (group, row).
 PROFILE_TARGETS = {
@@ -122,6 +127,22 @@ def starlette_cookie() -> Setup:
     return Setup(STARLETTE_COOKIE, "asgi", app, BARE_STARLETTE)
 
 
+def starsessions_memory(notes: list[str]) -> list[Setup]:
+    """starsessions on its own in-memory store, set up as the redis row is (one day, rolling); [] if not installed."""
+    try:
+        from starlette.middleware import Middleware
+        from starsessions import SessionAutoloadMiddleware
+        from starsessions import SessionMiddleware as StarSessionMiddleware
+        from starsessions.stores.memory import InMemoryStore
+    except ImportError as exc:
+        notes.append(f"{STARSESSIONS_MEMORY} left out: {exc} (pip install -e '.[bench]')")
+        return []
+    middleware = [Middleware(StarSessionMiddleware, store=InMemoryStore(), lifetime=TTL, rolling=True),
+                  Middleware(SessionAutoloadMiddleware)]
+    app = starlette_app(middleware, lambda request: request.session)
+    return [Setup(STARSESSIONS_MEMORY, "asgi", app, BARE_STARLETTE)]
+
+
 def flask_cookie() -> Setup:
     """Flask's default session (a cookie signed by itsdangerous): ``SECRET_KEY`` set, no extension."""
     import flask
@@ -139,6 +160,7 @@ class Comparison:
     ref: str
     limit: float | None = None
     strict: bool = False  # True: the ratio must stay below the limit, not just reach it
+    on_added: bool = False  # True: judged on the ratio of added µs (each over its bare app), not of total µs
 
 
 @dataclass
@@ -176,13 +198,16 @@ def build_groups(env: Environment, only: str | None = None) -> tuple[list[Group]
     if only in (None, "asgi"):
         peers = _peers(env, built)
         own = [sessionkit_starlette(SK_ASGI_MEMORY, "memory://"), sessionkit_starlette(SK_ASGI_REDIS, redis_url),
-               starlette_cookie()]
+               starlette_cookie(), *starsessions_memory(env.notes)]
         built += own
-        setups = _pick([*peers, *own], BARE_STARLETTE, SK_ASGI_MEMORY, SK_ASGI_REDIS, STARLETTE_COOKIE, STARSESSIONS)
+        setups = _pick([*peers, *own], BARE_STARLETTE, SK_ASGI_MEMORY, SK_ASGI_REDIS, STARLETTE_COOKIE, STARSESSIONS,
+                       STARSESSIONS_MEMORY)
         groups.append(Group(
             "asgi", "1. ASGI: a Starlette app; every row vs bare Starlette",
-            setups, {SK_ASGI_MEMORY: STARLETTE_COOKIE, SK_ASGI_REDIS: STARSESSIONS, STARSESSIONS: STARLETTE_COOKIE},
+            setups, {SK_ASGI_MEMORY: STARLETTE_COOKIE, SK_ASGI_REDIS: STARSESSIONS, STARSESSIONS: STARLETTE_COOKIE,
+                     STARSESSIONS_MEMORY: SK_ASGI_MEMORY},
             [Comparison(SK_ASGI_MEMORY, STARLETTE_COOKIE, ASGI_MEMORY_LIMIT),
+             Comparison(SK_ASGI_MEMORY, STARSESSIONS_MEMORY, STARSESSIONS_MEMORY_LIMIT, strict=True, on_added=True),
              Comparison(SK_ASGI_REDIS, STARSESSIONS)],
         ))  # fmt: skip
 
@@ -236,12 +261,13 @@ def added_ratio(results: Results, row: str, ref: str, workload: str) -> float:
 class Verdict:
     group: str
     label: str
-    value: float  # median per-round ratio of total µs
+    value: float  # median per-round ratio judged: of total µs, or of added µs if on_added
     limit: float | None
     strict: bool
     added: float  # median per-round ratio of added µs
     row_added: float
     ref_added: float
+    on_added: bool = False
 
     @property
     def met(self) -> bool | None:
@@ -269,10 +295,13 @@ def compare(group: Group) -> list[Verdict]:
                                "was not measured)")
             continue
         for workload in WORKLOADS:
+            added = added_ratio(results, c.row, c.ref, workload)
+            value = added if c.on_added else total_ratio(results, c.row, c.ref, workload)
+            label = f"{c.row} / {c.ref}, {workload}" + (", added µs" if c.on_added else "")
             out.append(Verdict(
-                group.key, f"{c.row} / {c.ref}, {workload}", total_ratio(results, c.row, c.ref, workload),
-                c.limit, c.strict, added_ratio(results, c.row, c.ref, workload),
+                group.key, label, value, c.limit, c.strict, added,
                 statistics.median(results.added(c.row, workload)), statistics.median(results.added(c.ref, workload)),
+                c.on_added,
             ))  # fmt: skip
     return out
 
@@ -315,7 +344,8 @@ def format_verdicts(found: list[Verdict]) -> str:
     lines = []
     width = max((len(v.label) for v in found), default=0)
     for v in found:
-        added = (f"added µs {v.added:.2f}x: {v.row_added:+.1f} vs {v.ref_added:+.1f} µs")
+        added = (f"added µs {v.added:.2f}x: {v.row_added:+.1f} vs {v.ref_added:+.1f} µs"
+                 + (", judged on added µs" if v.on_added else ""))
         if v.limit is None:
             lines.append(f"  {v.label:<{width}}  {v.value:5.2f}x (shown, not judged)      ({added})")
         else:
@@ -368,7 +398,8 @@ def write_json(path: Path, groups: list[Group], found: list[Verdict], config: di
             "summary": {s: {w: results.summary(s, w) for w in WORKLOADS} for s in names},
         }
     document["verdicts"] = [
-        {"group": v.group, "comparison": v.label, "median_total_ratio": v.value, "median_added_ratio": v.added,
+        {"group": v.group, "comparison": v.label, "judged_on": "added_us" if v.on_added else "total_us",
+         "median_judged_ratio": v.value, "median_added_ratio": v.added,
          "row_added_us": v.row_added, "ref_added_us": v.ref_added, "limit": v.limit,
          "relation": v.relation if v.limit is not None else None, "met": v.met} for v in found]
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -418,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "the checks enforce that)")
         print(f"\n{group.title}\n")
         print(format_table(group))
-        print("\ncomparisons (total µs ratio, median of per-round ratios):")
+        print("\ncomparisons (total µs ratio, or added µs where a line says so; median of per-round ratios):")
         print(format_verdicts(verdicts))
         if group.notes:
             print("notes:")
@@ -429,8 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     for v in judged:
         margin = v.margin
         close = "  (within 10% of the limit: rerun before acting)" if margin is not None and abs(margin) < 0.10 else ""
+        basis = f"{v.row_added:+.1f} vs {v.ref_added:+.1f} µs" if v.on_added else f"added µs {v.added:.2f}x"
         print(f"  {'MET    ' if v.met else 'NOT MET'}  {v.label}: {v.value:.2f}x {v.relation} {v.limit:.2f}x "
-              f"(added µs {v.added:.2f}x){close}")
+              f"({basis}){close}")
     print(f"\nrun time: {elapsed:.0f} s")
     if args.json:
         write_json(args.json, groups, found, config, notes)
