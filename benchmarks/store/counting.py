@@ -180,7 +180,7 @@ def probe(setup: Setup, loop: asyncio.AbstractEventLoop, redis_counters: RedisCo
             raise AssertionError(f"{setup.name}: probe {workload} got {last.body!r}, expected {expected}")
         results[workload] = (served, _detail(served.commands, PROBE_REQUESTS))
     (read, read_detail), (write, write_detail) = results["read"], results["write"]
-    plans = ([], [])
+    plans: tuple[Plan, Plan] = ([], [])
     if setup.store == "memcache":
         plans = (memcache_plan(read.commands, PROBE_REQUESTS), memcache_plan(write.commands, PROBE_REQUESTS))
     return Probe(read.trips / PROBE_REQUESTS, write.trips / PROBE_REQUESTS,

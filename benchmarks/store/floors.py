@@ -327,13 +327,13 @@ class MemcacheFloor:
 
     # the floor's three operations, sync
     def read(self, session_id: str) -> int | None:
-        key, state = self.key(session_id), {}
+        key, state = self.key(session_id), dict[str, Any]()
         for commands in self.read_plan:
             self.run(key, commands, state)
         return self.count(state)
 
     def write(self, session_id: str) -> int:
-        key, state = self.key(session_id), {}
+        key, state = self.key(session_id), dict[str, Any]()
         for commands in self.write_plan:
             self.run(key, commands, state)
         count: int = state["count"]
@@ -352,13 +352,13 @@ class MemcacheFloor:
                 self.run(key, commands, state)
 
         async def read(session_id: str) -> int | None:
-            key, state = self.key(session_id), {}
+            key, state = self.key(session_id), dict[str, Any]()
             for commands in self.read_plan:
                 await step(key, commands, state)
             return self.count(state)
 
         async def write(session_id: str) -> int:
-            key, state = self.key(session_id), {}
+            key, state = self.key(session_id), dict[str, Any]()
             for commands in self.write_plan:
                 await step(key, commands, state)
             count: int = state["count"]

@@ -173,12 +173,17 @@ def round_trip_setups(env: Environment) -> list[Setup]:
         return counter(_RT_BARE_STATE, environ["PATH_INFO"], start_response)
 
     memory, memory_rt = _manager("memory://"), _manager("memory://")
+
+    def close_rt() -> None:
+        memory_rt.close()
+        client.close()
+
     return [
         Setup(SK_MEMORY, "wsgi", SessionMiddleware(session_app, memory), BARE_WSGI, strict_cookies=True,
               close=memory.close),
         Setup(BARE_RT, "wsgi", with_round_trip(bare_rt_app), reset=_RT_BARE_STATE.clear),
         Setup(SK_MEMORY_RT, "wsgi", with_round_trip(SessionMiddleware(session_app, memory_rt)), BARE_RT,
-              strict_cookies=True, close=lambda: (memory_rt.close(), client.close())),
+              strict_cookies=True, close=close_rt),
     ]
 
 

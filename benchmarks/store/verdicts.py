@@ -99,7 +99,7 @@ def _trips(value: float) -> str:
 def format_table(results: Results, probes: dict[str, Probe]) -> str:
     header = ("setup", "vs", "read µs", "read +µs", "write µs", "write +µs", "RT/read", "cmds/read", "RT/write",
               "cmds/write")
-    rows = [header]
+    rows: list[tuple[str, ...]] = [header]
     for setup in results.setups:
         cells = [setup.name, setup.baseline or "-"]
         for workload in WORKLOADS:
