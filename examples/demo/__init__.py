@@ -38,7 +38,7 @@ try:
     import uvicorn  # noqa: F401
 except ImportError as exc:  # pragma: no cover - only without the extra
     raise SystemExit(f"the demo needs Flask, Starlette and uvicorn ({exc.name} is missing): "
-                     "pip install 'sessionkit[demo]'") from exc
+                     "run scripts/demo, or pip install -e '.[demo]' in this checkout") from exc
 
 from .app import app_service as app_service
 from .auth import auth_service as auth_service
