@@ -147,7 +147,7 @@ class SessionManager:
             raise ConfigError(f"retry_after must be whole seconds >= 0, not {retry_after!r}", option="retry_after")
         self.on_store_error = on_store_error
         self.retry_after = retry_after
-        #: The one https decision of every adapter (`TrustedProxies.is_https`, fed by its `wsgi_is_https` and `asgi_is_https`).
+        #: The one https decision of every adapter (`TrustedProxies.is_https` and its WSGI/ASGI inputs).
         self.proxies = TrustedProxies(trusted_proxies)
         self.on_invalid_cookie = on_invalid_cookie
         #: Requests whose session cookie did not verify (forged, truncated, old key dropped).

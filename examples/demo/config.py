@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from sessionkit import SessionManager
+from sessionkit.backends.base import NoStore
 
 __all__ = [
     "COOKIE_NAME",
@@ -86,7 +87,7 @@ def make_manager(directory: Path, url: str | None = None,
 
 def check_store(manager: SessionManager) -> None:
     """Raise `StoreError` now if the store cannot be reached, rather than at the first request."""
-    if not getattr(manager.store, "stateless", False):  # cookie:// has nothing to reach
+    if not isinstance(manager.store, NoStore):  # cookie:// without a revocation list has nothing to reach
         manager.store.load(secrets.token_urlsafe(32), None)
 
 
