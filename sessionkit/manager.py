@@ -236,7 +236,9 @@ class SessionManager:
             return
         events = self.events
         try:
-            record, missing = yield from self.strategy.load(state.incoming, state.now)
+            strategy = self.strategy
+            op = strategy.load(state.incoming, state.now)
+            record, missing = strategy.loaded(state.incoming, state.now, None if op is None else (yield op))
         except CorruptRecord as exc:
             log.warning("session %s: unreadable stored record (%s); starting a fresh session",
                         id_hash(session_id), exc)

@@ -74,8 +74,15 @@ class Strategy(Protocol):
     def read(self, header: str | None) -> Incoming:
         """The request's session cookie, verified; never raises on bad input."""
 
-    def load(self, incoming: Incoming, now: float) -> Flow[tuple[Record | None, str]]:
-        """The record a verified cookie names, or None and why ("idle", "revoked")."""
+    def load(self, incoming: Incoming, now: float) -> Load | None:
+        """The store operation a verified cookie's session needs before it can be used, if any."""
+
+    def loaded(self, incoming: Incoming, now: float, result: Record | None) -> tuple[Record | None, str]:
+        """The session's record given that operation's `result`, or None and why ("idle", "revoked").
+
+        Two plain calls around one operation, not a nested flow: a load runs on
+        every request, and a generator inside the flow would double its cost.
+        """
 
     def save(self, state: SessionState, now: float) -> Flow[Saved]:
         """Write what the books say and decide the response's cookies."""
@@ -98,10 +105,12 @@ class StoredSessions:
         #: The signed id in the cookie, as the codec verifies it.
         self.read = codec.read
 
-    def load(self, incoming: Incoming, now: float) -> Flow[tuple[Record | None, str]]:
+    def load(self, incoming: Incoming, now: float) -> Load | None:
         assert incoming.session_id is not None
-        record = yield Load(incoming.session_id, self.lifetimes.touch_ttl)
-        return record, "idle"
+        return Load(incoming.session_id, self.lifetimes.touch_ttl)
+
+    def loaded(self, incoming: Incoming, now: float, result: Record | None) -> tuple[Record | None, str]:
+        return result, "idle"  # the store's TTL is the idle timeout: a missing record timed out (or ended)
 
     def save(self, state: SessionState, now: float) -> Flow[Saved]:
         name = self.codec.name
@@ -189,14 +198,23 @@ class CookieSessions:
         session_id, record, stale = decoded
         return Incoming(session_id, present=True, stale_key=stale, record=record, parts=parts)
 
-    def load(self, incoming: Incoming, now: float) -> Flow[tuple[Record | None, str]]:
-        record = incoming.record
-        assert record is not None and incoming.session_id is not None
-        if now - record.accessed_at >= self.lifetimes.idle:
-            return None, "idle"  # the session enforces the idle timeout from its own record
-        if self.revokes and (yield Load(revoked_key(incoming.session_id), None)) is not None:
+    def _idle(self, incoming: Incoming, now: float) -> bool:
+        """The token's own record says the idle timeout passed (a token has no store TTL)."""
+        assert incoming.record is not None
+        return now - incoming.record.accessed_at >= self.lifetimes.idle
+
+    def load(self, incoming: Incoming, now: float) -> Load | None:
+        if not self.revokes or self._idle(incoming, now):
+            return None
+        assert incoming.session_id is not None
+        return Load(revoked_key(incoming.session_id), None)  # the revocation list: a plain record, or none
+
+    def loaded(self, incoming: Incoming, now: float, result: Record | None) -> tuple[Record | None, str]:
+        if self._idle(incoming, now):
+            return None, "idle"
+        if result is not None:
             return None, "revoked"
-        return record, "idle"
+        return incoming.record, "idle"
 
     def save(self, state: SessionState, now: float) -> Flow[Saved]:
         lifetimes = self.lifetimes
