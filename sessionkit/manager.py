@@ -370,12 +370,28 @@ class SessionManager:
     # -- the two drivers ---------------------------------------------------------
 
     def open(self, cookie_header: str | None, *, https: bool = False,
-             session_class: type[Session] = Session) -> Session:
-        """A session for a sync (WSGI) request; it loads on first use."""
-        return self.new_session(cookie_header, https=https, loader=self._load_sync, session_class=session_class)
+             session_class: type[Session] = Session, defer_errors: bool = False) -> Session:
+        """A session for a sync (WSGI) request, loaded now if the cookie names one.
 
-    def _load_sync(self, session: Session) -> None:
-        run_sync(self.load_flow(session), self.store)
+        The session is a `dict` that C code (``json.dumps``) reads directly, so it
+        must hold its data before the app sees it: a request with a verified
+        cookie pays its one round trip up front, one without costs nothing. A
+        store failure raises here, or, with `defer_errors`, on the app's first
+        use of the session (for frameworks that open the session before their
+        error handling starts, as Flask does).
+        """
+        session = self.new_session(cookie_header, https=https, session_class=session_class)
+        state = session.state
+        if state.incoming.session_id is not None:
+            state.loaded = True
+            try:
+                run_sync(self.load_flow(session), self.store)
+            except StoreError as exc:
+                if not defer_errors:
+                    raise
+                state.loaded = False
+                state.loader = _Raise(exc)
+        return session
 
     def save(self, session: Session, *, status: int = 200) -> Headers:
         """Save a sync request's session as its response starts; returns headers to add to the response."""
@@ -392,11 +408,7 @@ class SessionManager:
 
     async def aopen(self, cookie_header: str | None, *, https: bool = False,
                     session_class: type[Session] = Session) -> Session:
-        """A session for an async (ASGI) request, loaded now if the cookie names one.
-
-        Async code cannot load lazily from a sync mapping access, so a request
-        with a valid cookie pays its one round trip up front.
-        """
+        """A session for an async (ASGI) request, loaded now if the cookie names one (see `open`)."""
         session = self.new_session(cookie_header, https=https, session_class=session_class)
         if session.state.incoming.session_id is not None:
             session.state.loaded = True
@@ -421,6 +433,18 @@ class SessionManager:
 
     async def aclose(self) -> None:
         await self.store.aclose()
+
+
+class _Raise:
+    """A loader that raises the store error an eager load met, when the app first uses the session."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: StoreError) -> None:
+        self.error = error
+
+    def __call__(self, session: Session) -> None:
+        raise self.error
 
 
 def _open_revocations(revoke_url: str | None) -> Store:

@@ -13,7 +13,7 @@ request that never touches its session costs no store access. It does no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Any, ClassVar
 
 from .codec import Incoming, new_session_id
@@ -26,6 +26,16 @@ __all__ = ["Session", "SessionState"]
 _IMMUTABLE = (str, int, float, bool, type(None), bytes)
 
 Loader = Callable[["Session"], None]
+
+# The session is a dict whose methods keep books; the books read its storage directly.
+_get = dict.get
+_getitem = dict.__getitem__
+_contains = dict.__contains__
+_items = dict.items
+_keys = dict.keys
+_len = dict.__len__
+_clear = dict.clear
+_update = dict.update
 
 
 class SessionState:
@@ -95,9 +105,9 @@ class SessionState:
         self.is_new = False
         self.baseline = baseline
         data = self.data
-        if data:
-            data.clear()
-        data.update(decoded)
+        if _len(data):
+            _clear(data)
+        _update(data, decoded)
         self.created_at = created_at
         self.accessed_at = accessed_at
 
@@ -131,13 +141,13 @@ class SessionState:
         data = self.data
         baseline = self.baseline
         if self.force_write:
-            keys: set[str] = set(data) | self.changed
+            keys: set[str] = set(_keys(data)) | self.changed
         else:
             keys = self.changed if not self.watched else self.changed | self.watched
         changes: dict[str, bytes | None] = {}
         for key in keys:
-            if key in data:
-                encoded = self.encode(key, data[key])
+            if _contains(data, key):
+                encoded = self.encode(key, _getitem(data, key))
                 if self.force_write or baseline.get(key) != encoded:
                     changes[key] = encoded
             elif key in baseline:
@@ -146,7 +156,7 @@ class SessionState:
 
     def encoded_data(self) -> dict[str, bytes]:
         """Every key's bytes: what a new (or regenerated) session writes in full."""
-        return {key: self.encode(key, value) for key, value in self.data.items()}
+        return {key: self.encode(key, value) for key, value in _items(self.data)}
 
     def encode(self, key: str, value: Any) -> bytes:
         try:
@@ -166,7 +176,7 @@ class SessionState:
     def persistent_cookie(self) -> bool:
         """True: the cookie carries Max-Age; False: it ends when the browser closes."""
         key = self.persistent_key
-        return key is None or bool(self.data.get(key))
+        return key is None or bool(_get(self.data, key))
 
     def cookie_changes(self, changes: Mapping[str, bytes | None]) -> bool:
         """Whether these changes alter what the cookie says (its lifetime), so it must be sent again."""
@@ -181,9 +191,10 @@ class SessionState:
         data = self.data
         watched = self.watched
         if watched:
-            watched.difference_update([key for key in watched if key not in data or isinstance(data[key], _IMMUTABLE)])
+            watched.difference_update([key for key in watched
+                                       if isinstance(_get(data, key, None), _IMMUTABLE)])  # gone (None) or immutable
         for key in self.changed:
-            if key in data and not isinstance(data[key], _IMMUTABLE):
+            if not isinstance(_get(data, key, None), _IMMUTABLE):
                 watched.add(key)
         self.doomed.clear()
         self.changed.clear()
@@ -199,7 +210,7 @@ class SessionState:
         self.id = None
         self.is_new = True
         self.baseline = {}
-        self.data.clear()
+        _clear(self.data)
 
     def forget_pending(self) -> None:
         """Drop what this request changed without writing it (a failed or skipped save)."""
@@ -209,8 +220,15 @@ class SessionState:
         self.regenerated = self.invalidated = self.force_write = False
 
 
-class Session(MutableMapping[str, Any]):
+class Session(dict[str, Any]):
     """One client's session: its data, its id and its lifecycle flags.
+
+    A `dict`, accepted wherever one is (``json.dumps``, ``JSONResponse``,
+    ``dict(...)``, ``==``, ``|``), whose every mutator keeps the books in
+    `state`, and whose every read marks the session accessed (the response
+    then varies by cookie) and watches the mutable values it hands out. It is
+    filled before the app sees it (C code such as ``json.dumps`` reads a dict's
+    storage directly, so a lazily loaded session would look empty to it).
 
     `regenerate()` moves the data to a new id (call it at login: fixation
     defence); `invalidate()` ends the session (call it at logout). Both take
@@ -221,16 +239,16 @@ class Session(MutableMapping[str, Any]):
     ``_permanent``); by default every session cookie has a Max-Age.
     """
 
-    __slots__ = ("_data", "state")
+    __slots__ = ("state",)
 
     #: The data key that makes the cookie persistent when true; None: always persistent.
     persistent_cookie_key: ClassVar[str | None] = None
 
     def __init__(self, incoming: Incoming, serializer: Serializer, loader: Loader | None, now: float,
                  *, https: bool = False) -> None:
-        self._data: dict[str, Any] = {}
+        dict.__init__(self)
         #: The lifecycle's books: read and updated by the manager (see `SessionState`).
-        self.state = SessionState(incoming, self._data, serializer, loader, now, https, self.persistent_cookie_key)
+        self.state = SessionState(incoming, self, serializer, loader, now, https, self.persistent_cookie_key)
 
     # -- public metadata --------------------------------------------------------
 
@@ -272,8 +290,12 @@ class Session(MutableMapping[str, Any]):
 
     @property
     def accessed(self) -> bool:
-        """True if this request loaded the session (the response then varies by cookie)."""
+        """True if this request read or wrote the session (the response then varies by cookie)."""
         return self.state.touched
+
+    def mark_accessed(self) -> None:
+        """Starlette's hook, called whenever ``request.session`` is read: the response varies by cookie."""
+        self.state.ensure_loaded(self)
 
     @property
     def modified(self) -> bool:
@@ -303,7 +325,7 @@ class Session(MutableMapping[str, Any]):
         state.ensure_loaded(self)
         state.restart()
         state.regenerated = True
-        state.changed.update(self._data)
+        state.changed.update(dict.keys(self))
 
     def invalidate(self) -> None:
         """End the session: its data is dropped, its id deleted on save, its cookie expired.
@@ -317,60 +339,171 @@ class Session(MutableMapping[str, Any]):
             state.doom(state.incoming.session_id)
         state.restart()
         state.invalidated = True
-        self._data.clear()
+        dict.clear(self)
         state.changed.clear()
         state.watched.clear()
 
-    # -- the mapping ------------------------------------------------------------
+    # -- reads: each marks the session accessed and watches the mutable values it hands out -----
 
     def __getitem__(self, key: str) -> Any:
         state = self.state
-        if not state.loaded or not state.touched:
+        if not state.touched:
             state.ensure_loaded(self)
-        value = self._data[key]
+        value = dict.__getitem__(self, key)
         if not isinstance(value, _IMMUTABLE):
             state.watched.add(key)
         return value
 
-    def __setitem__(self, key: str, value: Any) -> None:
-        if not isinstance(key, str):
-            raise TypeError(f"session keys must be str, not {type(key).__name__}")
-        if not key.isascii():
-            try:
-                key.encode("utf-8")
-            except UnicodeEncodeError:
-                raise SerializationError(f"session key {key!r} has no UTF-8 form (a lone surrogate)",
-                                         key=key) from None
+    def get(self, key: str, default: Any = None) -> Any:
         state = self.state
-        if not state.loaded or not state.touched:
+        if not state.touched:
             state.ensure_loaded(self)
-        self._data[key] = value
+        value = dict.get(self, key, _MISSING)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, _IMMUTABLE):
+            state.watched.add(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        self.state.ensure_loaded(self)
+        return dict.__contains__(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        self.state.ensure_loaded(self)
+        return iter(list(dict.keys(self)))
+
+    def __reversed__(self) -> Iterator[str]:
+        self.state.ensure_loaded(self)
+        return iter(list(dict.keys(self))[::-1])
+
+    def __len__(self) -> int:
+        self.state.ensure_loaded(self)
+        return dict.__len__(self)
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def keys(self) -> KeysView[str]:  # type: ignore[override]
+        self.state.ensure_loaded(self)
+        return dict.keys(self)
+
+    def values(self) -> ValuesView[Any]:  # type: ignore[override]
+        self._hand_out_all()
+        return dict.values(self)
+
+    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
+        self._hand_out_all()
+        return dict.items(self)
+
+    def copy(self) -> dict[str, Any]:
+        """A plain `dict` with the same values (the values themselves are shared, and watched)."""
+        self._hand_out_all()
+        return dict(dict.items(self))
+
+    def __eq__(self, other: object) -> bool:
+        self.state.ensure_loaded(self)
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        self.state.ensure_loaded(self)
+        return dict.__ne__(self, other)
+
+    __hash__ = None
+
+    def __or__(self, other: Any) -> Any:
+        self._hand_out_all()
+        return dict.__or__(self, other)
+
+    def __ror__(self, other: Any) -> Any:
+        self._hand_out_all()
+        return dict.__ror__(self, other)
+
+    def __reduce__(self) -> Any:
+        # A copy (pickle, copy.copy) is the data, as a plain dict: the books stay with this request.
+        return (dict, (self.copy(),))
+
+    def _hand_out_all(self) -> None:
+        """Every value is about to leave through a view or a copy: watch the mutable ones."""
+        state = self.state
+        state.ensure_loaded(self)
+        watched = state.watched
+        for key, value in dict.items(self):
+            if not isinstance(value, _IMMUTABLE):
+                watched.add(key)
+
+    # -- writes: each records the keys it changed ---------------------------------
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        _check_key(key)
+        state = self.state
+        if not state.touched:
+            state.ensure_loaded(self)
+        dict.__setitem__(self, key, value)
         state.changed.add(key)
 
     def __delitem__(self, key: str) -> None:
         state = self.state
         state.ensure_loaded(self)
-        del self._data[key]
+        dict.__delitem__(self, key)
         state.changed.add(key)
 
-    def __iter__(self) -> Iterator[str]:
-        self.state.ensure_loaded(self)
-        return iter(list(self._data))
-
-    def __len__(self) -> int:
-        self.state.ensure_loaded(self)
-        return len(self._data)
-
-    def __contains__(self, key: object) -> bool:
-        self.state.ensure_loaded(self)
-        return key in self._data
-
     def clear(self) -> None:
-        self.state.ensure_loaded(self)
-        self.state.changed.update(self._data)
-        self._data.clear()
+        state = self.state
+        state.ensure_loaded(self)
+        state.changed.update(dict.keys(self))
+        dict.clear(self)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        state = self.state
+        state.ensure_loaded(self)
+        if dict.__contains__(self, key):
+            state.changed.add(key)
+        return dict.pop(self, key, *default)
+
+    def popitem(self) -> tuple[str, Any]:
+        """The last key set and its value, removed (last in, first out, as `dict` does)."""
+        state = self.state
+        state.ensure_loaded(self)
+        key, value = dict.popitem(self)
+        state.changed.add(key)
+        return key, value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        state = self.state
+        state.ensure_loaded(self)
+        if dict.__contains__(self, key):
+            return self[key]
+        self[key] = default
+        if not isinstance(default, _IMMUTABLE):
+            state.watched.add(key)
+        return default
+
+    def update(self, other: Any = (), /, **more: Any) -> None:
+        items = other.items() if hasattr(other, "keys") else other
+        for key, value in items:
+            self[key] = value
+        for key, value in more.items():
+            self[key] = value
+
+    def __ior__(self, other: Any) -> Session:  # type: ignore[override]
+        self.update(other)
+        return self
 
     def __repr__(self) -> str:
         state = self.state
         kind = "unloaded" if not state.loaded else ("new" if state.is_new else "stored")
-        return f"<Session {kind} keys={sorted(self._data) if state.loaded else '?'}>"
+        return f"<Session {kind} {dict.__repr__(self) if state.loaded else '?'}>"
+
+
+_MISSING: Any = object()
+
+
+def _check_key(key: object) -> None:
+    if not isinstance(key, str):
+        raise TypeError(f"session keys must be str, not {type(key).__name__}")
+    if not key.isascii():
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SerializationError(f"session key {key!r} has no UTF-8 form (a lone surrogate)", key=key) from None

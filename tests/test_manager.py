@@ -48,12 +48,15 @@ def login(manager: SessionManager, **data: object) -> str:
     return cookie
 
 
-def test_untouched_session_costs_nothing(manager: SessionManager, store: RecordingStore) -> None:
+def test_untouched_session_costs_one_load_and_nothing_else(manager: SessionManager, store: RecordingStore) -> None:
+    """The session is a dict that C code reads directly, so a verified cookie is loaded up front."""
     cookie = login(manager)
     store.calls.clear()
     session = manager.open(cookie)
-    assert manager.save(session) == []
-    assert store.calls == []
+    assert manager.save(session) == []  # untouched: no cookie, no Vary
+    assert store.verbs() == ["load"]
+    store.calls.clear()
+    assert manager.save(manager.open(None)) == [] and store.calls == []  # no cookie: no store access at all
 
 
 def test_new_session_that_stays_empty_is_never_stored(manager: SessionManager, store: RecordingStore) -> None:
@@ -130,7 +133,7 @@ def test_invalidate_deletes_and_expires_the_cookie(manager: SessionManager, stor
     session = manager.open(cookie)
     session.invalidate()
     headers = manager.save(session)
-    assert store.verbs() == ["delete"]  # no load needed to delete
+    assert store.verbs() == ["load", "delete"]  # the load came with the verified cookie
     assert cookie_of(headers) is None and "Max-Age=0" in dict(headers)["Set-Cookie"]
     assert len(store) == 0
 

@@ -28,7 +28,7 @@ _BY_KEYWORD = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWOR
 
 
 class SessionPlugin:
-    """Give Bottle routes a lazily loaded session (plugin API v2).
+    """Give Bottle routes a session (plugin API v2).
 
     ``app.install(SessionPlugin(manager))``; a callback with a `keyword`
     parameter receives the `Session`, and every route finds it at
@@ -69,13 +69,13 @@ class SessionPlugin:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             request = bottle.request
             environ = request.environ
-            # Not request.urlparts: it believes X-Forwarded-Proto from anyone; the manager
-            # believes it only from the trusted proxies.
-            session = manager.open(environ.get("HTTP_COOKIE"), https=environ_is_https(manager, environ))
-            request.environ[environ_key] = session
-            if keyword is not None:
-                kwargs[keyword] = session
             try:
+                # Not request.urlparts: it believes X-Forwarded-Proto from anyone; the manager
+                # believes it only from the trusted proxies.
+                session = manager.open(environ.get("HTTP_COOKIE"), https=environ_is_https(manager, environ))
+                request.environ[environ_key] = session
+                if keyword is not None:
+                    kwargs[keyword] = session
                 try:
                     result = callback(*args, **kwargs)
                 except bottle.HTTPResponse as raised:

@@ -84,11 +84,10 @@ class FlaskSession(Session, SessionMixin):
 
     @accessed.setter
     def accessed(self, value: bool) -> None:
-        # Flask (3.1.3+) sets this on every ``flask.session`` access, to make up for a
-        # dict that cannot see ``key in session``. This session records every read
-        # itself, so the flag adds nothing, and honouring it would cost a store read
-        # where none is needed (``session.invalidate()`` at logout reads nothing).
-        pass
+        # Flask (3.1.3+) sets this on every ``flask.session`` access, as Starlette calls
+        # ``mark_accessed``: the response varies by cookie from then on.
+        if value:
+            self.state.ensure_loaded(self)
 
 
 class SessionKitInterface(SessionInterface):
@@ -98,11 +97,13 @@ class SessionKitInterface(SessionInterface):
         self.manager = manager
 
     def open_session(self, app: flask.Flask, request: Request) -> FlaskSession:
-        # Lazy: nothing is read until the app first uses the session.
         environ = request.environ
         # request.is_secure (after any ProxyFix), or what a proxy the manager trusts forwarded.
         https = environ_is_https(self.manager, environ, scheme=request.scheme)
-        session = self.manager.open(environ.get("HTTP_COOKIE"), https=https, session_class=FlaskSession)
+        # Flask opens the session before its error handling starts: a store failure is
+        # raised at the session's first use instead, where the app's handlers see it.
+        session = self.manager.open(environ.get("HTTP_COOKIE"), https=https, session_class=FlaskSession,
+                                    defer_errors=True)
         return cast(FlaskSession, session)
 
     def save_session(self, app: flask.Flask, session: SessionMixin, response: Response) -> None:

@@ -49,7 +49,10 @@ class SessionMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         manager = self.manager
-        session = manager.open(environ.get("HTTP_COOKIE"), https=manager.proxies.wsgi_is_https(environ))
+        try:
+            session = manager.open(environ.get("HTTP_COOKIE"), https=manager.proxies.wsgi_is_https(environ))
+        except StoreError as exc:
+            return _unavailable(manager, exc, start_response)
         environ[ENVIRON_KEY] = session
         started = False
 

@@ -150,7 +150,7 @@ class SessionBooks(RuleBasedStateMachine):
                 self.session.popitem()
             return
         key, got = self.session.popitem()
-        expected_key = next(iter(self.model))  # MutableMapping.popitem takes the first key, dict's the last
+        expected_key = next(reversed(self.model))  # last in, first out, as dict.popitem
         assert key == expected_key
         self._hold(got, self.model.pop(expected_key))
 
