@@ -84,6 +84,9 @@ class SessionManager:
     request that loads the session extends it) unless ``rolling=False``, and
     the absolute timeout counts from creation. Both are enforced on the server:
     the store's TTL and the creation time in the record, never only the cookie's expiry.
+    The cookie's Max-Age is the time left to the absolute timeout; with
+    ``persistent_cookie=False`` it has none and ends when the browser closes
+    (what OWASP prefers for session cookies), the server's timeouts unchanged.
 
     ``trusted_proxies`` names the reverse proxies (addresses or networks) whose
     ``Forwarded``/``X-Forwarded-Proto`` headers decide `Secure` when ``secure=None``;
@@ -117,6 +120,7 @@ class SessionManager:
         idle_timeout: float | timedelta | None = None,
         absolute_timeout: float | timedelta = 604800,
         rolling: bool = True,
+        persistent_cookie: bool = True,
         serializer: Serializer | str | None = None,
         on_store_error: Literal["raise", "fresh"] = "raise",
         retry_after: int = DEFAULT_RETRY_AFTER,
@@ -178,7 +182,7 @@ class SessionManager:
         self.idle_timeout = parse_duration(idle, name="idle_timeout")
         self.absolute_timeout = parse_duration(absolute_timeout, name="absolute_timeout")
         self.rolling = rolling
-        self.lifetimes = Lifetimes(self.idle_timeout, self.absolute_timeout, rolling)
+        self.lifetimes = Lifetimes(self.idle_timeout, self.absolute_timeout, rolling, bool(persistent_cookie))
         #: Where sessions live between requests: the store (the cookie is an id) or the cookie itself.
         self.strategy: Strategy = (
             StoredSessions(self.codec, self.lifetimes) if tokens is None

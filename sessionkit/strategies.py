@@ -37,12 +37,14 @@ Outcome = Literal["nothing", "created", "updated", "ended", "emptied", "gone", "
 class Lifetimes:
     """The timeouts every strategy applies, in seconds."""
 
-    __slots__ = ("absolute", "idle", "rolling", "touch_ttl")
+    __slots__ = ("absolute", "idle", "persistent_cookie", "rolling", "touch_ttl")
 
-    def __init__(self, idle: float, absolute: float, rolling: bool) -> None:
+    def __init__(self, idle: float, absolute: float, rolling: bool, persistent_cookie: bool = True) -> None:
         self.idle = idle
         self.absolute = absolute
         self.rolling = rolling
+        #: False: every session cookie ends with the browser (no Max-Age); the server's timeouts still apply.
+        self.persistent_cookie = persistent_cookie
         #: The expiry a read pushes out (rolling), or None (only writes extend a session).
         self.touch_ttl = idle if rolling else None
 
@@ -52,8 +54,8 @@ class Lifetimes:
 
     def max_age(self, state: SessionState, created_at: float, now: float) -> int | None:
         """The cookie lives until the absolute timeout (the idle one is the server's to enforce),
-        or, if the session says so, until the browser closes (None: no Max-Age)."""
-        if not state.persistent_cookie():
+        or, if the configuration or the session says so, until the browser closes (None: no Max-Age)."""
+        if not (self.persistent_cookie and state.persistent_cookie()):
             return None
         return max(1, math.ceil(created_at + self.absolute - now))
 

@@ -317,3 +317,15 @@ def test_from_env_reads_url_and_comma_separated_keys(tmp_path: object) -> None:
     with pytest.raises(ConfigError, match="SESSIONKIT_SECRET_KEYS"):
         SessionManager.from_env({})
     assert type(SessionManager.from_env({"SESSIONKIT_SECRET_KEYS": KEY}).store).__name__ == "MemoryStore"
+
+
+def test_a_browser_session_cookie_has_no_max_age_but_the_server_timeouts_still_apply(
+        store: RecordingStore, clock: Clock) -> None:
+    manager = SessionManager(store, secret_keys=[KEY], clock=clock, persistent_cookie=False, absolute_timeout=100)
+    session = manager.open(None)
+    session["user"] = "alice"
+    set_cookie = dict(manager.save(session))["Set-Cookie"]
+    assert "Max-Age" not in set_cookie and "Expires" not in set_cookie
+    cookie = set_cookie.split(";")[0]
+    clock.advance(101)
+    assert manager.open(cookie).get("user") is None  # the absolute timeout, enforced on the server
