@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from .codec import CookieCodec, ResponseCookie, SameSite
+from .codec import CookieCodec, ResponseCookie, SameSite, parse_cookie_header
 from .config import StoreURL, parse_duration, parse_secret_keys, split_secret_keys
 from .errors import ConfigError, StoreError
 from .events import (
@@ -38,6 +38,7 @@ from .events import (
     id_hash,
 )
 from .flow import Emit, Flow, run_async, run_sync
+from .migrate import LegacyCookie
 from .proxies import TrustedProxies
 from .record import CorruptRecord
 from .serializers import Serializer, get_serializer
@@ -126,6 +127,7 @@ class SessionManager:
         retry_after: int = DEFAULT_RETRY_AFTER,
         trusted_proxies: Iterable[str] = (),
         on_invalid_cookie: Callable[[str], None] | None = None,
+        migrate_from: Iterable[LegacyCookie] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         keys = parse_secret_keys(secret_keys)
@@ -158,6 +160,8 @@ class SessionManager:
         self.invalid_cookies = 0
         #: Subscribers to the lifecycle's events.
         self.events = EventHub()
+        #: Old framework cookies whose sessions move into sessionkit (`sessionkit.migrate`).
+        self.migrate_from: tuple[LegacyCookie, ...] = tuple(migrate_from)
         self._clock = clock
         self.serializer: Serializer = get_serializer(serializer)
 
@@ -218,9 +222,27 @@ class SessionManager:
         that speaks the framework's dialect (Flask's `permanent`, `new`).
         """
         incoming = self.strategy.read(cookie_header)
-        if incoming.present and incoming.session_id is None:
+        legacy = None
+        if incoming.session_id is None and self.migrate_from and cookie_header:
+            legacy = self._read_legacy(cookie_header)
+        if incoming.present and incoming.session_id is None and legacy is None:
             self._invalid_cookie(cookie_header or "")
-        return session_class(incoming, self.serializer, loader, self._clock(), https=https)
+        session = session_class(incoming, self.serializer, loader, self._clock(), https=https)
+        if legacy is not None:
+            name, data = legacy
+            session.update(data)  # a new session with the old data: stored, and its cookie set, on save
+            if name != self.codec.name:
+                session.state.legacy_cookie = name
+        return session
+
+    def _read_legacy(self, cookie_header: str) -> tuple[str, dict[str, Any]] | None:
+        """The first old framework cookie in the header that verifies: its name and data."""
+        for legacy in self.migrate_from:
+            for value in parse_cookie_header(cookie_header, legacy.name):
+                data = legacy.read(value)
+                if data is not None:
+                    return legacy.name, {key: item for key, item in data.items() if isinstance(key, str)}
+        return None
 
     def _invalid_cookie(self, cookie_header: str) -> None:
         """Count a cookie that did not verify, and tell the hook (a flood is someone guessing ids)."""
@@ -319,7 +341,11 @@ class SessionManager:
         if self.events.active and saved.outcome != "nothing":
             for event in self._saved_events(saved, state, old_ids, old_stored, invalidated, regenerated):
                 yield Emit(event, self.events)
-        return self._headers(saved.cookies, state.https)
+        cookies = saved.cookies
+        if state.legacy_cookie is not None and saved.outcome == "created":
+            cookies = [*cookies, ResponseCookie(state.legacy_cookie, None)]  # the migrated session's old cookie
+            state.legacy_cookie = None
+        return self._headers(cookies, state.https)
 
     @staticmethod
     def _saved_events(saved: Saved, state: SessionState, old_ids: tuple[str, ...], old_stored: str | None,

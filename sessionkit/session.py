@@ -47,7 +47,8 @@ class SessionState:
     """
 
     __slots__ = ("accessed_at", "baseline", "changed", "created_at", "data", "degraded", "doomed",
-                 "force_write", "https", "id", "incoming", "invalidated", "is_new", "loaded", "loader", "now",
+                 "force_write", "https", "id", "incoming", "invalidated", "is_new", "legacy_cookie", "loaded", "loader",
+                 "now",
                  "persistent_key", "regenerated", "serializer", "settled", "touched", "watched")
 
     def __init__(self, incoming: Incoming, data: dict[str, Any], serializer: Serializer, loader: Loader | None,
@@ -88,6 +89,8 @@ class SessionState:
         self.persistent_key = persistent_key
         #: The response's save was decided (done, failed or skipped): only later changes may be saved.
         self.settled = False
+        #: The name of a framework's old session cookie this session was migrated from, to expire.
+        self.legacy_cookie: str | None = None
 
     # -- loading ------------------------------------------------------------------
 
