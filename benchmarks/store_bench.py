@@ -21,7 +21,7 @@ that bare app, per round):
   the same code costs once each request also waits on a socket.
 - the wire row (sync redis only, informational): the floor's commands sent on
   one redis-py ``Connection`` with nothing around it. sessionkit's redis store
-  sends on redis-py Connections itself (``sessionkit.backends.redis_wire``),
+  sends on redis-py Connections itself (``sessionkit.backends.redis.wire``),
   so it can beat the client floor; this row shows what is left below it.
 - the floor: the same round trips by hand, with the raw clients, in a bare
   WSGI/ASGI app carrying a plain id cookie. redis: one EVALSHA of sessionkit's
@@ -80,7 +80,8 @@ import redis.connection
 import sessionkit.backends.memcache
 from sessionkit.adapters.wsgi import SessionMiddleware
 from sessionkit.backends import open_store
-from sessionkit.backends.redis import CREATE, LOAD_AND_TOUCH, MERGE, RedisStore
+from sessionkit.backends.redis import RedisStore
+from sessionkit.backends.redis.layout import CREATE, LOAD_AND_TOUCH, MERGE
 from sessionkit.config import StoreURL
 from sessionkit.manager import DEFAULT_IDLE_TIMEOUT, SessionManager
 from testservers import MemcachedServer, RedisServer, redis_command
@@ -326,8 +327,8 @@ class RedisFloor:
     """sessionkit's redis round trips by hand: its scripts, its key layout, its client options."""
 
     def __init__(self, url: str) -> None:
-        self.sync_client = redis.Redis(**RedisStore(StoreURL.parse(url))._options)
-        self.async_client = redis.asyncio.Redis(**RedisStore(StoreURL.parse(url))._options)
+        self.sync_client = redis.Redis(**RedisStore(StoreURL.parse(url)).settings.options)
+        self.async_client = redis.asyncio.Redis(**RedisStore(StoreURL.parse(url)).settings.options)
         self.load_sha = self.sync_client.script_load(LOAD_AND_TOUCH)
         self.merge_sha = self.sync_client.script_load(MERGE)
         self.create_sha = self.sync_client.script_load(CREATE)

@@ -18,7 +18,8 @@ from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from sessionkit import SerializationError, SessionKitError
-from sessionkit.backends.redis import _decode_fields, _record_args
+from sessionkit.backends.redis.layout import decode_fields as _decode_fields
+from sessionkit.backends.redis.layout import record_args as _record_args
 from sessionkit.record import CorruptRecord, Record, decode_record, encode_record
 from sessionkit.serializers import JSONSerializer
 
