@@ -274,6 +274,18 @@ def test_a_failed_command_frees_its_slot(redis_url: str, observer: Observer) -> 
     assert wire.pool.open == 1
 
 
+def test_an_abandoned_command_frees_its_slot(redis_url: str) -> None:
+    """A driver interrupted between two steps (a KeyboardInterrupt, say) closes the steps: the slot comes back."""
+    store = make_store(redis_url, "max_connections=1&timeout=0.2")
+    wire = wire_of(store)
+    held = Held.take(wire)
+    assert wire.pool.open == 1
+    held.steps.close()
+    assert wire.pool.open == 0 and not wire.pool.idle
+    assert store.load(sid(1), None) is None
+    assert wire.pool.open == 1
+
+
 @pytest.mark.parametrize("face", ["sync", "async"])
 def test_a_connection_that_fails_to_open_is_closed_and_frees_its_slot(redis_url: str, observer: Observer,
                                                                         face: str) -> None:

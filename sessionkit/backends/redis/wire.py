@@ -116,6 +116,10 @@ class Commands:
                 except IndexError:
                     connection = yield from self._acquire()
                 reply = yield CALL, connection
+            except GeneratorExit:  # abandoned mid-command (the driver itself was interrupted): no more I/O
+                if connection is not None:
+                    pool.free_slots(1)
+                raise
             except ResponseError:
                 if connection is None:
                     raise  # from opening a connection: already closed
@@ -161,6 +165,9 @@ class Commands:
         connection = self._connection_class(**self._connection_kwargs)
         try:
             yield CONNECT, connection
+        except GeneratorExit:
+            pool.free_slots(1)
+            raise
         except BaseException:
             try:
                 yield CLOSE, (connection,)  # a half-open connection: socket up, handshake failed
