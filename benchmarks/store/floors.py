@@ -23,7 +23,7 @@ import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from sessionkit.backends.redis import CREATE, LOAD_AND_TOUCH, MERGE
+from sessionkit.backends.redis.layout import CREATE, LOAD_AND_TOUCH, MERGE
 
 from .harness import ASGIApp, Receive, Scope, Send
 
