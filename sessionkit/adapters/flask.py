@@ -55,19 +55,24 @@ class FlaskSession(Session, SessionMixin):
 
     ``permanent`` is Flask's own: a flag stored under ``_permanent``; it picks the
     cookie's lifetime as Flask's does (Max-Age, or a browser-session cookie). ``new`` is
-    `is_new`. ``modified`` reports pending writes; setting it True makes the next
+    `is_new`. ``modified`` is True once the request changed the session (pending
+    writes, and after the save what it wrote); setting it True makes the next
     save write every key (and so refresh the TTL) even if none changed.
     ``accessed`` is True once the request read or wrote the session.
     """
 
-    __slots__ = ("manager",)
+    __slots__ = ("manager", "saved_changes")
 
     #: Flask: a permanent session's cookie lives PERMANENT_SESSION_LIFETIME; any other
     #: ends when the browser closes (the server's timeouts apply to both).
     persistent_cookie_key = "_permanent"
 
-    #: The manager that opened this session (and saves it), whatever the config says by then.
-    manager: SessionManager | None
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: The manager that opened this session (and saves it), whatever the config says by then.
+        self.manager: SessionManager | None = None
+        #: The response's save wrote this request's changes: Flask's ``modified`` stays True after it.
+        self.saved_changes = False
 
     @property
     def new(self) -> bool:
@@ -79,7 +84,7 @@ class FlaskSession(Session, SessionMixin):
 
     @property
     def modified(self) -> bool:
-        return self.state.force_write or super().modified
+        return self.saved_changes or self.state.force_write or super().modified
 
     @modified.setter
     def modified(self, value: bool) -> None:
@@ -147,13 +152,18 @@ class SessionKitInterface(SessionInterface):
         fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or ()
         return (secret, *reversed(list(fallbacks)))
 
+    def get_store_url(self, app: flask.Flask) -> str:
+        """``SESSIONKIT_URL``: the store every service sharing the sessions names (read once per app)."""
+        return app.config.get("SESSIONKIT_URL") or "memory://"
+
     def get_settings(self, app: flask.Flask) -> FlaskSettings:
         """The values the manager depends on, read through Flask's own getters."""
         config = app.config
         return FlaskSettings(
             self.get_secret_keys(app),
             self.get_cookie_name(app),
-            self.get_cookie_domain(app) or None,
+            # werkzeug drops a leading dot (RFC 6265 §5.2.3: browsers ignore it).
+            (self.get_cookie_domain(app) or "").lstrip(".") or None,
             self.get_cookie_path(app) or "/",
             bool(self.get_cookie_httponly(app)),
             bool(self.get_cookie_secure(app)),
@@ -175,7 +185,7 @@ class SessionKitInterface(SessionInterface):
         settings = self.get_settings(app)
         if not settings.secret_keys:
             return None
-        return _app_sessions(app).manager(app, settings)
+        return _app_sessions(app).manager(self, app, settings)
 
     def open_session(self, app: flask.Flask, request: Request) -> FlaskSession | None:
         manager = self.manager_for(app)
@@ -194,6 +204,8 @@ class SessionKitInterface(SessionInterface):
     def save_session(self, app: flask.Flask, session: SessionMixin, response: Response) -> None:
         if not isinstance(session, FlaskSession) or session.manager is None:
             return
+        # Flask's ``modified`` means "this request changed the session", after the save too.
+        session.saved_changes = session.state.has_pending() and session.modified
         try:
             extra = session.manager.save(session, status=response.status_code)
         except StoreError as exc:
@@ -217,18 +229,17 @@ class _AppSessions:
         self.idle_timeout: float | None = None
         self.current: tuple[FlaskSettings, SessionManager] | None = None
 
-    def manager(self, app: flask.Flask, settings: FlaskSettings) -> SessionManager:
+    def manager(self, interface: SessionKitInterface, app: flask.Flask, settings: FlaskSettings) -> SessionManager:
         current = self.current
         if current is not None and current[0] == settings:
             return current[1]
         with self.lock:
             current = self.current
             if current is None or current[0] != settings:
-                current = self.current = (settings, self.build(app, settings))
+                current = self.current = (settings, self.build(interface.get_store_url(app), settings))
         return current[1]
 
-    def build(self, app: flask.Flask, settings: FlaskSettings) -> SessionManager:
-        url = app.config.get("SESSIONKIT_URL") or "memory://"
+    def build(self, url: str, settings: FlaskSettings) -> SessionManager:
         if self.url is not None and url != self.url:
             raise ConfigError(f"SESSIONKIT_URL changed to {redact(url)!r} after the app opened "
                               f"{redact(self.url)!r}: the store is opened once per app", option="SESSIONKIT_URL")
