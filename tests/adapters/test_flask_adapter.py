@@ -14,6 +14,7 @@ from typing import Any
 import flask
 import pytest
 from flask import Flask, flash, get_flashed_messages, redirect, render_template_string, session, url_for
+from flask.globals import request_ctx
 from flask.sessions import SecureCookieSessionInterface
 from flask.testing import FlaskClient
 from starlette.applications import Starlette
@@ -525,6 +526,74 @@ def test_a_permanent_cookie_carries_expires_with_max_age() -> None:
     assert "Max-Age" not in temporary and "Expires" not in temporary
     expired = set_cookie(client.get("/clear"))
     assert "; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT;" in expired
+
+
+def test_modified_stays_true_after_the_save_as_in_flask() -> None:
+    """Flask's ``session.modified``: this request changed the session, still True once it is saved."""
+    def kept() -> Any:
+        # Not through the flask.session proxy: Flask 3.1.3+ marks the session accessed on each use of it.
+        context = request_ctx._get_current_object()  # type: ignore[attr-defined]
+        return vars(context)["_session"] if "_session" in vars(context) else context.session
+
+    app = make_app()
+    client = app.test_client()
+    with client:
+        client.get("/count")
+        assert kept().modified is True
+    with client:
+        client.get("/")
+        assert kept().modified is False and kept().accessed is True
+    with client:
+        client.get("/static")
+        assert kept().modified is False and kept().accessed is False
+
+
+def test_a_leading_dot_in_the_cookie_domain_is_dropped_as_werkzeug_does() -> None:
+    client = make_app(SESSION_COOKIE_DOMAIN=".example.test").test_client()
+    header = set_cookie(client.get("/count", base_url="http://www.example.test"))
+    assert "; Domain=example.test;" in header
+    assert client.get("/", base_url="http://www.example.test").text == "user=None count=1"  # sent back
+
+
+class StoreAndKeysInterface(SessionKitInterface):
+    """What a subclass may change, as Flask's ``get_cookie_*`` getters allow."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+
+    def get_store_url(self, app: Flask) -> str:
+        return self.url
+
+    def get_secret_keys(self, app: Flask) -> tuple[str | bytes, ...]:
+        return tuple(key * 8 for key in super().get_secret_keys(app))
+
+
+def test_an_interface_set_on_the_flask_class_serves_every_app(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without SessionKit(app): each app is configured from its own config at its first request."""
+    monkeypatch.setattr(Flask, "session_interface", StoreAndKeysInterface(f"file://{tmp_path}"))
+    apps = []
+    for name in ("first", "second"):
+        app = Flask(name)
+        app.config["SECRET_KEY"] = "four"  # stretched to 32 bytes by the subclass
+        app.config["SESSION_COOKIE_NAME"] = name
+        app.get("/count")(lambda: str(session.setdefault("n", 0) + 1))
+        apps.append(app)
+    first, second = (app.test_client() for app in apps)
+    assert set_cookie(first.get("/count")).startswith("first=")
+    assert set_cookie(second.get("/count")).startswith("second=")
+    assert get_manager(apps[0]) is not get_manager(apps[1])
+    assert len(list(tmp_path.glob("*.session"))) == 2  # both in the subclass's store
+
+
+def test_a_session_is_saved_by_the_manager_that_opened_it() -> None:
+    app = make_app()
+    app.get("/rename")(lambda: (app.config.update(SESSION_COOKIE_NAME="renamed"), session.__setitem__("a", 1))[0]
+                       or "renamed")
+    response = app.test_client().get("/rename")
+    assert set_cookie(response).startswith("session=")  # the change applies from the next request
+    assert set_cookie(app.test_client().get("/count")).startswith("renamed=")
 
 
 def test_secret_key_and_sessionkit_url_reach_the_manager(tmp_path: Path) -> None:
