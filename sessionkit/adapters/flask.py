@@ -123,6 +123,8 @@ class FlaskSettings(NamedTuple):
     partitioned: bool
     lifetime: timedelta
     refresh_each_request: bool
+    #: Read on each request too, so that a change is refused rather than ignored (the store is opened once).
+    store_url: str
 
 
 class SessionKitInterface(SessionInterface):
@@ -172,6 +174,7 @@ class SessionKitInterface(SessionInterface):
             bool(config.get("SESSION_COOKIE_PARTITIONED", False)),
             app.permanent_session_lifetime,
             bool(config.get("SESSION_REFRESH_EACH_REQUEST", True)),
+            self.get_store_url(app),
         )
 
     def manager_for(self, app: flask.Flask) -> SessionManager | None:
@@ -185,7 +188,7 @@ class SessionKitInterface(SessionInterface):
         settings = self.get_settings(app)
         if not settings.secret_keys:
             return None
-        return _app_sessions(app).manager(self, app, settings)
+        return _app_sessions(app).manager(settings)
 
     def open_session(self, app: flask.Flask, request: Request) -> FlaskSession | None:
         manager = self.manager_for(app)
@@ -229,17 +232,18 @@ class _AppSessions:
         self.idle_timeout: float | None = None
         self.current: tuple[FlaskSettings, SessionManager] | None = None
 
-    def manager(self, interface: SessionKitInterface, app: flask.Flask, settings: FlaskSettings) -> SessionManager:
+    def manager(self, settings: FlaskSettings) -> SessionManager:
         current = self.current
         if current is not None and current[0] == settings:
             return current[1]
         with self.lock:
             current = self.current
             if current is None or current[0] != settings:
-                current = self.current = (settings, self.build(interface.get_store_url(app), settings))
+                current = self.current = (settings, self.build(settings))
         return current[1]
 
-    def build(self, url: str, settings: FlaskSettings) -> SessionManager:
+    def build(self, settings: FlaskSettings) -> SessionManager:
+        url = settings.store_url
         if self.url is not None and url != self.url:
             raise ConfigError(f"SESSIONKIT_URL changed to {redact(url)!r} after the app opened "
                               f"{redact(self.url)!r}: the store is opened once per app", option="SESSIONKIT_URL")

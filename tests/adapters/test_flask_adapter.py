@@ -452,10 +452,12 @@ def test_a_changed_sessionkit_url_is_refused_not_ignored(tmp_path: Path) -> None
     app = make_app()
     client = app.test_client()
     client.get("/count")
-    app.config.update(SESSIONKIT_URL=f"file://{tmp_path}", SESSION_COOKIE_NAME="sid")  # forces a rebuild
+    app.config["SESSIONKIT_URL"] = f"file://{tmp_path}"
     app.testing = True
     with pytest.raises(ConfigError, match="SESSIONKIT_URL changed"):
         client.get("/count")
+    app.config["SESSIONKIT_URL"] = "memory://"
+    assert client.get("/count").text == "user=None count=2"
 
 
 def test_a_changed_secret_key_verifies_with_its_fallbacks_as_flask_rotates() -> None:
