@@ -14,7 +14,9 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from collections.abc import Sequence
+from email.utils import formatdate
 from typing import Literal, NamedTuple
 
 from .errors import ConfigError
@@ -198,11 +200,15 @@ def dump_cookie(
     httponly: bool = True,
     samesite: SameSite | None = "lax",
     partitioned: bool = False,
+    now: float | None = None,
 ) -> str:
     """Render one `Set-Cookie` header value, validating every part.
 
-    `max_age=0` expires the cookie now; `Expires` in the past is added too,
-    for clients that ignore `Max-Age`.
+    A positive `max_age` comes with `Expires` = `now` (default: the clock) +
+    `max_age`, and `max_age=0` (expire now) with an `Expires` in the past, as
+    werkzeug renders them: a client that ignores `Max-Age` (older IE, some
+    HTTP libraries) still gets the lifetime. No `max_age`: a browser-session
+    cookie, with neither.
     """
     if not _TOKEN_RE.fullmatch(name):
         raise ConfigError(f"cookie name {name!r} is not a valid token", option="cookie_name")
@@ -222,6 +228,9 @@ def dump_cookie(
         parts.append(f"Max-Age={max_age}")
         if max_age == 0:
             parts.append("Expires=Thu, 01 Jan 1970 00:00:00 GMT")
+        else:
+            expires = (time.time() if now is None else now) + max_age
+            parts.append(f"Expires={formatdate(expires, usegmt=True)}")
     if secure:
         parts.append("Secure")
     if httponly:

@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import math
 from collections import Counter
+from email.utils import formatdate
 
 import pytest
 
@@ -158,7 +159,26 @@ def test_render_sets_the_configured_attributes() -> None:
     )
     name_value, *attributes = header.split("; ")
     assert name_value.startswith("sid=" + "x" * 43 + ".")
+    expires = attributes.pop(3)
+    assert expires.startswith("Expires=") and expires.endswith(" GMT")
     assert attributes == ["Domain=example.com", "Path=/app", "Max-Age=3600", "Secure", "HttpOnly", "SameSite=Strict"]
+
+
+@pytest.mark.parametrize("max_age", [1, 3600, 2678400])
+def test_a_lifetime_comes_with_expires_as_werkzeug_renders_it(max_age: int) -> None:
+    """Max-Age > 0 carries Expires = now + Max-Age, the HTTP date werkzeug's dump_cookie writes."""
+    from werkzeug.http import dump_cookie as werkzeug_dump_cookie
+
+    now = 1_800_000_000.5
+    ours = dump_cookie("a", "b", max_age=max_age, now=now, samesite=None, httponly=False, path=None)
+    assert ours == f"a=b; Max-Age={max_age}; Expires={formatdate(now + max_age, usegmt=True)}"
+    theirs = werkzeug_dump_cookie("a", "b", max_age=max_age, expires=now + max_age, path=None)
+    assert sorted(ours.split("; ")) == sorted(theirs.split("; "))
+
+
+def test_a_browser_session_cookie_has_neither_max_age_nor_expires() -> None:
+    assert dump_cookie("a", "b", samesite=None, httponly=False, path=None) == "a=b"
+    assert "Expires" not in codec().render("x" * 43, max_age=None, https=False)
 
 
 def test_secure_none_follows_the_request_scheme() -> None:

@@ -4,40 +4,47 @@
 ``flask.session``, ``flash()`` and ``session.permanent`` as Flask documents them,
 while the data lives in the store and any service configured with the same URL,
 keys and cookie name (Starlette, Bottle, plain WSGI/ASGI) shares it. The manager
-is built from Flask's own config names at `init_app` (see
-``docs/frameworks/flask.md`` for the table and the choices behind it) unless one
-is passed in. Everything here is translation; the lifecycle rules stay in the core.
+is built from Flask's own config names, read when Flask reads them (as a request
+opens its session), so a setting changed after `init_app` takes effect as it
+does with Flask's own interface (see ``docs/frameworks/flask.md`` for the table
+and the choices behind it), unless one is passed in. Everything here is
+translation; the lifecycle rules stay in the core.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, cast
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import flask
 from flask.sessions import SessionInterface, SessionMixin
 from flask.wrappers import Request, Response
 
-from ..codec import SameSite
-from ..config import MIN_KEY_BYTES, parse_secret_keys
+from ..config import MIN_KEY_BYTES, parse_secret_keys, redact
 from ..errors import ConfigError, StoreError
 from ..manager import SessionManager
 from ..session import Session
 from .headers import merge_headers
 from .wsgi import environ_is_https
 
+if TYPE_CHECKING:
+    from ..backends.base import Store
+
 __all__ = [
     "EXTENSION_KEY",
     "FlaskSession",
+    "FlaskSettings",
     "SessionKit",
     "SessionKitInterface",
     "current_session",
+    "get_manager",
     "invalidate",
-    "manager_from_config",
     "regenerate",
 ]
 
-#: ``app.extensions[EXTENSION_KEY]`` is the app's `SessionManager`.
+#: ``app.extensions[EXTENSION_KEY]`` holds the app's store and current manager (see `get_manager`).
 EXTENSION_KEY = "sessionkit"
 
 _KEYGEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
@@ -48,16 +55,24 @@ class FlaskSession(Session, SessionMixin):
 
     ``permanent`` is Flask's own: a flag stored under ``_permanent``; it picks the
     cookie's lifetime as Flask's does (Max-Age, or a browser-session cookie). ``new`` is
-    `is_new`. ``modified`` reports pending writes; setting it True makes the next
+    `is_new`. ``modified`` is True once the request changed the session (pending
+    writes, and after the save what it wrote); setting it True makes the next
     save write every key (and so refresh the TTL) even if none changed.
     ``accessed`` is True once the request read or wrote the session.
     """
 
-    __slots__ = ()
+    __slots__ = ("manager", "saved_changes")
 
     #: Flask: a permanent session's cookie lives PERMANENT_SESSION_LIFETIME; any other
     #: ends when the browser closes (the server's timeouts apply to both).
     persistent_cookie_key = "_permanent"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: The manager that opened this session (and saves it), whatever the config says by then.
+        self.manager: SessionManager | None = None
+        #: The response's save wrote this request's changes: Flask's ``modified`` stays True after it.
+        self.saved_changes = False
 
     @property
     def new(self) -> bool:
@@ -69,7 +84,7 @@ class FlaskSession(Session, SessionMixin):
 
     @property
     def modified(self) -> bool:
-        return self.state.force_write or super().modified
+        return self.saved_changes or self.state.force_write or super().modified
 
     @modified.setter
     def modified(self, value: bool) -> None:
@@ -90,27 +105,112 @@ class FlaskSession(Session, SessionMixin):
             self.state.ensure_loaded(self)
 
 
-class SessionKitInterface(SessionInterface):
-    """Flask's session hook, answered by a `SessionManager`."""
+class FlaskSettings(NamedTuple):
+    """The Flask config values a `SessionManager` is built from, read as Flask reads them.
 
-    def __init__(self, manager: SessionManager) -> None:
+    Compared with the settings the current manager was built from on each
+    request: equal (the usual case) costs one tuple comparison; different
+    builds a new manager over the same store.
+    """
+
+    secret_keys: tuple[str | bytes, ...]
+    cookie_name: str
+    cookie_domain: str | None
+    cookie_path: str
+    httponly: bool
+    secure: bool
+    samesite: str | None
+    partitioned: bool
+    lifetime: timedelta
+    refresh_each_request: bool
+    #: Read on each request too, so that a change is refused rather than ignored (the store is opened once).
+    store_url: str
+
+
+class SessionKitInterface(SessionInterface):
+    """Flask's session hook, answered by a `SessionManager`.
+
+    With `manager`, that manager serves every app this interface is set on.
+    Without, each app's manager is built from its config, read when Flask
+    reads it (as each request opens its session, through the ``get_cookie_*``
+    methods Flask's own interface has), and rebuilt when a value changed;
+    the store is opened once per app, from ``SESSIONKIT_URL``. An app without
+    ``SECRET_KEY`` gets Flask's ``NullSession``: readable and empty, and
+    writing to it raises Flask's own `RuntimeError`.
+    """
+
+    def __init__(self, manager: SessionManager | None = None) -> None:
         self.manager = manager
 
-    def open_session(self, app: flask.Flask, request: Request) -> FlaskSession:
+    def get_secret_keys(self, app: flask.Flask) -> tuple[str | bytes, ...]:
+        """``SECRET_KEY``, then ``SECRET_KEY_FALLBACKS`` newest first; empty without ``SECRET_KEY``.
+
+        Flask lists the fallbacks oldest first (as itsdangerous reads them);
+        sessionkit's keys are newest first.
+        """
+        secret = app.secret_key
+        if not secret:
+            return ()
+        fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or ()
+        return (secret, *reversed(list(fallbacks)))
+
+    def get_store_url(self, app: flask.Flask) -> str:
+        """``SESSIONKIT_URL``: the store every service sharing the sessions names (read once per app)."""
+        return app.config.get("SESSIONKIT_URL") or "memory://"
+
+    def get_settings(self, app: flask.Flask) -> FlaskSettings:
+        """The values the manager depends on, read through Flask's own getters."""
+        config = app.config
+        return FlaskSettings(
+            self.get_secret_keys(app),
+            self.get_cookie_name(app),
+            # werkzeug drops a leading dot (RFC 6265 §5.2.3: browsers ignore it).
+            (self.get_cookie_domain(app) or "").lstrip(".") or None,
+            self.get_cookie_path(app) or "/",
+            bool(self.get_cookie_httponly(app)),
+            bool(self.get_cookie_secure(app)),
+            self.get_cookie_samesite(app),
+            # SESSION_COOKIE_PARTITIONED (and its getter) came with Flask 3.1.
+            bool(config.get("SESSION_COOKIE_PARTITIONED", False)),
+            app.permanent_session_lifetime,
+            bool(config.get("SESSION_REFRESH_EACH_REQUEST", True)),
+            self.get_store_url(app),
+        )
+
+    def manager_for(self, app: flask.Flask) -> SessionManager | None:
+        """The manager for `app`'s current config; None without ``SECRET_KEY`` (Flask's null session).
+
+        Raises `ConfigError` (a `ValueError`) for a value sessionkit refuses: a
+        key under 32 bytes, an unknown SameSite, a bad ``SESSIONKIT_URL``.
+        """
+        if self.manager is not None:
+            return self.manager
+        settings = self.get_settings(app)
+        if not settings.secret_keys:
+            return None
+        return _app_sessions(app).manager(settings)
+
+    def open_session(self, app: flask.Flask, request: Request) -> FlaskSession | None:
+        manager = self.manager_for(app)
+        if manager is None:
+            return None  # Flask makes its NullSession
         environ = request.environ
         # request.is_secure (after any ProxyFix), or what a proxy the manager trusts forwarded.
-        https = environ_is_https(self.manager, environ, scheme=request.scheme)
+        https = environ_is_https(manager, environ, scheme=request.scheme)
         # Flask opens the session before its error handling starts: a store failure is
         # raised at the session's first use instead, where the app's handlers see it.
-        session = self.manager.open(environ.get("HTTP_COOKIE"), https=https, session_class=FlaskSession,
-                                    defer_errors=True)
-        return cast(FlaskSession, session)
+        session = cast(FlaskSession, manager.open(environ.get("HTTP_COOKIE"), https=https,
+                                                  session_class=FlaskSession, defer_errors=True))
+        session.manager = manager
+        return session
 
     def save_session(self, app: flask.Flask, session: SessionMixin, response: Response) -> None:
-        if not isinstance(session, Session):
+        if not isinstance(session, FlaskSession) or session.manager is None:
             return
+        # Flask's ``modified`` means "this request changed the session", after the save too.
+        session.saved_changes = session.state.has_pending() and session.modified
         try:
-            extra = self.manager.save(session, status=response.status_code)
+            extra = session.manager.save(session, status=response.status_code)
         except StoreError as exc:
             # Too late for the view's error handling: answer with what the app's handler for it makes.
             _replace(response, app.make_response(app.handle_user_exception(exc)))
@@ -120,6 +220,68 @@ class SessionKitInterface(SessionInterface):
             merged = merge_headers(response.headers.to_wsgi_list(), extra)
             response.headers.clear()
             response.headers.extend(merged)
+
+
+class _AppSessions:
+    """One app's store, opened once, and the manager built from the settings last seen."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.url: str | None = None
+        self.store: Store | None = None
+        self.idle_timeout: float | None = None
+        self.current: tuple[FlaskSettings, SessionManager] | None = None
+
+    def manager(self, settings: FlaskSettings) -> SessionManager:
+        current = self.current
+        if current is not None and current[0] == settings:
+            return current[1]
+        with self.lock:
+            current = self.current
+            if current is None or current[0] != settings:
+                current = self.current = (settings, self.build(settings))
+        return current[1]
+
+    def build(self, settings: FlaskSettings) -> SessionManager:
+        url = settings.store_url
+        if self.url is not None and url != self.url:
+            raise ConfigError(f"SESSIONKIT_URL changed to {redact(url)!r} after the app opened "
+                              f"{redact(self.url)!r}: the store is opened once per app", option="SESSIONKIT_URL")
+        keys = _check_keys(settings.secret_keys)
+        samesite = settings.samesite
+        options: dict[str, Any] = {
+            "secret_keys": keys,
+            "cookie_name": settings.cookie_name,
+            "cookie_domain": settings.cookie_domain,
+            "cookie_path": settings.cookie_path,
+            # Flask's False means "not forced": Secure still follows an https request.
+            "secure": True if settings.secure else None,
+            "httponly": settings.httponly,
+            # Flask's None sends no SameSite; sessionkit's safe default, Lax, is kept instead.
+            "samesite": samesite.lower() if isinstance(samesite, str) else "lax" if samesite is None else samesite,
+            "partitioned": settings.partitioned,
+            "absolute_timeout": settings.lifetime,
+            "rolling": settings.refresh_each_request,
+        }
+        if self.store is not None:
+            if self.idle_timeout is None:  # cookie://: the URL names the strategy; its store is kept
+                manager = SessionManager(url, **options)
+                fresh, manager.store = manager.store, self.store
+                fresh.close()
+                return manager
+            return SessionManager(self.store, idle_timeout=self.idle_timeout, **options)
+        manager = SessionManager(url, **options)
+        self.url, self.store = url, manager.store
+        if not url.lower().startswith("cookie:"):
+            self.idle_timeout = manager.idle_timeout
+        return manager
+
+
+def _app_sessions(app: flask.Flask) -> _AppSessions:
+    state = app.extensions.get(EXTENSION_KEY)
+    if not isinstance(state, _AppSessions):
+        state = app.extensions.setdefault(EXTENSION_KEY, _AppSessions())
+    return state
 
 
 def _replace(response: Response, replacement: Response) -> None:
@@ -133,9 +295,10 @@ def _replace(response: Response, replacement: Response) -> None:
 class SessionKit:
     """The Flask extension: ``SessionKit(app)`` or ``SessionKit().init_app(app)``.
 
-    Without `manager`, each app gets its own, built from its config by
-    `manager_from_config` when `init_app` runs; an explicit `manager` wins over
-    the config and is shared by every app this extension is initialised on.
+    Without `manager`, each app gets its own, built from its config when a
+    request first needs it and rebuilt when a Flask setting changes (see
+    `SessionKitInterface`); an explicit `manager` wins over the config and is
+    shared by every app this extension is initialised on.
     """
 
     def __init__(self, app: flask.Flask | None = None, manager: SessionManager | None = None) -> None:
@@ -144,58 +307,48 @@ class SessionKit:
             self.init_app(app)
 
     def init_app(self, app: flask.Flask) -> None:
-        manager = self.manager if self.manager is not None else manager_from_config(app)
-        app.session_interface = SessionKitInterface(manager)
-        app.extensions[EXTENSION_KEY] = manager
+        """Install the session interface; refuse a key that is already set and too short, now."""
+        interface = SessionKitInterface(self.manager)
+        if self.manager is None:
+            _check_keys(interface.get_secret_keys(app))
+        app.session_interface = interface
         # A store outage is the manager's 503, through Flask's own error handling, unless
         # the app registered a handler for it already (or registers one later: the last wins).
         if StoreError not in app.error_handler_spec[None][None]:
-            app.register_error_handler(StoreError, _unavailable_handler(manager))
+            app.register_error_handler(StoreError, _unavailable_handler(interface))
 
 
-def _unavailable_handler(manager: SessionManager) -> Callable[[StoreError], Response]:
+def _unavailable_handler(interface: SessionKitInterface) -> Callable[[StoreError], Response]:
     def unavailable(exc: StoreError) -> Response:
+        manager = interface.manager_for(flask.current_app)
+        if manager is None:  # no SECRET_KEY, no sessions: this store error is not the session's
+            raise exc
         answer = manager.unavailable_response(exc)
         return Response(answer.body, status=answer.status, headers=answer.headers)
 
     return unavailable
 
 
-def manager_from_config(app: flask.Flask) -> SessionManager:
-    """A `SessionManager` from the app's Flask config names and ``SESSIONKIT_URL``.
+def get_manager(app: flask.Flask | None = None) -> SessionManager:
+    """The `SessionManager` serving `app`'s sessions now (``current_app`` by default).
 
-    Raises `ConfigError` naming the Flask option at fault (a missing or short
-    ``SECRET_KEY``, ``SameSite=None`` without ``Secure``, a bad URL).
+    Raises `RuntimeError` if the app's sessions are not sessionkit's or it has
+    no ``SECRET_KEY``, and `ConfigError` for a config sessionkit refuses.
     """
-    config = app.config
-    samesite = config.get("SESSION_COOKIE_SAMESITE")
-    return SessionManager(
-        config.get("SESSIONKIT_URL") or "memory://",
-        secret_keys=_secret_keys(config),
-        cookie_name=config.get("SESSION_COOKIE_NAME") or "session",
-        cookie_domain=config.get("SESSION_COOKIE_DOMAIN") or None,
-        cookie_path=config.get("SESSION_COOKIE_PATH") or config.get("APPLICATION_ROOT") or "/",
-        # Flask's False means "not forced": Secure still follows an https request.
-        secure=True if config.get("SESSION_COOKIE_SECURE") else None,
-        httponly=bool(config.get("SESSION_COOKIE_HTTPONLY", True)),
-        # Flask's None sends no SameSite; sessionkit's safe default, Lax, is kept instead.
-        samesite=cast(SameSite, samesite.lower()) if isinstance(samesite, str) else "lax",
-        partitioned=bool(config.get("SESSION_COOKIE_PARTITIONED", False)),
-        absolute_timeout=app.permanent_session_lifetime,
-        rolling=bool(config.get("SESSION_REFRESH_EACH_REQUEST", True)),
-    )
+    app = flask.current_app if app is None else app
+    interface = app.session_interface
+    if not isinstance(interface, SessionKitInterface):
+        raise RuntimeError("the app's session interface is not sessionkit's: call SessionKit(app) first")
+    manager = interface.manager_for(app)
+    if manager is None:
+        raise RuntimeError("SECRET_KEY is not set: the app has Flask's null session, no sessionkit manager")
+    return manager
 
 
-def _secret_keys(config: Mapping[str, Any]) -> list[str | bytes]:
-    """``SECRET_KEY`` then ``SECRET_KEY_FALLBACKS`` (oldest first, as Flask lists them): newest first."""
-    secret = config.get("SECRET_KEY")
-    if not secret:
-        raise ConfigError(f"SECRET_KEY is not set: sessionkit signs the session cookie with it; set a random "
-                          f"key of {MIN_KEY_BYTES}+ bytes (generate one with: {_KEYGEN})", option="SECRET_KEY")
-    fallbacks = list(config.get("SECRET_KEY_FALLBACKS") or ())
-    named = [("SECRET_KEY", secret)]
-    named += [(f"SECRET_KEY_FALLBACKS[{index}]", key) for index, key in reversed(list(enumerate(fallbacks)))]
-    for name, key in named:
+def _check_keys(keys: tuple[str | bytes, ...]) -> list[str | bytes]:
+    """`keys` if each is a key sessionkit accepts, else a `ConfigError` naming the Flask option at fault."""
+    names = ["SECRET_KEY", *(f"SECRET_KEY_FALLBACKS[{index}]" for index in reversed(range(len(keys) - 1)))]
+    for name, key in zip(names, keys, strict=False):
         try:
             parse_secret_keys([key])
         except ConfigError as exc:
@@ -203,7 +356,7 @@ def _secret_keys(config: Mapping[str, Any]) -> list[str | bytes]:
             detail = f"is {size} bytes" if size is not None else f"is a {type(key).__name__}, not str or bytes"
             raise ConfigError(f"{name} {detail}: sessionkit needs keys of at least {MIN_KEY_BYTES} bytes for "
                               f"HMAC-SHA256 (generate one with: {_KEYGEN})", option=name) from exc
-    return [key for _, key in named]
+    return list(keys)
 
 
 def current_session() -> FlaskSession:

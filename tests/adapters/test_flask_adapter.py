@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
+import time
 from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
@@ -12,6 +14,7 @@ from typing import Any
 import flask
 import pytest
 from flask import Flask, flash, get_flashed_messages, redirect, render_template_string, session, url_for
+from flask.globals import request_ctx
 from flask.sessions import SecureCookieSessionInterface
 from flask.testing import FlaskClient
 from starlette.applications import Starlette
@@ -19,17 +22,18 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
+from werkzeug.http import parse_date
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
 from sessionkit import ConfigError, SessionManager
 from sessionkit.adapters import asgi
 from sessionkit.adapters.flask import (
-    EXTENSION_KEY,
     FlaskSession,
     SessionKit,
     SessionKitInterface,
     current_session,
+    get_manager,
     invalidate,
     regenerate,
 )
@@ -349,14 +353,14 @@ def test_helpers_refuse_an_app_without_sessionkit() -> None:
 
 def test_flask_defaults_give_a_lax_httponly_cookie_secure_on_https() -> None:
     app = make_app()
-    manager = app.extensions[EXTENSION_KEY]
+    manager = get_manager(app)
     assert manager.absolute_timeout == timedelta(days=31).total_seconds()
     assert manager.rolling is True
     header = set_cookie(app.test_client().get("/permanent"))
     assert header.startswith("session=")
-    assert header.endswith("; Path=/; Max-Age=2678400; HttpOnly; SameSite=Lax")
+    assert re.search(r"; Path=/; Max-Age=2678400; Expires=[^;]+ GMT; HttpOnly; SameSite=Lax$", header), header
     header = set_cookie(app.test_client().get("/permanent", base_url="https://localhost"))
-    assert header.endswith("; Path=/; Max-Age=2678400; Secure; HttpOnly; SameSite=Lax")
+    assert re.search(r"; Path=/; Max-Age=2678400; Expires=[^;]+ GMT; Secure; HttpOnly; SameSite=Lax$", header)
 
 
 def test_https_behind_proxyfix_or_a_trusted_proxy_gets_secure(store: RecordingStore) -> None:
@@ -370,7 +374,11 @@ def test_https_behind_proxyfix_or_a_trusted_proxy_gets_secure(store: RecordingSt
     assert "; Secure;" in set_cookie(trusting.test_client().get("/count", headers=forwarded))
 
 
-@pytest.mark.parametrize(("config", "check"), [
+def config_id(value: Any) -> str:
+    return ",".join(value) if isinstance(value, dict) else ""
+
+
+CONFIG_CHECKS = [
     ({"SESSION_COOKIE_NAME": "sid"}, lambda h: h.startswith("sid=")),
     ({"SESSION_COOKIE_DOMAIN": "example.test"}, lambda h: "; Domain=example.test;" in h),
     ({"SESSION_COOKIE_PATH": "/app"}, lambda h: "; Path=/app;" in h),
@@ -382,12 +390,212 @@ def test_https_behind_proxyfix_or_a_trusted_proxy_gets_secure(store: RecordingSt
     ({"SESSION_COOKIE_PARTITIONED": True}, lambda h: h.endswith("; Partitioned")),
     ({"PERMANENT_SESSION_LIFETIME": timedelta(hours=1)}, lambda h: "; Max-Age=3600;" in h),
     ({"PERMANENT_SESSION_LIFETIME": 600}, lambda h: "; Max-Age=600;" in h),  # Flask accepts seconds too
-], ids=lambda value: ",".join(value) if isinstance(value, dict) else "")
+]
+
+
+@pytest.mark.parametrize(("config", "check"), CONFIG_CHECKS, ids=config_id)
 def test_each_flask_config_name_reaches_the_cookie(config: dict[str, Any], check: Any) -> None:
     default = set_cookie(make_app().test_client().get("/permanent"))  # permanent: the cookie has Max-Age
     header = set_cookie(make_app(**config).test_client().get("/permanent"))
     assert check(header), header
     assert not check(default), default  # the check would fail without the setting
+
+
+@pytest.mark.parametrize(("config", "check"), CONFIG_CHECKS, ids=config_id)
+def test_each_flask_config_name_changed_after_init_app_takes_effect(config: dict[str, Any], check: Any) -> None:
+    """As with Flask's own interface: the config is read as each request opens its session."""
+    app = make_app()
+    client = app.test_client()
+    before = set_cookie(client.get("/permanent"))
+    assert not check(before), before
+    app.config.update(config)
+    after = set_cookie(app.test_client().get("/permanent"))
+    assert check(after), after
+
+
+def test_the_store_is_opened_once_and_the_manager_rebuilt_only_on_a_change() -> None:
+    app = make_app()
+    client = app.test_client()
+    client.post("/login")
+    first = get_manager(app)
+    client.get("/count")
+    assert get_manager(app) is first  # nothing changed: the same manager, no rebuild
+    app.config["SESSION_COOKIE_HTTPONLY"] = False
+    response = client.get("/count")
+    assert response.text == "user=alice count=2"  # the same store: nobody is logged out
+    rebuilt = get_manager(app)
+    assert rebuilt is not first and rebuilt.store is first.store
+    assert rebuilt.codec.httponly is False
+    assert get_manager(app) is rebuilt
+
+
+def test_the_idle_timeout_of_the_url_survives_a_rebuild(tmp_path: Path) -> None:
+    app = make_app(SESSIONKIT_URL=f"file://{tmp_path}?idle_timeout=120")
+    assert get_manager(app).idle_timeout == 120
+    app.config["SESSION_COOKIE_NAME"] = "other"
+    assert get_manager(app).idle_timeout == 120 and get_manager(app).codec.name == "other"
+
+
+def test_a_cookie_url_keeps_its_strategy_across_a_rebuild() -> None:
+    app = make_app(SESSIONKIT_URL="cookie://")
+    client = app.test_client()
+    client.post("/login")
+    app.config["SESSION_COOKIE_SAMESITE"] = "Strict"
+    response = client.get("/count")
+    assert response.text == "user=alice count=1"
+    header = set_cookie(response)
+    assert header.endswith("; SameSite=Strict")
+    assert len(cookie_value(header)) > 100  # the session itself travels in the cookie, not an id
+
+
+def test_a_changed_sessionkit_url_is_refused_not_ignored(tmp_path: Path) -> None:
+    app = make_app()
+    client = app.test_client()
+    client.get("/count")
+    app.config["SESSIONKIT_URL"] = f"file://{tmp_path}"
+    app.testing = True
+    with pytest.raises(ConfigError, match="SESSIONKIT_URL changed"):
+        client.get("/count")
+    app.config["SESSIONKIT_URL"] = "memory://"
+    assert client.get("/count").text == "user=None count=2"
+
+
+def test_a_changed_secret_key_verifies_with_its_fallbacks_as_flask_rotates() -> None:
+    """Flask's ``SECRET_KEY``/``SECRET_KEY_FALLBACKS``, changed between requests."""
+    app = make_app(SECRET_KEY=OLD_KEY)
+    client = app.test_client()
+    client.post("/login")
+    old = client.get_cookie("session")
+    assert old is not None
+    app.config["SECRET_KEY"] = "n" * 32
+    assert client.get("/").text == "user=None count=None"  # an unknown key: the cookie does not verify
+    app.config.update(SECRET_KEY=KEY, SECRET_KEY_FALLBACKS=["v" * 32, OLD_KEY])
+    client.set_cookie("session", old.value)
+    response = client.get("/")
+    assert response.text == "user=alice count=None"
+    resigned = cookie_value(set_cookie(response))
+    assert IdSigner([KEY.encode()]).unsign(resigned) is not None  # re-signed with the new SECRET_KEY
+
+
+def test_without_secret_key_the_session_is_flasks_null_session() -> None:
+    """Reading works (empty), writing raises Flask's own RuntimeError, as with Flask's interface."""
+    app = make_app(SECRET_KEY=None)
+    app.testing = True
+    client = app.test_client()
+    assert client.get("/").text == "user=None count=None"
+    with pytest.raises(RuntimeError, match="session is unavailable because no secret key was set"):
+        client.get("/count")
+    with app.test_request_context("/"):
+        assert app.session_interface.is_null_session(session._get_current_object())  # type: ignore[attr-defined]
+        with pytest.raises(RuntimeError, match="no secret key"):
+            session.pop("user")
+    with pytest.raises(RuntimeError, match="SECRET_KEY is not set"):
+        get_manager(app)
+    app.config["SECRET_KEY"] = KEY  # set later: sessions start working
+    assert client.get("/count").text == "user=None count=1"
+    assert client.get("/count").text == "user=None count=2"
+
+
+def test_an_invalid_samesite_raises_value_error_until_fixed() -> None:
+    app = make_app()
+    app.testing = True
+    client = app.test_client()
+    app.config["SESSION_COOKIE_SAMESITE"] = "invalid"
+    with pytest.raises(ValueError, match="samesite must be"):
+        client.get("/count")
+    app.config["SESSION_COOKIE_SAMESITE"] = "Strict"
+    assert set_cookie(client.get("/count")).endswith("; SameSite=Strict")
+
+
+def test_a_short_secret_key_set_after_init_app_fails_each_request() -> None:
+    app = make_app()
+    app.testing = True
+    app.config["SECRET_KEY"] = "dev"
+    with pytest.raises(ConfigError, match="SECRET_KEY is 3 bytes"):
+        app.test_client().get("/")
+
+
+def test_a_permanent_cookie_carries_expires_with_max_age() -> None:
+    """As werkzeug's cookies do: Expires = now + Max-Age; a browser-session cookie has neither."""
+    client = make_app().test_client()
+    header = set_cookie(client.get("/permanent"))
+    max_age = int(re.search(r"; Max-Age=(\d+)", header).group(1))  # type: ignore[union-attr]
+    expires = parse_date(re.search(r"; Expires=([^;]+)", header).group(1))  # type: ignore[union-attr]
+    assert expires is not None
+    assert abs(expires.timestamp() - (time.time() + max_age)) < 5
+    assert max_age == 2678400
+    temporary = set_cookie(client.get("/temporary"))
+    assert "Max-Age" not in temporary and "Expires" not in temporary
+    expired = set_cookie(client.get("/clear"))
+    assert "; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT;" in expired
+
+
+def test_modified_stays_true_after_the_save_as_in_flask() -> None:
+    """Flask's ``session.modified``: this request changed the session, still True once it is saved."""
+    def kept() -> Any:
+        # Not through the flask.session proxy: Flask 3.1.3+ marks the session accessed on each use of it.
+        context = request_ctx._get_current_object()  # type: ignore[attr-defined]
+        return vars(context)["_session"] if "_session" in vars(context) else context.session
+
+    app = make_app()
+    client = app.test_client()
+    with client:
+        client.get("/count")
+        assert kept().modified is True
+    with client:
+        client.get("/")
+        assert kept().modified is False and kept().accessed is True
+    with client:
+        client.get("/static")
+        assert kept().modified is False and kept().accessed is False
+
+
+def test_a_leading_dot_in_the_cookie_domain_is_dropped_as_werkzeug_does() -> None:
+    client = make_app(SESSION_COOKIE_DOMAIN=".example.test").test_client()
+    header = set_cookie(client.get("/count", base_url="http://www.example.test"))
+    assert "; Domain=example.test;" in header
+    assert client.get("/", base_url="http://www.example.test").text == "user=None count=1"  # sent back
+
+
+class StoreAndKeysInterface(SessionKitInterface):
+    """What a subclass may change, as Flask's ``get_cookie_*`` getters allow."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+
+    def get_store_url(self, app: Flask) -> str:
+        return self.url
+
+    def get_secret_keys(self, app: Flask) -> tuple[str | bytes, ...]:
+        return tuple(key * 8 for key in super().get_secret_keys(app))
+
+
+def test_an_interface_set_on_the_flask_class_serves_every_app(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without SessionKit(app): each app is configured from its own config at its first request."""
+    monkeypatch.setattr(Flask, "session_interface", StoreAndKeysInterface(f"file://{tmp_path}"))
+    apps = []
+    for name in ("first", "second"):
+        app = Flask(name)
+        app.config["SECRET_KEY"] = "four"  # stretched to 32 bytes by the subclass
+        app.config["SESSION_COOKIE_NAME"] = name
+        app.get("/count")(lambda: str(session.setdefault("n", 0) + 1))
+        apps.append(app)
+    first, second = (app.test_client() for app in apps)
+    assert set_cookie(first.get("/count")).startswith("first=")
+    assert set_cookie(second.get("/count")).startswith("second=")
+    assert get_manager(apps[0]) is not get_manager(apps[1])
+    assert len(list(tmp_path.glob("*.session"))) == 2  # both in the subclass's store
+
+
+def test_a_session_is_saved_by_the_manager_that_opened_it() -> None:
+    app = make_app()
+    app.get("/rename")(lambda: (app.config.update(SESSION_COOKIE_NAME="renamed"), session.__setitem__("a", 1))[0]
+                       or "renamed")
+    response = app.test_client().get("/rename")
+    assert set_cookie(response).startswith("session=")  # the change applies from the next request
+    assert set_cookie(app.test_client().get("/count")).startswith("renamed=")
 
 
 def test_secret_key_and_sessionkit_url_reach_the_manager(tmp_path: Path) -> None:
@@ -402,16 +610,19 @@ def test_secret_key_and_sessionkit_url_reach_the_manager(tmp_path: Path) -> None
 
 
 def test_session_refresh_each_request_maps_to_rolling() -> None:
-    assert make_app().extensions[EXTENSION_KEY].rolling is True
-    assert make_app(SESSION_REFRESH_EACH_REQUEST=False).extensions[EXTENSION_KEY].rolling is False
+    assert get_manager(make_app()).rolling is True
+    assert get_manager(make_app(SESSION_REFRESH_EACH_REQUEST=False)).rolling is False
 
 
 def test_an_explicit_manager_wins_over_the_config(store: RecordingStore) -> None:
     manager = SessionManager(store, secret_keys=[KEY], cookie_name="sk")
     app = make_app(manager, SESSION_COOKIE_NAME="ignored", SECRET_KEY="short")
-    assert app.extensions[EXTENSION_KEY] is manager
+    assert get_manager(app) is manager
     assert set_cookie(app.test_client().get("/count")).startswith("sk=")
-    assert store.verbs() == ["create"]
+    app.config.update(SESSION_COOKIE_NAME="still-ignored", SECRET_KEY=None)  # later changes too
+    assert set_cookie(app.test_client().get("/count")).startswith("sk=")
+    assert get_manager(app) is manager
+    assert store.verbs() == ["create", "create"]
 
 
 def test_init_app_later_and_on_two_apps() -> None:
@@ -420,24 +631,47 @@ def test_init_app_later_and_on_two_apps() -> None:
     for app in (first, second):
         app.config["SECRET_KEY"] = KEY
         extension.init_app(app)
-    assert first.extensions[EXTENSION_KEY] is not second.extensions[EXTENSION_KEY]  # one store each
+    assert get_manager(first) is not get_manager(second)
+    assert get_manager(first).store is not get_manager(second).store  # one store each
 
 
 @pytest.mark.parametrize(("config", "message"), [
-    ({}, r"SECRET_KEY is not set"),
     ({"SECRET_KEY": "short"}, r"SECRET_KEY is 5 bytes: sessionkit needs keys of at least 32 bytes"),
     ({"SECRET_KEY": KEY, "SECRET_KEY_FALLBACKS": [OLD_KEY, b"old"]}, r"SECRET_KEY_FALLBACKS\[1\] is 3 bytes"),
-    ({"SECRET_KEY": KEY, "SESSION_COOKIE_SAMESITE": "None"}, r"requires secure=True"),
-    ({"SECRET_KEY": KEY, "SESSION_COOKIE_SAMESITE": "sometimes"}, r"samesite must be"),
-    ({"SECRET_KEY": KEY, "SESSIONKIT_URL": "nosuch://"}, r"nosuch"),
-    ({"SECRET_KEY": KEY, "SESSION_COOKIE_NAME": "__Host-session", "SESSION_COOKIE_DOMAIN": "example.com"},
-     r"__Host- cookie needs secure=True"),
+    ({"SECRET_KEY": KEY, "SECRET_KEY_FALLBACKS": [1234]}, r"SECRET_KEY_FALLBACKS\[0\] is a int"),
 ])
-def test_bad_config_fails_at_init_app(config: dict[str, Any], message: str) -> None:
+def test_a_short_key_fails_at_init_app(config: dict[str, Any], message: str) -> None:
     app = Flask(__name__)
     app.config.update(config)
     with pytest.raises(ConfigError, match=message):
         SessionKit(app)
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"SECRET_KEY": "short"}, r"SECRET_KEY is 5 bytes"),
+    ({"SECRET_KEY_FALLBACKS": ["o" * 31]}, r"SECRET_KEY_FALLBACKS\[0\] is 31 bytes"),
+    ({"SESSION_COOKIE_SAMESITE": "None"}, r"requires secure=True"),
+    ({"SESSION_COOKIE_SAMESITE": "sometimes"}, r"samesite must be"),
+    ({"SESSIONKIT_URL": "nosuch://"}, r"nosuch"),
+    ({"SESSION_COOKIE_NAME": "__Host-session", "SESSION_COOKIE_DOMAIN": "example.com"},
+     r"__Host- cookie needs secure=True"),
+])
+def test_a_config_sessionkit_refuses_fails_the_request_that_opens_a_session(config: dict[str, Any],
+                                                                           message: str) -> None:
+    """Set before or after init_app, a bad value fails each request loudly (a ValueError, as Flask's are)."""
+    for before in (True, False):
+        app = Flask(__name__)
+        app.config.update(SECRET_KEY=KEY, TESTING=True)
+        if before and not any(name.startswith("SECRET_KEY") for name in config):  # init_app refuses keys
+            app.config.update(config)
+        SessionKit(app)
+        app.get("/")(show)
+        app.config.update(config)
+        client = app.test_client()
+        for _ in range(2):  # a failed build is not cached
+            with pytest.raises(ValueError, match=message) as raised:
+                client.get("/")
+            assert isinstance(raised.value, ConfigError)
 
 
 def test_secret_key_fallbacks_rotate_without_logging_anyone_out(tmp_path: Path) -> None:
