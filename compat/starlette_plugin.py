@@ -6,7 +6,7 @@ Loaded with ``-p compat.starlette_plugin`` before Starlette's
 the tests build from a dict) with sessionkit's, on the store
 ``SESSIONKIT_COMPAT_URL`` names. The tests themselves run unchanged.
 
-Two things are done to them, both counted and printed at the end of the run:
+Four things are done to them, all printed at the end of the run:
 
 - Starlette's tests sign with ``secret_key="example"``; sessionkit refuses keys
   under 32 bytes. Each such key is first checked to be refused (a
@@ -15,12 +15,20 @@ Two things are done to them, both counted and printed at the end of the run:
 - `EXPECTED_FAILURES`, the deliberate differences, are marked strict xfail with
   the exception they must fail with: one that passes, or fails otherwise, fails
   the run, and so does one that was not collected.
+- On a server store, each middleware's connections of an event loop are
+  closed when that loop shuts down, as the app's lifespan shutdown would (the
+  tests run none, and the test client runs each request on a loop of its own).
+- Starlette's blockbuster fixture (blocking calls in the event loop are errors)
+  is told about `ONE_TIME_BLOCKING`, as its conftest does for mimetypes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import weakref
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +134,10 @@ def _install() -> None:
     from sessionkit.adapters import starlette as adapter
 
     url = _url()
+    # A server store keeps connections per event loop; memory:// and cookie:// keep none (and
+    # memory://'s close empties it, which a loop ending does not mean: the test client runs
+    # every request on a loop of its own).
+    per_loop = not url.startswith(("memory:", "cookie:"))
 
     class SessionMiddleware(adapter.SessionMiddleware):
         """sessionkit's middleware on the run's store, with Starlette's tests' short key made usable."""
@@ -134,8 +146,46 @@ def _install() -> None:
             kwargs.setdefault("url", url)
             super().__init__(app, _usable_key(secret_key), *args, **kwargs)
 
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if per_loop:
+                await _close_at_loop_shutdown(self.manager)
+            await super().__call__(scope, receive, send)
+
     sessions.SessionMiddleware = SessionMiddleware  # type: ignore[misc,assignment]
     sessions.Session = _stored_session  # type: ignore[misc,assignment]
+
+
+#: Per event loop, async generators whose finalisation closes a manager's store on that loop.
+_closers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, AsyncGenerator[None, None]]] = (
+    weakref.WeakKeyDictionary())
+
+
+async def _close_at_loop_shutdown(manager: Any) -> None:
+    """Close `manager`'s store connections of this loop when the loop shuts down.
+
+    What an app's lifespan shutdown does (the adapter closes its store then);
+    Starlette's test client runs each request on a loop of its own without a
+    lifespan, and the tests' warnings-are-errors config would count the redis
+    connections left to the garbage collector. ``asyncio.run`` (and anyio's
+    runner) finalise live async generators before closing the loop.
+    """
+    loop = asyncio.get_running_loop()
+    closers = _closers.setdefault(loop, {})
+    if id(manager) in closers:
+        return
+
+    async def closer() -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            _closed.append(type(manager.store).__name__)
+            await manager.aclose()
+
+    generator = closers[id(manager)] = closer()
+    await generator.__anext__()
+
+
+_closed: list[str] = []
 
 
 def _stored_session(data: dict[str, Any] | None = None) -> Any:
@@ -151,8 +201,33 @@ def _stored_session(data: dict[str, Any] | None = None) -> Any:
     return manager.open(cookie.partition(";")[0])
 
 
+#: Where a blocking call is allowed, as Starlette's conftest allows mimetypes' one-time ``init``:
+#: redis-py's client constructor reads its own version from the package metadata (files),
+#: once per client; sessionkit's redis store builds its asyncio client on the first request
+#: of each event loop, and Starlette's test client runs a new loop per client.
+ONE_TIME_BLOCKING = (("/redis/utils.py", "get_lib_version"),)
+
+
+def _allow_one_time_blocking() -> None:
+    """Tell Starlette's blockbuster fixture about `ONE_TIME_BLOCKING`, for every function it watches."""
+    try:
+        from blockbuster import BlockBuster
+    except ImportError:
+        return
+    activate = BlockBuster.activate
+
+    def activate_allowing(self: Any) -> None:
+        for function in self.functions.values():
+            for filename, name in ONE_TIME_BLOCKING:
+                function.can_block_in(filename, name)
+        activate(self)
+
+    BlockBuster.activate = activate_allowing  # type: ignore[method-assign]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     _install()
+    _allow_one_time_blocking()
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -170,6 +245,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     write = terminalreporter.write_line
     write(f"sessionkit compat: store {_url()}; starlette.middleware.sessions.SessionMiddleware and Session "
           "are sessionkit's")
+    write(f"sessionkit compat: blocking calls allowed (once per client) in {list(ONE_TIME_BLOCKING)}")
+    if _closed:
+        write(f"sessionkit compat: {len(_closed)} store connection pool(s) closed at their event loop's shutdown")
     if _stretched:
         write(f"sessionkit compat: {len(_stretched)} middleware(s) given a secret_key under 32 bytes "
               f"(sizes {sorted(set(_stretched))}): each refused with ConfigError, then run with its SHA-256 hex digest")

@@ -171,7 +171,10 @@ class SessionMiddleware(asgi.SessionMiddleware):
             manager = manager_from_starlette(
                 secret_key, session_cookie, max_age, path, same_site, https_only, domain, partitioned,
                 url=DEFAULT_URL if url is None else url, **options)
+            #: The manager was made here, so it is closed here, when the app's lifespan ends.
+            self.owns_manager = True
         else:
+            self.owns_manager = False
             given = (secret_key is not None or url is not None or bool(options)
                      or (session_cookie, max_age, path, same_site, https_only, domain, partitioned)
                      != ("session", DEFAULT_MAX_AGE, "/", "lax", False, None, False))
@@ -179,3 +182,16 @@ class SessionMiddleware(asgi.SessionMiddleware):
                 raise ConfigError("manager= carries the whole configuration: set cookie and store options on "
                                   "the SessionManager, not here", option="manager")
         super().__init__(app, manager)
+
+    async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        if scope["type"] != "lifespan" or not self.owns_manager:
+            await super().__call__(scope, receive, send)
+            return
+        manager = self.manager
+
+        async def send_closing(message: asgi.Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await manager.aclose()  # the store's connections of this event loop
+            await send(message)
+
+        await self.app(scope, receive, send_closing)
