@@ -79,8 +79,8 @@ def ensure_installed(requirement: Requirement, extras: Sequence[str]) -> str:
     wanted += [extra for extra in extras if _installed(Requirement(extra).name) is None]
     if wanted:
         print(f"==> pip install {' '.join(wanted)}", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", *wanted],
-                       check=True)
+        subprocess.run(  # noqa: S603 - this interpreter's pip, with the spec's and tox.ini's names
+            [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", *wanted], check=True)
     installed = _installed(requirement.name)
     assert installed is not None
     return installed
@@ -94,7 +94,7 @@ def sdist(package: str, version: str) -> Path:
             return candidate
     folder.mkdir(parents=True, exist_ok=True)
     print(f"==> pip download {package}=={version} (sdist)", flush=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
+    subprocess.run([sys.executable, "-m", "pip", "download",  # noqa: S603 - a pinned name==version "-q", "--disable-pip-version-check", "--no-deps",
                     "--no-binary", ":all:", f"{package}=={version}", "-d", str(folder)],
                    check=True)
     return sdist(package, version)
@@ -139,7 +139,7 @@ def run(spec: Any, tree: Path, url: str, pytest_args: Sequence[str]) -> int:
     command = [sys.executable, "-m", "pytest", "-c", spec.config, "-p", "no:cacheprovider", "-p", spec.plugin,
                "-rfExX", *spec.targets, *pytest_args]
     print(f"==> {url}: {' '.join(command[1:])}", flush=True)
-    return subprocess.run(command, cwd=tree, env=env, check=False).returncode
+    return subprocess.run(command, cwd=tree, env=env, check=False).returncode  # noqa: S603 - pytest, our arguments
 
 
 def main(argv: Sequence[str] | None = None) -> int:
