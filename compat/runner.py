@@ -7,7 +7,9 @@ Generic: everything framework-specific is the ``SPEC`` (a `CompatSpec`) of
 swap. The runner
 
 1. finds the newest version of the framework in tox.ini's matrix and installs
-   it (with the test-only packages the spec names) if the interpreter lacks it;
+   it (with the test-only packages the spec names) if the interpreter lacks it
+   (``scripts/framework-compat`` runs it in a venv of its own, tox in its env:
+   those packages change the framework's behaviour for other tests);
 2. downloads the sdist of the installed version from PyPI, once, into
    ``.compat-cache/`` (gitignored), and extracts only the spec's members: the
    tests run against the very code they were written for;
