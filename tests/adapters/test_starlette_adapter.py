@@ -59,9 +59,16 @@ def make_app(**options: Any) -> Starlette:
 
 
 def attributes(set_cookie: str) -> dict[str, str]:
-    """Set-Cookie attributes by lower-cased name (cookie attribute names are case-insensitive)."""
+    """Set-Cookie attributes by lower-cased name (cookie attribute names are case-insensitive).
+
+    ``Expires`` goes with every Max-Age (as werkzeug's cookies have it); it is checked here
+    and left out of the result, since its text depends on the clock.
+    """
     parts = [part.partition("=") for part in set_cookie.split("; ")[1:]]
-    return {name.lower(): value for name, _, value in parts}
+    found = {name.lower(): value for name, _, value in parts}
+    expires = found.pop("expires", None)
+    assert (expires is not None) == (found.get("max-age", "0") != "0"), set_cookie
+    return found
 
 
 # --- the one-line migration ----------------------------------------------------
