@@ -61,13 +61,13 @@ def make_app(**options: Any) -> Starlette:
 def attributes(set_cookie: str) -> dict[str, str]:
     """Set-Cookie attributes by lower-cased name (cookie attribute names are case-insensitive).
 
-    ``Expires`` goes with every Max-Age (as werkzeug's cookies have it); it is checked here
+    ``Expires`` goes with every Max-Age (as werkzeug's cookies have it; 1970 for an expired one); it is checked here
     and left out of the result, since its text depends on the clock.
     """
     parts = [part.partition("=") for part in set_cookie.split("; ")[1:]]
     found = {name.lower(): value for name, _, value in parts}
     expires = found.pop("expires", None)
-    assert (expires is not None) == (found.get("max-age", "0") != "0"), set_cookie
+    assert (expires is not None) == ("max-age" in found), set_cookie
     return found
 
 
