@@ -285,6 +285,8 @@ class CookieCodec:
         self.signer = IdSigner(secret_keys)
         self.name = name
         self.path = path
+        # Browsers ignore a leading dot (RFC 6265 §5.2.3), and werkzeug drops it: so do we.
+        domain = domain.lstrip(".") or None if domain else None
         self.domain = domain
         self.secure = _prefix_secure(name, secure=secure, path=path, domain=domain)
         self.httponly = httponly

@@ -96,6 +96,11 @@ class SessionManager:
     hook for id guessing); ``invalid_cookies`` counts them. `subscribe` receives
     every lifecycle event (`sessionkit.events`).
 
+    ``store`` is an already open store to use instead of opening the URL's again
+    (an adapter that rebuilds its manager when its framework's settings change
+    keeps one store); the URL still says how sessions travel, and its
+    store-independent options (``idle_timeout=``) still apply.
+
     A failing store: by default (``on_store_error="raise"``) the typed
     `StoreError` propagates and the adapters answer ``503 Service Unavailable``
     with ``Retry-After: retry_after``. With ``"fresh"``, a failed load serves an
@@ -128,6 +133,7 @@ class SessionManager:
         trusted_proxies: Iterable[str] = (),
         on_invalid_cookie: Callable[[str], None] | None = None,
         migrate_from: Iterable[LegacyCookie] = (),
+        store: Store | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         keys = parse_secret_keys(secret_keys)
@@ -174,7 +180,9 @@ class SessionManager:
 
                 tokens, revoke_url = TokenCodec.from_url(parsed)
                 tokens.bind(keys)
-                self.store: Store = _open_revocations(revoke_url)
+                self.store: Store = store if store is not None else _open_revocations(revoke_url)
+            elif store is not None:
+                self.store = store  # the URL's own options were the store's, when it was opened
             else:
                 from .backends import open_parsed
 

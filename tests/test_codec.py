@@ -233,3 +233,8 @@ def test_verified_values_are_cached_forged_ones_are_not() -> None:
     assert len(signer._verified) <= 2
     forged = values[0][:-1] + ("A" if values[0][-1] != "A" else "B")
     assert signer.unsign(forged) is None and forged not in signer._verified
+
+
+def test_a_leading_dot_in_the_domain_is_dropped_as_browsers_ignore_it() -> None:
+    header = CookieCodec([b"k" * 32], domain=".example.com").render("x" * 43, max_age=None, https=False)
+    assert "Domain=example.com;" in header and "Domain=." not in header

@@ -329,3 +329,11 @@ def test_a_browser_session_cookie_has_no_max_age_but_the_server_timeouts_still_a
     cookie = set_cookie.split(";")[0]
     clock.advance(101)
     assert manager.open(cookie).get("user") is None  # the absolute timeout, enforced on the server
+
+
+def test_an_open_store_can_be_given_with_the_url_that_names_it(store: RecordingStore) -> None:
+    """An adapter that rebuilds its manager keeps one store; the URL's common options still apply."""
+    manager = SessionManager("memory://?idle_timeout=90", store=store, secret_keys=[KEY])
+    assert manager.store is store and manager.idle_timeout == 90.0
+    cookie_manager = SessionManager("cookie://?revoke=memory://", store=store, secret_keys=[KEY])
+    assert cookie_manager.store is store  # the revocation list: the store given, not a second one

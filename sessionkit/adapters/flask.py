@@ -164,8 +164,7 @@ class SessionKitInterface(SessionInterface):
         return FlaskSettings(
             self.get_secret_keys(app),
             self.get_cookie_name(app),
-            # werkzeug drops a leading dot (RFC 6265 §5.2.3: browsers ignore it).
-            (self.get_cookie_domain(app) or "").lstrip(".") or None,
+            self.get_cookie_domain(app) or None,
             self.get_cookie_path(app) or "/",
             bool(self.get_cookie_httponly(app)),
             bool(self.get_cookie_secure(app)),
@@ -229,7 +228,6 @@ class _AppSessions:
         self.lock = threading.Lock()
         self.url: str | None = None
         self.store: Store | None = None
-        self.idle_timeout: float | None = None
         self.current: tuple[FlaskSettings, SessionManager] | None = None
 
     def manager(self, settings: FlaskSettings) -> SessionManager:
@@ -263,17 +261,10 @@ class _AppSessions:
             "absolute_timeout": settings.lifetime,
             "rolling": settings.refresh_each_request,
         }
-        if self.store is not None:
-            if self.idle_timeout is None:  # cookie://: the URL names the strategy; its store is kept
-                manager = SessionManager(url, **options)
-                fresh, manager.store = manager.store, self.store
-                fresh.close()
-                return manager
-            return SessionManager(self.store, idle_timeout=self.idle_timeout, **options)
-        manager = SessionManager(url, **options)
+        # The URL is parsed anew each time (it says how sessions travel, and its idle_timeout=);
+        # the store it names is opened once.
+        manager = SessionManager(url, store=self.store, **options)
         self.url, self.store = url, manager.store
-        if not url.lower().startswith("cookie:"):
-            self.idle_timeout = manager.idle_timeout
         return manager
 
 
