@@ -22,7 +22,7 @@ import pickle
 import re
 from base64 import b64decode, b64encode
 from collections.abc import Callable
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any, Protocol
@@ -61,9 +61,10 @@ DATETIME, DATE, DECIMAL = " dt", " da", " dc"
 _LEAVES = frozenset({str, int, float, bool, type(None), bytes, datetime, date, UUID, Decimal})
 
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-#: What `datetime.isoformat()` writes, and nothing else; an offset may have seconds and microseconds.
-_ISO_DATETIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?"
-                           r"(?:[+-][0-9]{2}:[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{6})?)?)?")
+#: What `datetime.isoformat()` writes, and nothing else: the local time, and the offset's sign, hours,
+#: minutes, seconds and microseconds (a `timezone` takes any offset within a day, to the microsecond).
+_ISO_DATETIME = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?)"
+                           r"(?:([+-])([0-9]{2}):([0-5][0-9])(?::([0-5][0-9])(?:\.([0-9]{6}))?)?)?")
 #: What `str(Decimal)` writes for a finite number.
 _DECIMAL_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:E[+-][0-9]+)?")
 #: What `werkzeug.http.http_date` (Flask's " d") writes: RFC 9110's IMF-fixdate, always GMT.
@@ -186,9 +187,17 @@ def _read_http_date(payload: Any) -> datetime:
 
 def _read_datetime(payload: Any) -> datetime:
     text = _text(payload)
-    if not _ISO_DATETIME.fullmatch(text):
+    match = _ISO_DATETIME.fullmatch(text)
+    if match is None:
         raise ValueError(f"holds {text[:40]!r}, not an ISO 8601 datetime")
-    return datetime.fromisoformat(text)  # out-of-range fields: ValueError
+    local, sign, hours, minutes, seconds, microseconds = match.groups()
+    moment = datetime.fromisoformat(local)  # out-of-range fields: ValueError
+    if sign is None:
+        return moment
+    # The offset is read here: fromisoformat takes +00:00:00.000001 for UTC.
+    offset = timedelta(hours=int(hours), minutes=int(minutes), seconds=int(seconds or 0),
+                       microseconds=int(microseconds or 0))
+    return moment.replace(tzinfo=timezone(-offset if sign == "-" else offset))  # a day or more: ValueError
 
 
 def _read_date(payload: Any) -> date:

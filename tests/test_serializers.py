@@ -102,6 +102,8 @@ TYPED_VALUES: list[Any] = [
     datetime(2026, 11, 30, 8, 14, 47, 123456, tzinfo=NEPAL),
     datetime(2026, 11, 30, 8, 14, 47, 1, tzinfo=timezone(-timedelta(hours=9, minutes=30))),
     datetime(2026, 11, 30, 8, 14, 47, tzinfo=timezone(timedelta(seconds=1, microseconds=7))),
+    datetime(2026, 11, 30, tzinfo=timezone(timedelta(microseconds=1))),
+    datetime(2026, 11, 30, tzinfo=timezone(-timedelta(hours=23, minutes=59, seconds=59, microseconds=999999))),
     datetime(2026, 11, 30, 8, 14, 47, tzinfo=timezone.utc),
     datetime(2026, 11, 30, 8, 14, 47, 999999),  # naive
     datetime(1, 1, 1), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=23, minutes=59))),
@@ -261,6 +263,7 @@ HOSTILE_TAGS = [
     '{" dt":"2020-13-01T00:00:00"}', '{" dt":"2020-01-01T00:00:00+24:00"}', '{" dt":5}',
     '{" dt":"2020-01-01 00:00:00"}', '{" dt":"2020-01-01T00:00:00Z"}', '{" dt":"2020-01-01"}',
     '{" dt":"0000-01-01T00:00:00"}', '{" dt":"2020-01-01T00:00:00+00:00:60"}', '{" dt":"2020-01-01T00:00:00+00:60"}',
+    '{" dt":"2020-01-01T00:00:00+24:00:00.000001"}', '{" dt":"2020-01-01T00:00:00+99:59"}',
     '{" dt":"\u0662\u0660\u0662\u0660-01-01T00:00:00"}',
     '{" da":"2020-02-30"}', '{" da":"20200101"}', '{" da":["2020-01-01"]}', '{" da":"2020-01-01T00:00:00"}',
     '{" dc":"NaN"}', '{" dc":"Infinity"}', '{" dc":"1e5"}', '{" dc":" 1"}', '{" dc":"1_000"}', '{" dc":1.5}',
