@@ -98,9 +98,8 @@ def _tag_leaf(value: Any) -> dict[str, str]:
         if not value.is_finite():  # as with floats: other readers (Node's among them) have no such number
             raise ValueError(f"Decimal {value} is not a finite number")
         return {DECIMAL: Decimal.__str__(value)}
-    raise TypeError(f"a {_type_name(value)} cannot be stored in a session: store its state as JSON types "
-                    "(str, int, float, bool, None, list, dict) or as datetime, date, UUID, bytes, tuple, "
-                    "Decimal or Markup")
+    raise TypeError(f"{_type_name(value)} is not a type a session keeps: store it as str, int, float, bool, "
+                    "None, list, dict, datetime, date, UUID, bytes, tuple, Decimal or Markup")
 
 
 def _needs_tags(value: Any) -> bool:
