@@ -181,7 +181,7 @@ def _read_http_date(payload: Any) -> datetime:
     if match is None or match[2] not in _MONTHS:
         raise ValueError(f"holds {text[:40]!r}, not an HTTP date")
     day, month, year, hour, minute, second = match.groups()
-    return datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second), tzinfo=timezone.utc)
+    return datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second), 0, timezone.utc)
 
 
 def _read_datetime(payload: Any) -> datetime:
@@ -190,13 +190,11 @@ def _read_datetime(payload: Any) -> datetime:
     if match is None:
         raise ValueError(f"holds {text[:40]!r}, not an ISO 8601 datetime")
     local, sign, hours, minutes, seconds, microseconds = match.groups()
-    moment = datetime.fromisoformat(local)  # out-of-range fields: ValueError
-    if sign is None:
-        return moment
-    # The offset is read here: fromisoformat takes +00:00:00.000001 for UTC.
-    offset = timedelta(hours=int(hours), minutes=int(minutes), seconds=int(seconds or 0),
-                       microseconds=int(microseconds or 0))
-    return moment.replace(tzinfo=timezone(-offset if sign == "-" else offset))  # a day or more: ValueError
+    if microseconds is None:
+        return datetime.fromisoformat(text)  # out-of-range fields, an offset of a day or more: ValueError
+    # fromisoformat takes +00:00:00.000001 for UTC: an offset with microseconds is read here.
+    offset = timedelta(0, int(seconds) + 60 * int(minutes) + 3600 * int(hours), int(microseconds))
+    return datetime.fromisoformat(local).replace(tzinfo=timezone(-offset if sign == "-" else offset))
 
 
 def _read_date(payload: Any) -> date:
