@@ -128,6 +128,8 @@ def _needs_tags(value: Any) -> bool:
 
 def _tagged(value: Any) -> Any:
     """A copy of `value` with tuples, Markup and tag-like dicts in their tagged form."""
+    if type(value) in _LEAVES:
+        return value
     if isinstance(value, dict):
         if len(value) == 1:
             ((key, item),) = value.items()
