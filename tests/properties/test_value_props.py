@@ -11,21 +11,61 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from flask.json.tag import TaggedJSONSerializer
 from hypothesis import event, example, given
 from hypothesis import strategies as st
+from markupsafe import Markup
 
 from sessionkit import SerializationError, SessionKitError
 from sessionkit.backends.redis.layout import decode_fields as _decode_fields
 from sessionkit.backends.redis.layout import record_args as _record_args
 from sessionkit.record import CorruptRecord, Record, decode_record, encode_record
-from sessionkit.serializers import JSONSerializer
+from sessionkit.serializers import JSONSerializer, PlainJSONSerializer
 
-from . import identical, json_text, json_values, surrogates, wild_text
+from ..test_serializers import old_dumps, same
+from . import identical, json_scalars, json_text, json_values, surrogates, wild_text
 
 JSON = JSONSerializer()
+PLAIN = PlainJSONSerializer()
+FLASK = TaggedJSONSerializer()
+#: The keys that make a one-key object a tag; Flask knows the first six.
+FLASK_TAGS = (" t", " b", " m", " u", " d", " di")
+TAGS = (*FLASK_TAGS, " dt", " da", " dc")
+
+
+def has_tag_like_dict(value: Any, tags: tuple[str, ...] = TAGS) -> bool:
+    """Whether `value` holds a dict whose only key is a tag: such a dict is stored escaped."""
+    if isinstance(value, dict):
+        if len(value) == 1 and next(iter(value)) in tags:
+            return True
+        return any(has_tag_like_dict(item, tags) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(has_tag_like_dict(item, tags) for item in value)
+    return False
+
+
+#: Any UTC offset a `timezone` takes: strictly within a day, to the microsecond.
+_offsets = st.timedeltas(min_value=-timedelta(hours=24) + timedelta.resolution,
+                         max_value=timedelta(hours=24) - timedelta.resolution).map(timezone)
+typed_scalars = st.one_of(
+    st.datetimes(timezones=st.none() | st.just(timezone.utc) | _offsets | st.timezones()),
+    st.dates(),
+    st.uuids(),
+    st.binary(max_size=40),
+    st.decimals(allow_nan=False, allow_infinity=False),
+    json_text.map(Markup),
+)
+#: Values the default serializer keeps as themselves: JSON values and the Python types, nested anywhere.
+typed_values = st.recursive(
+    json_scalars | typed_scalars,
+    lambda children: st.one_of(st.lists(children, max_size=5), st.dictionaries(json_text, children, max_size=5),
+                               st.lists(children, max_size=5).map(tuple)),
+    max_leaves=20,
+)
 
 
 def _splice(data: bytes, junk: bytes, position: int) -> bytes:
@@ -49,10 +89,21 @@ _deep = st.builds(
 )
 _number_text = st.sampled_from([b"1e400", b"-1e400", b"NaN", b"Infinity", b"-Infinity", b"9" * 5000, b"-0", b"1E+2",
                                 b"0.1e-400", b"01", b"1.", b".5", b"\xef\xbb\xbf1", b" 1 ", b"[1e400]"])
+#: One-key objects with a tag's key and any payload, nested or not.
+_tag_documents = st.recursive(
+    st.builds(lambda tag, payload: {tag: payload}, st.sampled_from(TAGS),
+              json_values | st.sampled_from(["2020-01-01", "2020-01-01T00:00:00", "Mon, 01 Jan 2020 00:00:00 GMT",
+                                             "QQ==", "0" * 32, "-0.0E-7", "x__"])),
+    lambda children: st.builds(lambda tag, child: {tag: child}, st.sampled_from(TAGS), children)
+    | st.lists(children, max_size=3) | st.dictionaries(st.sampled_from([f"{tag}__" for tag in TAGS]), children),
+    max_leaves=5,
+)
 stored_bytes = st.one_of(
     st.binary(max_size=300),
     _mutated(json_values.map(_json_dumps)),
     _mutated(json_values.map(JSON.dumps)),
+    _mutated(typed_values.map(JSON.dumps)),
+    _mutated(_tag_documents.map(_json_dumps)),
     _deep,
     _number_text,
     wild_text.map(lambda text: text.encode("utf-8", "surrogatepass")),
@@ -64,12 +115,13 @@ stored_bytes = st.one_of(
 
 @given(stored_bytes)
 def test_loads_of_any_bytes_raises_only_value_error(data: bytes) -> None:
-    try:
-        JSON.loads(data)
-    except ValueError:  # RecursionError is not one: it must not escape
-        event("refused")
-        return
-    event("loaded")
+    for serializer in (JSON, PLAIN):
+        try:
+            serializer.loads(data)
+        except ValueError:  # RecursionError is not one: it must not escape
+            event("refused")
+            continue
+        event("loaded")
 
 
 @given(json_values)
@@ -78,7 +130,58 @@ def test_dumps_then_loads_round_trips_in_canonical_bytes(value: Any) -> None:
     decoded = JSON.loads(encoded)
     assert identical(decoded, value)
     assert JSON.dumps(decoded) == encoded  # canonical: what in-place mutation detection compares
+    if has_tag_like_dict(value):
+        assert b'" di"' in encoded
+        return
     assert identical(json.loads(encoded.decode("utf-8")), value)  # valid UTF-8, readable by any JSON parser
+    assert encoded == old_dumps(value) == PLAIN.dumps(value)  # the bytes plain values always had
+    assert identical(PLAIN.loads(encoded), value)
+
+
+@given(typed_values)
+def test_typed_values_round_trip_as_themselves_in_canonical_bytes(value: Any) -> None:
+    encoded = JSON.dumps(value)
+    decoded = JSON.loads(encoded)
+    assert same(decoded, value)
+    assert JSON.dumps(decoded) == encoded
+    json.loads(encoded.decode("utf-8"))  # still plain JSON to any other reader
+
+
+@given(typed_values)
+def test_plain_json_keeps_plain_values_and_refuses_the_rest(value: Any) -> None:
+    try:
+        encoded = PLAIN.dumps(value)
+    except SerializationError:
+        event("refused")
+        return
+    assert same(PLAIN.loads(encoded), value)
+    assert encoded == JSON.dumps(value) or has_tag_like_dict(value)
+
+
+#: What Flask's tagged JSON keeps: its own datetimes are whole seconds, and it has no date or Decimal tag.
+#: (Flask reads its own years before 100 as 19xx or 20xx: email.utils takes them for two-digit years.)
+flask_scalars = st.one_of(
+    st.datetimes(min_value=datetime(100, 1, 1), timezones=st.none() | st.just(timezone.utc) | _offsets).map(
+        lambda moment: moment.replace(microsecond=0)),
+    st.uuids(), st.binary(max_size=40), json_text.map(Markup),
+)
+flask_values = st.recursive(
+    json_scalars | flask_scalars,
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(json_text, children, max_size=4),
+                               st.lists(children, max_size=4).map(tuple)),
+    max_leaves=15,
+)
+
+
+@given(flask_values)
+@example({" t": (1, {" di": b"x"})})
+def test_what_flask_writes_reads_as_flask_reads_it(value: Any) -> None:
+    # A dict whose only key is one of sessionkit's own tags Flask writes unescaped: it reads as that tag.
+    if has_tag_like_dict(value, (" dt", " da", " dc")):
+        event("a key only sessionkit takes for a tag")
+        return
+    written = FLASK.dumps(value)
+    assert same(JSON.loads(written.encode("utf-8")), FLASK.loads(written))
 
 
 # -- records (memory, file, memcache, cookie stores) ----------------------------------------
