@@ -13,6 +13,9 @@ request that never touches its session costs no store access. It does no I/O.
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import uuid
 from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Any, ClassVar
 
@@ -23,7 +26,7 @@ from .serializers import Serializer
 __all__ = ["Session", "SessionState"]
 
 #: Values of these types cannot change in place, so handing them out needs no watching.
-_IMMUTABLE = (str, int, float, bool, type(None), bytes)
+_IMMUTABLE = (str, int, float, bool, type(None), bytes, datetime.date, uuid.UUID, decimal.Decimal)
 
 Loader = Callable[["Session"], None]
 

@@ -95,3 +95,18 @@ def test_an_old_cookie_past_its_max_age_is_not_moved() -> None:
     stale = signer.sign(payload).decode()
     app, _ = app_with(migrate_from=[StarletteCookie(OLD_SECRET, max_age=-1)])
     assert app.get("/", headers={"Cookie": f"session={stale}"}).json == {}
+
+
+def test_flask_values_keep_their_types_through_the_move() -> None:
+    import datetime
+    import uuid
+
+    moment = datetime.datetime(2026, 11, 30, 8, 0, 5, tzinfo=datetime.timezone.utc)
+    ident = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    manager = SessionManager(RecordingStore(), secret_keys=[KEY], migrate_from=[FlaskCookie(OLD_SECRET)])
+    old = flask_cookie({"at": moment, "id": ident, "pair": (1, 2), "raw": b"\x00\xff"})
+    session = manager.open(f"session={old}")
+    assert dict(session) == {"at": moment, "id": ident, "pair": (1, 2), "raw": b"\x00\xff"}
+    cookie = dict(manager.save(session))["Set-Cookie"].split(";")[0]
+    again = manager.open(cookie)
+    assert again["at"] == moment and again["id"] == ident and again["pair"] == (1, 2) and again["raw"] == b"\x00\xff"
