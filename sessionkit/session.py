@@ -17,6 +17,7 @@ import datetime
 import decimal
 import uuid
 from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from .codec import Incoming, new_session_id
@@ -29,6 +30,9 @@ __all__ = ["Session", "SessionState"]
 _IMMUTABLE = (str, int, float, bool, type(None), bytes, datetime.date, uuid.UUID, decimal.Decimal)
 
 Loader = Callable[["Session"], None]
+
+#: "No keys yet": the one empty set every new session shares until its first change.
+_NOTHING: frozenset[str] = frozenset()
 
 # The session is a dict whose methods keep books; the books read its storage directly.
 _get = dict.get
@@ -49,10 +53,32 @@ class SessionState:
     never hold a second copy of it.
     """
 
-    __slots__ = ("accessed_at", "baseline", "changed", "created_at", "data", "degraded", "doomed",
-                 "force_write", "https", "id", "incoming", "invalidated", "is_new", "legacy_cookie", "loaded", "loader",
-                 "now",
-                 "persistent_key", "regenerated", "serializer", "settled", "touched", "watched")
+    # What every session starts with, as class attributes: a request sets only what is
+    # its own, which keeps a session's creation (on every request) cheap.
+    #: The id the data is (or will be) stored under; None until loaded or asked for.
+    id: str | None = None
+    is_new = True
+    #: Each key's bytes as the store holds them: what changes are measured against (replaced, never changed).
+    baseline: Mapping[str, bytes] = MappingProxyType({})
+    regenerated = False
+    invalidated = False
+    #: The request read or wrote the session (the response then varies by cookie).
+    touched = False
+    #: The store failed on load and the manager chose to serve an unsaved session.
+    degraded = False
+    #: Write every key at the next save, changed or not (Flask's ``session.modified = True``).
+    force_write = False
+    #: The response's save was decided (done, failed or skipped): only later changes may be saved.
+    settled = False
+    #: The name of a framework's old session cookie this session was migrated from, to expire.
+    legacy_cookie: str | None = None
+    #: Keys the app set or deleted. Empty and shared until the first one: most requests
+    #: change nothing, and a session is made on every request.
+    changed: set[str] | frozenset[str] = _NOTHING
+    #: Keys whose mutable values the app was handed (re-encoded at save: in-place changes); as `changed`.
+    watched: set[str] | frozenset[str] = _NOTHING
+    #: Ids to delete from the store at save (regenerated or invalidated ones).
+    doomed: list[str] | tuple[str, ...] = ()
 
     def __init__(self, incoming: Incoming, data: dict[str, Any], serializer: Serializer, loader: Loader | None,
                  now: float, https: bool, persistent_key: str | None) -> None:
@@ -64,36 +90,11 @@ class SessionState:
         self.serializer = serializer
         self.loader = loader
         #: The request's time: timeouts and a new session's clock count from here.
-        self.now = now
+        self.now = self.created_at = self.accessed_at = now
         #: Nothing left to load: a request without a verified cookie has nothing to load.
         self.loaded = incoming.session_id is None
-        #: The id the data is (or will be) stored under; None until loaded or asked for.
-        self.id: str | None = None
-        self.is_new = True
-        self.created_at = now
-        self.accessed_at = now
-        #: Each key's bytes as the store holds them: what changes are measured against.
-        self.baseline: Mapping[str, bytes] = {}
-        #: Keys the app set or deleted.
-        self.changed: set[str] = set()
-        #: Keys whose mutable values the app was handed (re-encoded at save: in-place changes).
-        self.watched: set[str] = set()
-        #: Ids to delete from the store at save (regenerated or invalidated ones).
-        self.doomed: list[str] = []
-        self.regenerated = False
-        self.invalidated = False
-        #: The request read or wrote the session (the response then varies by cookie).
-        self.touched = False
-        #: The store failed on load and the manager chose to serve an unsaved session.
-        self.degraded = False
-        #: Write every key at the next save, changed or not (Flask's ``session.modified = True``).
-        self.force_write = False
         #: The data key whose truthiness makes the cookie persistent (None: always persistent).
         self.persistent_key = persistent_key
-        #: The response's save was decided (done, failed or skipped): only later changes may be saved.
-        self.settled = False
-        #: The name of a framework's old session cookie this session was migrated from, to expire.
-        self.legacy_cookie: str | None = None
 
     # -- loading ------------------------------------------------------------------
 
@@ -120,7 +121,7 @@ class SessionState:
     def doom(self, session_id: str) -> None:
         """Delete `session_id` from the store when the response is saved."""
         if session_id not in self.doomed:
-            self.doomed.append(session_id)
+            self.doomed = [*self.doomed, session_id]
 
     def restart(self) -> None:
         """A new id from here on, with a clock that starts now (regenerate, invalidate)."""
@@ -147,7 +148,7 @@ class SessionState:
         data = self.data
         baseline = self.baseline
         if self.force_write:
-            keys: set[str] = set(_keys(data)) | self.changed
+            keys: set[str] | frozenset[str] = set(_keys(data)) | self.changed
         else:
             keys = self.changed if not self.watched else self.changed | self.watched
         changes: dict[str, bytes | None] = {}
@@ -195,15 +196,13 @@ class SessionState:
         # The app may still hold the mutable values it read or stored, and change them
         # later (while a body streams): keep watching those, forget the rest.
         data = self.data
-        watched = self.watched
-        if watched:
-            watched.difference_update([key for key in watched
-                                       if isinstance(_get(data, key, None), _IMMUTABLE)])  # gone (None) or immutable
+        watched = {key for key in self.watched if not isinstance(_get(data, key, None), _IMMUTABLE)}  # None: gone
         for key in self.changed:
             if not isinstance(_get(data, key, None), _IMMUTABLE):
                 watched.add(key)
-        self.doomed.clear()
-        self.changed.clear()
+        self.watched = watched or _NOTHING
+        self.doomed = ()
+        self.changed = _NOTHING
         self.regenerated = self.invalidated = self.force_write = False
         if session_id is not None:
             self.id = session_id
@@ -220,9 +219,8 @@ class SessionState:
 
     def forget_pending(self) -> None:
         """Drop what this request changed without writing it (a failed or skipped save)."""
-        self.changed.clear()
-        self.watched.clear()
-        self.doomed.clear()
+        self.changed = self.watched = _NOTHING
+        self.doomed = ()
         self.regenerated = self.invalidated = self.force_write = False
 
 
@@ -252,7 +250,6 @@ class Session(dict[str, Any]):
 
     def __init__(self, incoming: Incoming, serializer: Serializer, loader: Loader | None, now: float,
                  *, https: bool = False) -> None:
-        dict.__init__(self)
         #: The lifecycle's books: read and updated by the manager (see `SessionState`).
         self.state = SessionState(incoming, self, serializer, loader, now, https, self.persistent_cookie_key)
 
@@ -331,7 +328,7 @@ class Session(dict[str, Any]):
         state.ensure_loaded(self)
         state.restart()
         state.regenerated = True
-        state.changed.update(dict.keys(self))
+        state.changed = {*state.changed, *dict.keys(self)}
 
     def invalidate(self) -> None:
         """End the session: its data is dropped, its id deleted on save, its cookie expired.
@@ -346,8 +343,7 @@ class Session(dict[str, Any]):
         state.restart()
         state.invalidated = True
         dict.clear(self)
-        state.changed.clear()
-        state.watched.clear()
+        state.changed = state.watched = _NOTHING
 
     # -- reads: each marks the session accessed and watches the mutable values it hands out -----
 
@@ -357,7 +353,7 @@ class Session(dict[str, Any]):
             state.ensure_loaded(self)
         value = dict.__getitem__(self, key)
         if not isinstance(value, _IMMUTABLE):
-            state.watched.add(key)
+            _watch(state, key)
         return value
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -368,7 +364,7 @@ class Session(dict[str, Any]):
         if value is _MISSING:
             return default
         if not isinstance(value, _IMMUTABLE):
-            state.watched.add(key)
+            _watch(state, key)
         return value
 
     def __contains__(self, key: object) -> bool:
@@ -433,38 +429,38 @@ class Session(dict[str, Any]):
         """Every value is about to leave through a view or a copy: watch the mutable ones."""
         state = self.state
         state.ensure_loaded(self)
-        watched = state.watched
         for key, value in dict.items(self):
             if not isinstance(value, _IMMUTABLE):
-                watched.add(key)
+                _watch(state, key)
 
     # -- writes: each records the keys it changed ---------------------------------
 
     def __setitem__(self, key: str, value: Any) -> None:
-        _check_key(key)
+        if type(key) is not str or not key.isascii():
+            _check_key(key)
         state = self.state
         if not state.touched:
             state.ensure_loaded(self)
         dict.__setitem__(self, key, value)
-        state.changed.add(key)
+        _change(state, key)
 
     def __delitem__(self, key: str) -> None:
         state = self.state
         state.ensure_loaded(self)
         dict.__delitem__(self, key)
-        state.changed.add(key)
+        _change(state, key)
 
     def clear(self) -> None:
         state = self.state
         state.ensure_loaded(self)
-        state.changed.update(dict.keys(self))
+        state.changed = {*state.changed, *dict.keys(self)}
         dict.clear(self)
 
     def pop(self, key: str, *default: Any) -> Any:
         state = self.state
         state.ensure_loaded(self)
         if dict.__contains__(self, key):
-            state.changed.add(key)
+            _change(state, key)
         return dict.pop(self, key, *default)
 
     def popitem(self) -> tuple[str, Any]:
@@ -472,7 +468,7 @@ class Session(dict[str, Any]):
         state = self.state
         state.ensure_loaded(self)
         key, value = dict.popitem(self)
-        state.changed.add(key)
+        _change(state, key)
         return key, value
 
     def setdefault(self, key: str, default: Any = None) -> Any:
@@ -482,7 +478,7 @@ class Session(dict[str, Any]):
             return self[key]
         self[key] = default
         if not isinstance(default, _IMMUTABLE):
-            state.watched.add(key)
+            _watch(state, key)
         return default
 
     def update(self, other: Any = (), /, **more: Any) -> None:
@@ -503,6 +499,24 @@ class Session(dict[str, Any]):
 
 
 _MISSING: Any = object()
+
+
+def _change(state: SessionState, key: str) -> None:
+    """Record that `key` changed (its set is made at the first change: most requests change nothing)."""
+    changed = state.changed
+    if changed is _NOTHING:
+        state.changed = {key}
+    else:
+        changed.add(key)  # type: ignore[union-attr]
+
+
+def _watch(state: SessionState, key: str) -> None:
+    """Record that the mutable value under `key` was handed out (as `_change`)."""
+    watched = state.watched
+    if watched is _NOTHING:
+        state.watched = {key}
+    else:
+        watched.add(key)  # type: ignore[union-attr]
 
 
 def _check_key(key: object) -> None:

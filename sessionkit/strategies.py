@@ -19,6 +19,7 @@ operations and response cookies — as flows, so both drivers run them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal, NamedTuple, Protocol
 
 from .codec import MAX_COOKIE_BYTES, CookieCodec, Incoming, ResponseCookie, new_session_id, parse_cookie_header
@@ -79,11 +80,13 @@ class Strategy(Protocol):
     def load(self, incoming: Incoming, now: float) -> Load | None:
         """The store operation a verified cookie's session needs before it can be used, if any."""
 
-    def loaded(self, incoming: Incoming, now: float, result: Record | None) -> tuple[Record | None, str]:
-        """The session's record given that operation's `result`, or None and why ("idle", "revoked").
+    @property
+    def loaded(self) -> Callable[[Incoming, float, Record | None], tuple[Record | None, str]] | None:
+        """The session's record given that operation's result (or None and why: "idle", "revoked");
+        None when the operation's result *is* the record.
 
-        Two plain calls around one operation, not a nested flow: a load runs on
-        every request, and a generator inside the flow would double its cost.
+        Plain calls around one operation, not a nested flow: a load runs on every
+        request, and a generator inside the flow doubles its cost.
         """
 
     def save(self, state: SessionState, now: float) -> Flow[Saved]:
@@ -111,8 +114,8 @@ class StoredSessions:
         assert incoming.session_id is not None
         return Load(incoming.session_id, self.lifetimes.touch_ttl)
 
-    def loaded(self, incoming: Incoming, now: float, result: Record | None) -> tuple[Record | None, str]:
-        return result, "idle"  # the store's TTL is the idle timeout: a missing record timed out (or ended)
+    #: The Load's result is the record; a missing one timed out (the store's TTL is the idle timeout) or ended.
+    loaded = None
 
     def save(self, state: SessionState, now: float) -> Flow[Saved]:
         name = self.codec.name

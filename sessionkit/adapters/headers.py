@@ -15,6 +15,7 @@ from collections.abc import Sequence
 __all__ = ["combine", "merge_headers", "merge_raw_headers", "vary_with"]
 
 _COMBINED = frozenset({"vary", "cache-control"})
+_COMBINED_INITIALS = frozenset("VvCc")
 _COMBINED_RAW = frozenset({b"vary", b"cache-control"})
 
 
@@ -39,9 +40,10 @@ def merge_headers(headers: Sequence[tuple[str, str]], extra: Sequence[tuple[str,
     result = list(headers)
     found: dict[str, int] = {}
     for index, (app_name, _) in enumerate(result):
-        lowered = app_name.lower()
-        if lowered in _COMBINED and lowered not in found:
-            found[lowered] = index
+        if app_name[:1] in _COMBINED_INITIALS:  # lower-case only the names that could be ours
+            lowered = app_name.lower()
+            if lowered in _COMBINED and lowered not in found:
+                found[lowered] = index
     for name, value in extra:
         at = found.get(name.lower()) if found else None
         if at is None:

@@ -32,14 +32,6 @@ def environ_is_https(manager: SessionManager, environ: Environ, scheme: str | No
     return manager.proxies.wsgi_is_https(environ, scheme)
 
 
-def status_code(status: str) -> int:
-    """The number of a WSGI status line (``"404 Not Found"``); unreadable counts as a server error."""
-    try:
-        return int(status[:3])
-    except ValueError:
-        return 500
-
-
 class SessionMiddleware:
     """Give a WSGI app a lazily loaded session at ``environ["sessionkit.session"]``."""
 
@@ -54,19 +46,20 @@ class SessionMiddleware:
         except StoreError as exc:
             return _unavailable(manager, exc, start_response)
         environ[ENVIRON_KEY] = session
-        started = False
 
         def session_start_response(status: str, headers: list[tuple[str, str]],
                                    exc_info: ExcInfo = None) -> Callable[[bytes], object]:
-            nonlocal started
-            extra = manager.save(session, status=status_code(status))
-            started = True
+            try:
+                code = int(status[:3])  # "404 Not Found"
+            except ValueError:
+                code = 500  # an unreadable status counts as a server error
+            extra = manager.save(session, code)
             return start_response(status, merge_headers(headers, extra) if extra else headers, exc_info)
 
         try:
             body = self.app(environ, session_start_response)
         except StoreError as exc:
-            if started:
+            if session.state.settled:  # the response started: too late for a 503
                 raise
             return _unavailable(manager, exc, start_response)
         return _ClosingIterator(body, manager, session)
