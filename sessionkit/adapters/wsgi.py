@@ -46,20 +46,23 @@ class SessionMiddleware:
         except StoreError as exc:
             return _unavailable(manager, exc, start_response)
         environ[ENVIRON_KEY] = session
+        started = False
 
         def session_start_response(status: str, headers: list[tuple[str, str]],
                                    exc_info: ExcInfo = None) -> Callable[[bytes], object]:
+            nonlocal started
             try:
                 code = int(status[:3])  # "404 Not Found"
             except ValueError:
                 code = 500  # an unreadable status counts as a server error
             extra = manager.save(session, code)
+            started = True
             return start_response(status, merge_headers(headers, extra) if extra else headers, exc_info)
 
         try:
             body = self.app(environ, session_start_response)
         except StoreError as exc:
-            if session.state.settled:  # the response started: too late for a 503
+            if started:  # the response started: too late for a 503
                 raise
             return _unavailable(manager, exc, start_response)
         return _ClosingIterator(body, manager, session)
