@@ -305,6 +305,32 @@ class _JSON:
                                                  object_hook=_untag)
             self._tag_scan_once = json.scanner.make_scanner(self._tag_decoder)  # type: ignore[arg-type]
 
+    #: What `dumps` turns into a `SerializationError`, and the format its message names.
+    _failures: tuple[type[BaseException], ...] = (TypeError, ValueError, RecursionError)
+    _format = "JSON"
+
+    def _prepare(self, value: Any, kind: type) -> Any:
+        """`value` (neither an int nor a str) as the encoder should see it, or raise."""
+        raise NotImplementedError
+
+    def dumps(self, value: Any) -> bytes:
+        # Integers and strings (most session values) skip the encoder's generic
+        # machinery; the bytes are the same the encoder would give.
+        kind = type(value)
+        try:
+            if kind is int:
+                return int.__repr__(value).encode("ascii")
+            if kind is str:
+                text = encode_basestring(value)
+            else:
+                value = self._prepare(value, kind)
+                text = self._encode(value)
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            return self._escaped(text, value)
+        except self._failures as exc:
+            raise SerializationError(f"value cannot be stored as {self._format}: {exc}") from exc
+
     def _escaped(self, text: str, value: Any) -> bytes:
         """`value` \\u-escaped, where `text`, its JSON, has a lone surrogate and so no UTF-8 form."""
         # Inside a JSON string a surrogate is never escaped, so a pair in `text` is a pair in `value`:
@@ -354,27 +380,10 @@ class JSONSerializer(_JSON):
     def __init__(self) -> None:
         super().__init__(_tag_leaf, tags=True)
 
-    def dumps(self, value: Any) -> bytes:
-        # Integers and strings (most session values) skip the encoder's generic
-        # machinery; the bytes are the same the encoder would give.
-        kind = type(value)
-        try:
-            if kind is int:
-                return int.__repr__(value).encode("ascii")
-            if kind is str:
-                text = encode_basestring(value)
-            else:
-                if kind is dict or kind is list:
-                    if _needs_tags(value):
-                        value = _tagged(value)
-                elif kind not in _LEAVES:
-                    value = _tagged(value)
-                text = self._encode(value)
-            return text.encode("utf-8")
-        except UnicodeEncodeError:
-            return self._escaped(text, value)
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise SerializationError(f"value cannot be stored as JSON: {exc}") from exc
+    def _prepare(self, value: Any, kind: type) -> Any:
+        if kind is dict or kind is list:
+            return _tagged(value) if _needs_tags(value) else value
+        return value if kind in _LEAVES else _tagged(value)
 
 
 class PlainJSONSerializer(_JSON):
@@ -390,21 +399,13 @@ class PlainJSONSerializer(_JSON):
     def __init__(self) -> None:
         super().__init__(None, tags=False)
 
-    def dumps(self, value: Any) -> bytes:
-        kind = type(value)
-        try:
-            if kind is int:
-                return int.__repr__(value).encode("ascii")
-            if kind is str:
-                text = encode_basestring(value)
-            else:
-                _check_plain(value)
-                text = self._encode(value)
-            return text.encode("utf-8")
-        except UnicodeEncodeError:
-            return self._escaped(text, value)
-        except (ValueError, RecursionError) as exc:
-            raise SerializationError(f"value cannot be stored as plain JSON: {exc}") from exc
+    #: A refusal of `_check_plain` is already the error to raise, not a cause to wrap.
+    _failures = (ValueError, RecursionError)
+    _format = "plain JSON"
+
+    def _prepare(self, value: Any, kind: type) -> Any:
+        _check_plain(value)
+        return value
 
 
 _PLAIN_SCALARS = frozenset({str, int, float, bool, type(None)})
