@@ -83,7 +83,7 @@ def test_writes_are_atomic_no_temporary_files_left(tmp_path: Path) -> None:
     assert len(session_files(tmp_path)) == 1
 
 
-def test_corrupt_file_raises_corrupt_record_and_merge_treats_it_as_gone(tmp_path: Path) -> None:
+def test_corrupt_file_raises_corrupt_record_on_load_and_merge_and_stays(tmp_path: Path) -> None:
     store = FileStore(tmp_path)
     store.create(sid(1), Record({"a": b"1"}, 0.0, 0.0), 60)
     (path,) = session_files(tmp_path)
@@ -94,7 +94,10 @@ def test_corrupt_file_raises_corrupt_record_and_merge_treats_it_as_gone(tmp_path
         os.utime(path, (expires, expires))
         with pytest.raises(CorruptRecord):
             store.load(sid(1), None)
-    assert store.merge(sid(1), {"a": b"2"}, 0.0, 60) is MergeResult.GONE
+        with pytest.raises(CorruptRecord):
+            store.merge(sid(1), {"a": b"2"}, 0.0, 60)
+        assert path.read_bytes() == garbage and path.stat().st_mtime == expires  # neither removed nor rewritten
+    store.delete(sid(1))
     assert not path.exists()
 
 
