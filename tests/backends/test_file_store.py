@@ -14,15 +14,45 @@ from sessionkit.backends.file import FileStore
 from sessionkit.flow import MergeResult
 from sessionkit.record import CorruptRecord, Record
 
-from .contract import StoreContract, sid
+from .contract import ServerStoreContract, sid
 
 
-class TestFileContract(StoreContract):
+class SessionFiles:
+    """The files of a file store's directory, read and damaged directly."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def path(self, session_id: str) -> Path:
+        return self.directory / (hashlib.sha256(session_id.encode("utf-8")).hexdigest() + ".session")
+
+    def plant(self, session_id: str, how: str) -> None:
+        path = self.path(session_id)
+        expires = path.stat().st_mtime
+        blob = path.read_bytes()
+        path.write_bytes({"binary": b"\xff\xfe\x00garbage", "truncated": blob[: len(blob) // 2],
+                          "foreign-json": b'{"user":"alice"}', "empty": b""}[how])
+        os.utime(path, (expires, expires))  # still live: unreadable, not expired
+
+    def raw(self, session_id: str) -> bytes | None:
+        try:
+            return self.path(session_id).read_bytes()
+        except FileNotFoundError:
+            return None
+
+
+class TestFileContract(ServerStoreContract):
+    corruptions = ("binary", "truncated", "foreign-json", "empty")
+
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[FileStore]:
         store = open_store(f"file://{tmp_path}/sessions")
         yield store
         store.close()
+
+    @pytest.fixture
+    def stored_items(self, tmp_path: Path) -> SessionFiles:
+        return SessionFiles(tmp_path / "sessions")
 
 
 def session_files(directory: Path) -> list[Path]:
