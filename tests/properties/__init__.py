@@ -29,8 +29,9 @@ def split_surrogate_pairs(text: str) -> str:
     """`text` with a space between a high and a following low surrogate.
 
     JSON cannot keep such a pair apart: ``"\\ud83d\\ude00"`` decodes to one
-    astral character, so the pair never round-trips (see the xfail tests in
-    test_value_props.py). Lone surrogates of either kind are kept.
+    astral character, so the serializer refuses a value holding one, and a record
+    key holding one does not round-trip (both pinned in test_value_props.py).
+    Lone surrogates of either kind are kept.
     """
     return _SURROGATE_PAIR.sub(lambda match: match[0][0] + " " + match[0][1], text)
 
