@@ -194,12 +194,13 @@ class StoreContract:
         face.create(sid(1), {"a": b"1", "b": b"2"}, created_at=1_000_000.0)
         assert face.load(sid(1)) is not None  # a store may remember what it loaded: it must not merge into that
         face.create(sid(1), {"c": b"3"}, created_at=2_000_000.0)
-        record = face.load(sid(1))
-        assert record is not None and dict(record.data) == {"c": b"3"}
-        assert record.created_at == pytest.approx(2_000_000.0)
         assert face.merge(sid(1), {"d": b"4"}) is MergeResult.APPLIED
         record = face.load(sid(1))
         assert record is not None and dict(record.data) == {"c": b"3", "d": b"4"}
+        assert record.created_at == pytest.approx(2_000_000.0)
+        face.create(sid(1), {"e": b"5"})
+        record = face.load(sid(1))
+        assert record is not None and dict(record.data) == {"e": b"5"}
 
     def test_merge_into_an_id_that_a_create_replaced_is_gone(self, face: Face) -> None:
         """Regeneration racing a write to the old id: the old id must stay gone."""
@@ -213,19 +214,23 @@ class StoreContract:
 
     # -- expiry and the TTL refresh ------------------------------------------------------------
 
-    def test_load_without_touch_keeps_the_expiry_and_a_touch_sets_it_even_shorter(self, face: Face) -> None:
-        """``touch_ttl`` makes the expiry now + touch_ttl, whatever it was; None leaves it alone."""
+    def test_load_without_touch_keeps_the_expiry_and_a_touch_or_merge_sets_it_anew(self, face: Face) -> None:
+        """``touch_ttl`` and a merge's ``ttl`` make the expiry now + that, longer or shorter; a plain load keeps it."""
         face.create(sid(1), {"a": b"1"}, ttl=self.short_ttl + 1)
         face.create(sid(2), {"a": b"2"}, ttl=60)
         face.create(sid(3), {"a": b"3"}, ttl=self.short_ttl)
+        face.create(sid(4), {"a": b"4"}, ttl=self.short_ttl + 1)
         time.sleep(1.0)
         assert face.load(sid(1)) is not None
         assert face.load(sid(2), touch_ttl=self.short_ttl) is not None
+        assert face.merge(sid(4), {"b": b"4"}, ttl=60) is MergeResult.APPLIED
         time.sleep(self.short_ttl + 1.3)
         assert face.load(sid(1)) is None
         assert face.load(sid(2)) is None
         assert face.load(sid(3), touch_ttl=60) is None  # a touch does not bring an expired session back
         assert face.load(sid(3)) is None
+        record = face.load(sid(4))
+        assert record is not None and dict(record.data) == {"a": b"4", "b": b"4"}
 
     # -- merging -----------------------------------------------------------------------------------
 
