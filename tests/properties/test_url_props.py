@@ -232,17 +232,28 @@ def _settings(store: Any) -> dict[str, Any]:
                 "connect_timeout": store.connect_timeout, "dead_timeout": store.dead_timeout,
                 "retries": store.retries, "max_item_size": store.max_item_size}
     if isinstance(store, RedisStore):
-        options = store._options
+        options, retries, service = _redis_client(store)
         settings = {"kind": store.kind, "prefix": store.prefix.decode("utf-8", "surrogateescape"),
                     "timeout": options["socket_timeout"], "connect_timeout": options["socket_connect_timeout"],
-                    "max_connections": options["max_connections"], "retries": store.retries,
+                    "max_connections": options["max_connections"], "retries": retries,
                     "health_check_interval": options["health_check_interval"], "tls": options.get("ssl", False)}
         if "db" in options:
             settings["db"] = options["db"]
         if store.kind == "sentinel":
-            settings["service"] = store._service
+            settings["service"] = service
         return settings
     raise AssertionError(f"no settings known for {type(store).__name__}")
+
+
+def _redis_client(store: RedisStore) -> tuple[dict[str, Any], int, str]:
+    """The redis-py client options, retries and Sentinel service a `RedisStore` read from its URL.
+
+    Read from its `settings` when it keeps them together, else from the attributes it spreads them over.
+    """
+    settings = getattr(store, "settings", None)
+    if settings is not None:
+        return settings.options, settings.retries, settings.service
+    return store._options, store.retries, getattr(store, "_service", "")
 
 
 def _assert_opened_as_the_url_says(store: Any, url: str) -> None:
@@ -265,7 +276,7 @@ def _assert_opened_as_the_url_says(store: Any, url: str) -> None:
         assert settings["servers"] == tuple((host, 11211 if port is None else port) for host, port in hosts)
     elif isinstance(store, RedisStore):
         assert settings["kind"] == {"redis+sentinel": "sentinel", "redis+cluster": "cluster"}.get(scheme, "single")
-        options = store._options
+        options = _redis_client(store)[0]
         assert options.get("username") == (unquote(parts.username) if parts.username else None)
         assert options.get("password") == (unquote(parts.password) if parts.password else None)
         if scheme in ("redis", "rediss"):
