@@ -1,6 +1,6 @@
 """sessionkit inside real frameworks (Starlette, Flask), against each framework's own and peer session layers.
 
-The harness is store_bench's (and so wsgi_bench's): the same counter app
+The harness is the store benchmark's (``benchmarks.store``, and so wsgi_bench's): the same counter app
 (``/write`` increments ``session["count"]``, ``/read`` returns it; the read
 workload starts with one untimed ``/write``), in-process calls (WSGI directly,
 ASGI through the in-process driver), a browser that keeps cookies, interleaved
@@ -14,8 +14,9 @@ own bare framework app (``added µs`` = row minus that bare app, per round):
 
 1. ASGI, in a Starlette app: sessionkit's ASGI middleware on ``memory://`` and
    ``redis://``, Starlette's own ``SessionMiddleware`` (signed cookie), and
-   starsessions on redis. Target: sessionkit on memory within 1.5x of
-   Starlette's middleware (total µs, read and write).
+   starsessions on redis and on its ``InMemoryStore``. Targets: sessionkit on
+   memory within 1.5x of Starlette's middleware (total µs, read and write), and
+   ahead of starsessions in memory (added µs over bare Starlette, read and write).
 2. Flask: Flask's default cookie session, sessionkit's Flask adapter on
    ``redis://``, and Flask-Session on redis. Target: sessionkit costs less per
    request than Flask-Session (read and write).
@@ -48,32 +49,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sessionkit import SessionManager
 from sessionkit.adapters.asgi import SessionMiddleware as SessionkitASGIMiddleware
-from sessionkit.manager import SessionManager
 from testservers import RedisServer
 
-from .store_bench import (
+from .store.floors import TTL
+from .store.harness import Results, Setup, close_setups, exit_on_sigterm, measure, profile, ratio, warm_up
+from .store.setups import (
     BARE_FLASK,
     BARE_STARLETTE,
     FLASK_SESSION,
     STARSESSIONS,
     Environment,
-    Results,
-    Setup,
-    _exit_on_sigterm,
-    _ratio,
-    close_setups,
     flask_app,
-    measure,
     peer_setups,
-    profile,
     starlette_app,
-    warm_up,
 )
 from .wsgi_bench import SECRET_KEY, WORKLOADS, bench_parser, parse_bench_args
 
-# Row names. The bare apps and the two peers on redis are store_bench's own setups, built by its peer_setups.
+# Row names. The bare apps and the two peers on redis are the store benchmark's own setups (its peer_setups).
 SK_ASGI_MEMORY, SK_ASGI_REDIS = "sessionkit ASGI memory://", "sessionkit ASGI redis://"
+STARSESSIONS_MEMORY = "starsessions memory"
 STARLETTE_COOKIE = "Starlette SessionMiddleware"
 FLASK_COOKIE = "Flask cookie session"
 SK_FLASK_REDIS = "sessionkit Flask redis://"
@@ -85,6 +81,8 @@ ASGI_MEMORY_LIMIT = 1.5
 FLASK_REDIS_LIMIT = 1.0  # strictly below: sessionkit must cost less
 SIGNED_LIMIT = 1.0
 ENCRYPTED_LIMIT = 1.5
+#: On the median per-round ratio of *added* µs (each side over bare Starlette): strictly below, sessionkit ahead.
+STARSESSIONS_MEMORY_LIMIT = 1.0
 
 #: --profile NAME -> (group, row).
 PROFILE_TARGETS = {
@@ -104,7 +102,7 @@ def sessionkit_starlette(name: str, url: str) -> Setup:
 
     manager = SessionManager(url, secret_keys=[SECRET_KEY])
     app = starlette_app([Middleware(SessionkitASGIMiddleware, manager=manager)], lambda request: request.session)
-    return Setup(name, "asgi", app, BARE_STARLETTE, strict_cookies=True, manager=manager,
+    return Setup(name, "asgi", app, BARE_STARLETTE, strict_cookies=True,
                  close=manager.close, aclose=manager.aclose)
 
 
@@ -117,7 +115,7 @@ def sessionkit_flask(name: str, url: str) -> Setup:
     manager = SessionManager(url, secret_keys=[SECRET_KEY])
     app = flask_app(re.sub(r"\W+", "_", name), lambda: flask.session)
     SessionKit(app, manager=manager)
-    return Setup(name, "wsgi", app, BARE_FLASK, strict_cookies=True, manager=manager, close=manager.close)
+    return Setup(name, "wsgi", app, BARE_FLASK, strict_cookies=True, close=manager.close)
 
 
 def starlette_cookie() -> Setup:
@@ -127,6 +125,22 @@ def starlette_cookie() -> Setup:
 
     app = starlette_app([Middleware(SessionMiddleware, secret_key=SECRET_KEY)], lambda request: request.session)
     return Setup(STARLETTE_COOKIE, "asgi", app, BARE_STARLETTE)
+
+
+def starsessions_memory(notes: list[str]) -> list[Setup]:
+    """starsessions on its own in-memory store, set up as the redis row is (one day, rolling); [] if not installed."""
+    try:
+        from starlette.middleware import Middleware
+        from starsessions import SessionAutoloadMiddleware
+        from starsessions import SessionMiddleware as StarSessionMiddleware
+        from starsessions.stores.memory import InMemoryStore
+    except ImportError as exc:
+        notes.append(f"{STARSESSIONS_MEMORY} left out: {exc} (pip install -e '.[bench]')")
+        return []
+    middleware = [Middleware(StarSessionMiddleware, store=InMemoryStore(), lifetime=TTL, rolling=True),
+                  Middleware(SessionAutoloadMiddleware)]
+    app = starlette_app(middleware, lambda request: request.session)
+    return [Setup(STARSESSIONS_MEMORY, "asgi", app, BARE_STARLETTE)]
 
 
 def flask_cookie() -> Setup:
@@ -146,6 +160,7 @@ class Comparison:
     ref: str
     limit: float | None = None
     strict: bool = False  # True: the ratio must stay below the limit, not just reach it
+    on_added: bool = False  # True: judged on the ratio of added µs (each over its bare app), not of total µs
 
 
 @dataclass
@@ -167,7 +182,7 @@ def _pick(setups: list[Setup], *names: str) -> list[Setup]:
 
 
 def _peers(env: Environment, group_setups: list[Setup]) -> list[Setup]:
-    """store_bench's peer setups (bare Flask/Starlette, Flask-Session, starsessions), each with its documented
+    """The store benchmark's peer setups (bare Flask/Starlette, Flask-Session, starsessions), each with its documented
     redis setup; the ones this group does not use are remembered for closing too."""
     peers = peer_setups(env)
     group_setups.extend(peers)
@@ -183,13 +198,16 @@ def build_groups(env: Environment, only: str | None = None) -> tuple[list[Group]
     if only in (None, "asgi"):
         peers = _peers(env, built)
         own = [sessionkit_starlette(SK_ASGI_MEMORY, "memory://"), sessionkit_starlette(SK_ASGI_REDIS, redis_url),
-               starlette_cookie()]
+               starlette_cookie(), *starsessions_memory(env.notes)]
         built += own
-        setups = _pick([*peers, *own], BARE_STARLETTE, SK_ASGI_MEMORY, SK_ASGI_REDIS, STARLETTE_COOKIE, STARSESSIONS)
+        setups = _pick([*peers, *own], BARE_STARLETTE, SK_ASGI_MEMORY, SK_ASGI_REDIS, STARLETTE_COOKIE, STARSESSIONS,
+                       STARSESSIONS_MEMORY)
         groups.append(Group(
             "asgi", "1. ASGI: a Starlette app; every row vs bare Starlette",
-            setups, {SK_ASGI_MEMORY: STARLETTE_COOKIE, SK_ASGI_REDIS: STARSESSIONS, STARSESSIONS: STARLETTE_COOKIE},
+            setups, {SK_ASGI_MEMORY: STARLETTE_COOKIE, SK_ASGI_REDIS: STARSESSIONS, STARSESSIONS: STARLETTE_COOKIE,
+                     STARSESSIONS_MEMORY: SK_ASGI_MEMORY},
             [Comparison(SK_ASGI_MEMORY, STARLETTE_COOKIE, ASGI_MEMORY_LIMIT),
+             Comparison(SK_ASGI_MEMORY, STARSESSIONS_MEMORY, STARSESSIONS_MEMORY_LIMIT, strict=True, on_added=True),
              Comparison(SK_ASGI_REDIS, STARSESSIONS)],
         ))  # fmt: skip
 
@@ -230,12 +248,12 @@ def build_groups(env: Environment, only: str | None = None) -> tuple[list[Group]
 
 def total_ratio(results: Results, row: str, ref: str, workload: str) -> float:
     """Median over rounds of row µs / ref µs in the same round."""
-    return statistics.median(results.per_round(row, ref, workload, _ratio))
+    return statistics.median(results.per_round(row, ref, workload, ratio))
 
 
 def added_ratio(results: Results, row: str, ref: str, workload: str) -> float:
     """Median over rounds of row added µs / ref added µs (each over its own bare app) in the same round."""
-    return statistics.median([_ratio(a, b) for a, b in zip(results.added(row, workload),
+    return statistics.median([ratio(a, b) for a, b in zip(results.added(row, workload),
                                                            results.added(ref, workload), strict=True)])
 
 
@@ -243,12 +261,13 @@ def added_ratio(results: Results, row: str, ref: str, workload: str) -> float:
 class Verdict:
     group: str
     label: str
-    value: float  # median per-round ratio of total µs
+    value: float  # median per-round ratio judged: of total µs, or of added µs if on_added
     limit: float | None
     strict: bool
     added: float  # median per-round ratio of added µs
     row_added: float
     ref_added: float
+    on_added: bool = False
 
     @property
     def met(self) -> bool | None:
@@ -276,10 +295,13 @@ def compare(group: Group) -> list[Verdict]:
                                "was not measured)")
             continue
         for workload in WORKLOADS:
+            added = added_ratio(results, c.row, c.ref, workload)
+            value = added if c.on_added else total_ratio(results, c.row, c.ref, workload)
+            label = f"{c.row} / {c.ref}, {workload}" + (", added µs" if c.on_added else "")
             out.append(Verdict(
-                group.key, f"{c.row} / {c.ref}, {workload}", total_ratio(results, c.row, c.ref, workload),
-                c.limit, c.strict, added_ratio(results, c.row, c.ref, workload),
+                group.key, label, value, c.limit, c.strict, added,
                 statistics.median(results.added(c.row, workload)), statistics.median(results.added(c.ref, workload)),
+                c.on_added,
             ))  # fmt: skip
     return out
 
@@ -294,7 +316,7 @@ def format_table(group: Group) -> str:
             s = results.summary(setup.name, workload)
             cells = [setup.name, workload, f"{s['median_us']:.1f}", f"{s['min_us']:.1f}"]
             if setup.baseline:
-                bare = statistics.median(results.per_round(setup.name, setup.baseline, workload, _ratio))
+                bare = statistics.median(results.per_round(setup.name, setup.baseline, workload, ratio))
                 cells += [f"{s['median_added_us']:+.1f}", f"{bare:.2f}x"]
             else:
                 cells += ["-", "-"]
@@ -322,7 +344,8 @@ def format_verdicts(found: list[Verdict]) -> str:
     lines = []
     width = max((len(v.label) for v in found), default=0)
     for v in found:
-        added = (f"added µs {v.added:.2f}x: {v.row_added:+.1f} vs {v.ref_added:+.1f} µs")
+        added = (f"added µs {v.added:.2f}x: {v.row_added:+.1f} vs {v.ref_added:+.1f} µs"
+                 + (", judged on added µs" if v.on_added else ""))
         if v.limit is None:
             lines.append(f"  {v.label:<{width}}  {v.value:5.2f}x (shown, not judged)      ({added})")
         else:
@@ -339,7 +362,7 @@ def format_verdicts(found: list[Verdict]) -> str:
 def running_redis() -> Iterator[RedisServer]:
     """A redis-server of our own on a free loopback port, stopped by pid whatever happens."""
     server = RedisServer()
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so a kill still runs the finally below
+    previous = signal.signal(signal.SIGTERM, exit_on_sigterm)  # so a kill still runs the finally below
     try:
         server.start()
         yield server
@@ -375,7 +398,8 @@ def write_json(path: Path, groups: list[Group], found: list[Verdict], config: di
             "summary": {s: {w: results.summary(s, w) for w in WORKLOADS} for s in names},
         }
     document["verdicts"] = [
-        {"group": v.group, "comparison": v.label, "median_total_ratio": v.value, "median_added_ratio": v.added,
+        {"group": v.group, "comparison": v.label, "judged_on": "added_us" if v.on_added else "total_us",
+         "median_judged_ratio": v.value, "median_added_ratio": v.added,
          "row_added_us": v.row_added, "ref_added_us": v.ref_added, "limit": v.limit,
          "relation": v.relation if v.limit is not None else None, "met": v.met} for v in found]
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -425,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "the checks enforce that)")
         print(f"\n{group.title}\n")
         print(format_table(group))
-        print("\ncomparisons (total µs ratio, median of per-round ratios):")
+        print("\ncomparisons (total µs ratio, or added µs where a line says so; median of per-round ratios):")
         print(format_verdicts(verdicts))
         if group.notes:
             print("notes:")
@@ -436,8 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     for v in judged:
         margin = v.margin
         close = "  (within 10% of the limit: rerun before acting)" if margin is not None and abs(margin) < 0.10 else ""
+        basis = f"{v.row_added:+.1f} vs {v.ref_added:+.1f} µs" if v.on_added else f"added µs {v.added:.2f}x"
         print(f"  {'MET    ' if v.met else 'NOT MET'}  {v.label}: {v.value:.2f}x {v.relation} {v.limit:.2f}x "
-              f"(added µs {v.added:.2f}x){close}")
+              f"({basis}){close}")
     print(f"\nrun time: {elapsed:.0f} s")
     if args.json:
         write_json(args.json, groups, found, config, notes)

@@ -6,6 +6,14 @@ that row measures only the app and this harness), behind sessionkit with
 An in-process "browser" calls the WSGI callable directly, carries the session
 cookie between requests and consumes and closes each body as a server would.
 
+A fourth row, ``raw work``, runs no app at all: it is the work a session needs
+done per request, written plainly with the standard library (read: find the
+cookie value in the ``Cookie`` header, verify one HMAC-SHA256 of the id,
+``json.loads`` the session's values; write: that, then ``json.dumps`` the new
+values and sign the id once more). It is interleaved with the others, and the
+verdict compares sessionkit ``memory://``'s added µs with it, round by round:
+the session layer should cost at most twice the work it cannot avoid.
+
 Two workloads per setup:
 
 - read:  one ``/write`` creates the session (untimed), then N timed ``/read``s;
@@ -30,13 +38,17 @@ Run: ``python -m benchmarks.wsgi_bench [--rounds 15] [--requests 2000] [--json P
 from __future__ import annotations
 
 import argparse
+import base64
 import cProfile
 import gc
+import hashlib
+import hmac
 import io
 import json
 import platform
 import pstats
 import random
+import secrets
 import shutil
 import statistics
 import sys
@@ -48,8 +60,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sessionkit import SessionManager
 from sessionkit.adapters.wsgi import ENVIRON_KEY, SessionMiddleware
-from sessionkit.manager import SessionManager
 
 Environ = dict[str, Any]
 Headers = list[tuple[str, str]]
@@ -59,9 +71,12 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 SECRET_KEY = "benchmark-secret-key-0123456789abcdef"
 WORKLOADS = ("read", "write")
 BARE = "bare"
+RAW = "raw work"
 WARMUP_REQUESTS = 200
 #: Median added µs per request allowed for (setup, workload) over the bare app.
 TARGETS: dict[tuple[str, str], float] = {("memory", "read"): 12.0, ("memory", "write"): 20.0}
+#: Limit on the median per-round ratio of memory:// added µs over the raw work's µs.
+RAW_WORK_LIMIT = 2.0
 
 
 # -- the app under test ----------------------------------------------------------
@@ -193,6 +208,69 @@ class Setup:
     uses_sessions: bool
     reset: Callable[[], None] = lambda: None
     close: Callable[[], None] = lambda: None
+    #: Instead of an app: run the workload this many times and return µs per run (the raw work row).
+    run: Callable[[str, int], float] | None = None
+
+
+class RawWork:
+    """A session's unavoidable per-request work, outside any app: parse, verify, decode (and encode, sign).
+
+    The cookie carries ``<id>.<signature>`` (unpadded base64url HMAC-SHA256 of
+    the id); the "store" is one JSON string of the session's values, as the
+    counter app's session holds them.
+    """
+
+    COOKIE = "session"
+
+    def __init__(self) -> None:
+        self.key = SECRET_KEY.encode("utf-8")
+        session_id = secrets.token_urlsafe(32)
+        self.cookie_header = f"{self.COOKIE}={session_id}.{self.sign(session_id)}"  # as the browser sends
+        self.stored = '{"count": 1}'
+
+    def sign(self, session_id: str) -> str:
+        digest = hmac.new(self.key, session_id.encode("ascii"), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+    def read(self) -> tuple[str, dict[str, Any]]:
+        """The verified id and the session's values."""
+        value = ""
+        for part in self.cookie_header.split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == self.COOKIE:
+                break
+        session_id, _, signature = value.rpartition(".")
+        expected = hmac.new(self.key, session_id.encode("ascii"), hashlib.sha256).digest()
+        if not hmac.compare_digest(expected, base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))):
+            raise AssertionError("raw work: the signature does not verify")
+        values: dict[str, Any] = json.loads(self.stored)
+        return session_id, values
+
+    def write(self) -> int:
+        session_id, values = self.read()
+        values["count"] += 1
+        self.stored = json.dumps(values)
+        self.sign(session_id)  # the id signed again, as for a Set-Cookie
+        count: int = values["count"]
+        return count
+
+    def run(self, workload: str, requests: int) -> float:
+        """µs per run of `workload`'s work, `requests` times; checks the outcome like the app rows."""
+        self.stored = '{"count": 1}' if workload == "read" else '{"count": 0}'
+        operation = self.read if workload == "read" else self.write
+        gc.collect()
+        start = time.perf_counter_ns()
+        for _ in range(requests):
+            operation()
+        elapsed = time.perf_counter_ns() - start
+        expected = 1 if workload == "read" else requests
+        if json.loads(self.stored)["count"] != expected:
+            raise AssertionError(f"{RAW}/{workload}: count {self.stored}, expected {expected}")
+        return elapsed / requests / 1000
+
+
+def _no_app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+    raise AssertionError("the raw work row runs no app")
 
 
 def bare_setup() -> Setup:
@@ -204,14 +282,19 @@ def sessionkit_setup(name: str, url: str) -> Setup:
     return Setup(name, SessionMiddleware(session_app, manager), uses_sessions=True, close=manager.close)
 
 
+def raw_work_setup() -> Setup:
+    return Setup(RAW, _no_app, uses_sessions=False, run=RawWork().run)
+
+
 @contextmanager
 def open_setups() -> Iterator[list[Setup]]:
-    """Bare, memory:// and file:// (in a temporary directory removed afterwards)."""
+    """Bare, memory://, file:// (in a temporary directory removed afterwards) and the raw work."""
     directory = tempfile.mkdtemp(prefix="sessionkit-bench-")
     setups = [
         bare_setup(),
         sessionkit_setup("memory", "memory://"),
         sessionkit_setup("file", f"file://{directory}"),
+        raw_work_setup(),
     ]
     try:
         yield setups
@@ -223,6 +306,8 @@ def open_setups() -> Iterator[list[Setup]]:
 
 def run_workload(setup: Setup, workload: str, requests: int) -> float:
     """Run one workload on a fresh browser, check its outcome; µs per timed request."""
+    if setup.run is not None:
+        return setup.run(workload, requests)
     setup.reset()
     browser = Browser(setup.app)
     if workload == "read":
@@ -303,6 +388,9 @@ def format_table(results: Results) -> str:
     for setup in results.setups:
         for workload in WORKLOADS:
             s = results.summary(setup, workload)
+            if setup == RAW:  # no app: nothing added to the bare one
+                rows.append((f"{setup} (no app)", workload, f"{s['median_us']:.2f}", f"{s['min_us']:.2f}", "-", "-"))
+                continue
             rows.append((setup, workload, f"{s['median_us']:.2f}", f"{s['min_us']:.2f}",
                          f"{s['median_added_us']:+.2f}", f"{s['median_ratio']:.2f}x"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -334,6 +422,40 @@ def format_targets(checks: list[tuple[str, float, float, bool]]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class RawVerdict:
+    """memory:// added µs over the raw work's µs: per round, then the median over rounds."""
+
+    workload: str
+    ratio: float
+    added_us: float
+    raw_us: float
+
+    @property
+    def met(self) -> bool:
+        return self.ratio <= RAW_WORK_LIMIT
+
+
+def check_raw_work(results: Results) -> list[RawVerdict]:
+    if RAW not in results.samples or "memory" not in results.samples:
+        return []
+    out = []
+    for workload in WORKLOADS:
+        added, raw = results.added("memory", workload), results.samples[RAW][workload]
+        out.append(RawVerdict(workload, statistics.median([a / r for a, r in zip(added, raw, strict=True)]),
+                              statistics.median(added), statistics.median(raw)))
+    return out
+
+
+def format_raw_work(found: list[RawVerdict]) -> str:
+    lines = [f"session layer vs raw work (memory:// added µs / raw work µs, per round, median; "
+             f"<= {RAW_WORK_LIMIT:.1f}x):"]
+    for v in found:
+        lines.append(f"  memory {v.workload:<6} {v.ratio:5.2f}x <= {RAW_WORK_LIMIT:.2f}x  "
+                     f"{'MET' if v.met else 'NOT MET':<7}  ({v.added_us:+.2f} µs added vs {v.raw_us:.2f} µs raw)")
+    return "\n".join(lines)
+
+
 def write_json(path: Path, results: Results, config: dict[str, Any]) -> None:
     document = {
         "config": config,
@@ -344,6 +466,9 @@ def write_json(path: Path, results: Results, config: dict[str, Any]) -> None:
         "summary": {s: {w: results.summary(s, w) for w in WORKLOADS} for s in results.setups},
         "targets": [{"target": label, "median_added_us": added, "limit_us": limit, "met": met}
                     for label, added, limit, met in check_targets(results)],
+        "raw_work": [{"workload": v.workload, "median_ratio": v.ratio, "limit": RAW_WORK_LIMIT,
+                      "median_added_us": v.added_us, "median_raw_us": v.raw_us, "met": v.met}
+                     for v in check_raw_work(results)],
     }
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
@@ -410,6 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(results))
     print()
     print(format_targets(check_targets(results)))
+    print()
+    print(format_raw_work(check_raw_work(results)))
     if args.json:
         write_json(args.json, results, config)
         print(f"\nraw numbers written to {args.json}")

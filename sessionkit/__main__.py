@@ -1,7 +1,4 @@
-"""``python -m sessionkit``: the command line, for when the console script is not on PATH.
-
-``python -m sessionkit.demo`` is a separate module and does not pass through here.
-"""
+"""``python -m sessionkit``: the command line, for when the console script is not on PATH."""
 
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ __all__ = [
     "IdSigner",
     "Incoming",
     "KeyedSha256",
+    "ResponseCookie",
     "SameSite",
     "derive_key",
     "dump_cookie",
@@ -170,6 +171,18 @@ class Incoming(NamedTuple):
     parts: int = 1
 
 
+class ResponseCookie(NamedTuple):
+    """What a response does with one session cookie, decided once by the lifecycle.
+
+    `value` None expires the cookie; otherwise it is set, with `max_age`
+    seconds to live, or for the browser session when `max_age` is None.
+    """
+
+    name: str
+    value: str | None
+    max_age: int | None = None
+
+
 _NO_COOKIE = Incoming(None, present=False)
 _BAD_COOKIE = Incoming(None, present=True)
 
@@ -223,15 +236,24 @@ def dump_cookie(
     return header
 
 
-def _check_prefix(name: str, *, secure: bool | None, path: str | None, domain: str | None) -> None:
-    """Refuse a ``__Host-``/``__Secure-`` name the browser would reject (RFC 6265bis §4.1.3)."""
+def _prefix_secure(name: str, *, secure: bool | None, path: str | None, domain: str | None) -> bool | None:
+    """`secure` as a ``__Host-``/``__Secure-`` name implies it (RFC 6265bis §4.1.3).
+
+    Such a name says the cookie is always Secure, so ``secure=None`` becomes
+    True; what the browser would reject (``secure=False``; for ``__Host-`` a
+    domain or a path other than ``/``) is refused.
+    """
     lowered = name.lower()
     if lowered.startswith("__host-"):
-        if secure is not True or domain or path != "/":
-            raise ConfigError("a __Host- cookie needs secure=True, cookie_path='/' and no cookie_domain",
+        if secure is False or domain or path != "/":
+            raise ConfigError("a __Host- cookie needs secure=True (or None), cookie_path='/' and no cookie_domain",
                               option="cookie_name")
-    elif lowered.startswith("__secure-") and secure is not True:
-        raise ConfigError("a __Secure- cookie needs secure=True", option="cookie_name")
+        return True
+    if lowered.startswith("__secure-"):
+        if secure is False:
+            raise ConfigError("a __Secure- cookie needs secure=True (or None)", option="cookie_name")
+        return True
+    return secure
 
 
 class CookieCodec:
@@ -255,13 +277,12 @@ class CookieCodec:
         self.name = name
         self.path = path
         self.domain = domain
-        self.secure = secure
+        self.secure = _prefix_secure(name, secure=secure, path=path, domain=domain)
         self.httponly = httponly
         self.samesite: SameSite | None = samesite
         self.partitioned = partitioned
         # Validate the attributes once, at configuration time, not per response.
         dump_cookie(name, "x", path=path, domain=domain, samesite=samesite)
-        _check_prefix(name, secure=secure, path=path, domain=domain)
 
     def read(self, header: str | None) -> Incoming:
         """The verified session id in `header`, if any; never raises on bad input."""
@@ -278,18 +299,19 @@ class CookieCodec:
 
     def render(self, session_id: str, *, max_age: int | None, https: bool) -> str:
         """`Set-Cookie` value carrying the signed `session_id`."""
-        return self.render_value(self.signer.sign(session_id), max_age=max_age, https=https)
+        return self.render_cookie(ResponseCookie(self.name, self.signer.sign(session_id), max_age), https=https)
 
     def render_expired(self, *, https: bool, name: str | None = None) -> str:
         """`Set-Cookie` value that makes the browser drop the session cookie (or its part `name`)."""
-        return self.render_value("", max_age=0, https=https, name=name)
+        return self.render_cookie(ResponseCookie(name or self.name, None), https=https)
 
-    def render_value(self, value: str, *, max_age: int | None, https: bool, name: str | None = None) -> str:
-        """`Set-Cookie` with this codec's attributes for any `value` (a cookie:// token, say)."""
+    def render_cookie(self, cookie: ResponseCookie, *, https: bool) -> str:
+        """The one place a session `Set-Cookie` is rendered, with this codec's attributes."""
+        value = cookie.value
         return dump_cookie(
-            name or self.name,
-            value,
-            max_age=max_age,
+            cookie.name,
+            "" if value is None else value,
+            max_age=0 if value is None else cookie.max_age,
             path=self.path,
             domain=self.domain,
             secure=https if self.secure is None else self.secure,
@@ -297,3 +319,7 @@ class CookieCodec:
             samesite=self.samesite,
             partitioned=self.partitioned,
         )
+
+    def overhead(self, *, max_age: int | None, https: bool) -> int:
+        """Bytes of a `Set-Cookie` for a value of length zero: what a cookie's value may add up to."""
+        return len(self.render_cookie(ResponseCookie(self.name, "", max_age), https=https))

@@ -94,6 +94,9 @@ class StoreURL:
     path: str
     #: Every ``host:port`` of the netloc, in order (``h1:11211,h2:11211`` gives two).
     hosts: tuple[tuple[str, int | None], ...] = ()
+    #: ``?idle_timeout=`` (or its alias ``?ttl=``) seconds: the manager's default idle timeout,
+    #: the same option for every store, taken out before a backend reads its own options.
+    idle_timeout: float | None = None
     _options: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -127,6 +130,7 @@ class StoreURL:
             if name in options:
                 raise ConfigError(f"store URL option {name!r} is given twice", option=name)
             options[name] = value
+        idle_timeout = _pop_idle_timeout(options)
         return cls(
             url=url,
             scheme=parts.scheme.lower(),
@@ -137,6 +141,7 @@ class StoreURL:
             password=unquote(parts.password) if parts.password else None,
             path=unquote(parts.path),
             hosts=hosts,
+            idle_timeout=idle_timeout,
             _options=options,
         )
 
@@ -182,6 +187,30 @@ class StoreURL:
         if self._options:
             names = ", ".join(sorted(self._options))
             raise ConfigError(f"unknown option(s) for {self.scheme}:// store: {names}", option=sorted(self._options)[0])
+
+
+#: The store-independent URL options: one meaning whatever the store.
+_IDLE_TIMEOUT_NAMES = ("idle_timeout", "ttl")
+
+
+def _pop_idle_timeout(options: dict[str, str]) -> float | None:
+    """``idle_timeout=`` or ``ttl=`` (one of them) as positive, finite seconds, removed from `options`."""
+    given = [name for name in _IDLE_TIMEOUT_NAMES if name in options]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise ConfigError("store URL gives both idle_timeout= and ttl= (the same option): keep one",
+                          option="idle_timeout")
+    name = given[0]
+    raw = options.pop(name)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ConfigError(f"store URL option {name}={raw!r} is not a number of seconds", option=name) from None
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(f"store URL option {name}={raw} must be a positive, finite number of seconds",
+                          option=name)
+    return seconds
 
 
 def _parse_hosts(hostlist: str) -> tuple[tuple[str, int | None], ...]:

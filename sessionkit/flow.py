@@ -5,19 +5,25 @@ yield these operations (plain named tuples) and receive their results. `run_sync
 are the only code that calls a store, so the sync (WSGI) and async (ASGI)
 faces can never drift apart. A store's exception is thrown back into the flow,
 which decides what it means (a corrupt record starts a fresh session; an
-unreachable store propagates).
+unreachable store propagates). Each operation knows the one store method it
+calls (`run` / `arun`), so the drivers need no table and stay typed; `Emit`
+hands an event to the manager's subscribers in the same stream, so sync and
+async subscribers see the same events in the same order.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Generator, Mapping
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from .record import Record
 
-__all__ = ["VERBS", "Create", "Delete", "Flow", "IsRevoked", "Load", "Merge", "MergeResult", "Op", "Revoke",
-           "run_async", "run_sync"]
+if TYPE_CHECKING:
+    from .backends.base import AsyncSessionStore, SessionStore
+    from .events import Event, EventHub
+
+__all__ = ["Create", "Delete", "Emit", "Flow", "Load", "Merge", "MergeResult", "Op", "run_async", "run_sync"]
 
 T = TypeVar("T")
 
@@ -38,6 +44,12 @@ class Load(NamedTuple):
     session_id: str
     touch_ttl: float | None
 
+    def run(self, store: SessionStore) -> Record | None:
+        return store.load(self.session_id, self.touch_ttl)
+
+    async def arun(self, store: AsyncSessionStore) -> Record | None:
+        return await store.aload(self.session_id, self.touch_ttl)
+
 
 class Create(NamedTuple):
     """Write a whole new session (a new id: nothing to merge with).
@@ -50,6 +62,12 @@ class Create(NamedTuple):
     record: Record
     ttl: float
     replaces: tuple[str, ...] = ()
+
+    def run(self, store: SessionStore) -> None:
+        store.create(self.session_id, self.record, self.ttl, self.replaces)
+
+    async def arun(self, store: AsyncSessionStore) -> None:
+        await store.acreate(self.session_id, self.record, self.ttl, self.replaces)
 
 
 class Merge(NamedTuple):
@@ -65,42 +83,48 @@ class Merge(NamedTuple):
     accessed_at: float
     ttl: float
 
+    def run(self, store: SessionStore) -> MergeResult:
+        return store.merge(self.session_id, self.changes, self.accessed_at, self.ttl)
+
+    async def arun(self, store: AsyncSessionStore) -> MergeResult:
+        return await store.amerge(self.session_id, self.changes, self.accessed_at, self.ttl)
+
 
 class Delete(NamedTuple):
     """Remove a session (logout, regeneration, expiry found on read)."""
 
     session_id: str
 
+    def run(self, store: SessionStore) -> None:
+        store.delete(self.session_id)
 
-class IsRevoked(NamedTuple):
-    """Ask a stateless store's revocation list whether an id was logged out."""
-
-    session_id: str
-
-
-class Revoke(NamedTuple):
-    """Put an id on a stateless store's revocation list for `ttl` seconds."""
-
-    session_id: str
-    ttl: float
+    async def arun(self, store: AsyncSessionStore) -> None:
+        await store.adelete(self.session_id)
 
 
-#: A store operation: its fields are the store method's arguments, in order.
-Op = Load | Create | Merge | Delete | IsRevoked | Revoke
+class Emit(NamedTuple):
+    """Hand `event` to the subscribers of `hub` (no store access)."""
 
-#: The store method each operation calls; the async face prefixes it with "a".
-VERBS: dict[type[Any], str] = {Load: "load", Create: "create", Merge: "merge", Delete: "delete",
-                               IsRevoked: "is_revoked", Revoke: "revoke"}
-_ASYNC_VERBS = {op: "a" + verb for op, verb in VERBS.items()}
+    event: Event
+    hub: EventHub
 
+    def run(self, store: SessionStore) -> None:
+        self.hub.emit(self.event)
+
+    async def arun(self, store: AsyncSessionStore) -> None:
+        await self.hub.aemit(self.event)
+
+
+#: What a flow may yield.
+Op = Load | Create | Merge | Delete | Emit
 
 Flow = Generator[Op, Any, T]
 
 
-def run_sync(flow: Flow[T], store: Any) -> T:
+def run_sync(flow: Flow[T], store: SessionStore) -> T:
     """Drive `flow` against a `SessionStore`."""
     result: Any = None
-    error: BaseException | None = None
+    error: Exception | None = None
     while True:
         try:
             op = flow.send(result) if error is None else flow.throw(error)
@@ -108,15 +132,15 @@ def run_sync(flow: Flow[T], store: Any) -> T:
             return stop.value  # type: ignore[no-any-return]
         error = None
         try:
-            result = getattr(store, VERBS[type(op)])(*op)
+            result = op.run(store)
         except Exception as exc:
             result, error = None, exc
 
 
-async def run_async(flow: Flow[T], store: Any) -> T:
-    """Drive `flow` against an `AsyncSessionStore` (methods prefixed with ``a``)."""
+async def run_async(flow: Flow[T], store: AsyncSessionStore) -> T:
+    """Drive `flow` against an `AsyncSessionStore`: `run_sync`, awaiting the store's async face."""
     result: Any = None
-    error: BaseException | None = None
+    error: Exception | None = None
     while True:
         try:
             op = flow.send(result) if error is None else flow.throw(error)
@@ -124,6 +148,6 @@ async def run_async(flow: Flow[T], store: Any) -> T:
             return stop.value  # type: ignore[no-any-return]
         error = None
         try:
-            result = await getattr(store, _ASYNC_VERBS[type(op)])(*op)
+            result = await op.arun(store)
         except Exception as exc:
             result, error = None, exc

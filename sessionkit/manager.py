@@ -2,50 +2,77 @@
 
 `SessionManager` holds the configuration and decides *what* happens to a
 session: which id to load, what to write with which TTL, which ids to delete,
-which cookie to set. Those decisions are written once, as generators that yield
-store operations (`load_flow`, `save_flow`); `run_sync` and `run_async` carry
-them out. Adapters call `open`/`save` (WSGI) or `aopen`/`asave` (ASGI) and
-translate requests and responses, nothing more.
+which cookie to set, what a failed store means for the response. Those
+decisions are written once, as generators that yield store operations
+(`load_flow`, `save_flow`); `run_sync` and `run_async` carry them out.
+
+Adapters call `open`/`save`/`finish` (WSGI) or `aopen`/`asave`/`afinish`
+(ASGI) and translate requests and responses, nothing more; a store failure
+reaches them as `StoreError`, which they answer with `unavailable_response`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from .backends import open_store
-from .codec import MAX_COOKIE_BYTES, CookieCodec, Incoming, SameSite, parse_cookie_header
-from .config import parse_duration, parse_secret_keys, split_secret_keys
-from .errors import ConfigError, SessionTooLarge, StoreError
-from .flow import Create, Delete, Flow, IsRevoked, Load, Merge, MergeResult, Revoke, run_async, run_sync
+from .codec import CookieCodec, ResponseCookie, SameSite
+from .config import StoreURL, parse_duration, parse_secret_keys, split_secret_keys
+from .errors import ConfigError, StoreError
+from .events import (
+    AsyncListener,
+    CookieRejected,
+    Event,
+    EventHub,
+    Listener,
+    SessionCreated,
+    SessionExpired,
+    SessionInvalidated,
+    SessionRegenerated,
+    StoreFailed,
+    id_hash,
+)
+from .flow import Emit, Flow, run_async, run_sync
 from .proxies import TrustedProxies
-from .record import CorruptRecord, Record, merge_data
+from .record import CorruptRecord
 from .serializers import Serializer, get_serializer
-from .session import Session
+from .session import Session, SessionState
+from .strategies import CookieSessions, Lifetimes, Saved, StoredSessions, Strategy
 
-__all__ = ["Headers", "SessionManager", "session_id_hash"]
+if TYPE_CHECKING:
+    from .backends.base import Store
+
+__all__ = ["Headers", "SessionManager", "UnavailableResponse", "session_id_hash"]
 
 log = logging.getLogger("sessionkit")
 
 Headers = list[tuple[str, str]]
 
-#: One day, as the seeds' services use; a store URL's ``ttl=`` or ``idle_timeout=`` overrides it.
+#: One day, as the seeds' services use; a store URL's ``idle_timeout=`` (or ``ttl=``) overrides it.
 DEFAULT_IDLE_TIMEOUT = 86400.0
+#: Seconds a client is asked to wait after a store outage answered 503: Redis restarts in about one.
+DEFAULT_RETRY_AFTER = 2
 
 #: Any response whose handler read the session depends on the cookie.
 _VARY = ("Vary", "Cookie")
 _NO_STORE = ("Cache-Control", "no-store")
 
+#: Kept for callers of the old name.
+session_id_hash = id_hash
 
-def session_id_hash(session_id: str) -> str:
-    """A short, one-way name for an id, for logs: a logged id would be a stolen session."""
-    return hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:16]
+
+class UnavailableResponse(NamedTuple):
+    """What a request gets when the session store failed: 503 with ``Retry-After``."""
+
+    status: int
+    reason: str
+    headers: Headers
+    body: bytes
 
 
 class SessionManager:
@@ -53,27 +80,31 @@ class SessionManager:
 
     Every service that passes the same URL, secret keys and cookie name shares
     the same sessions. Timeouts are seconds or `timedelta`s; the idle timeout
-    (default: the store URL's ``ttl=``, else one day) is rolling (each request
-    that loads the session extends it) unless ``rolling=False``, and the
-    absolute timeout counts from creation. Both are enforced on the server: the
-    store's TTL and the creation time in the record, never only the cookie's expiry.
+    (default: the store URL's ``idle_timeout=``, else one day) is rolling (each
+    request that loads the session extends it) unless ``rolling=False``, and
+    the absolute timeout counts from creation. Both are enforced on the server:
+    the store's TTL and the creation time in the record, never only the cookie's expiry.
 
     ``trusted_proxies`` names the reverse proxies (addresses or networks) whose
     ``Forwarded``/``X-Forwarded-Proto`` headers decide `Secure` when ``secure=None``;
     nobody else's are believed. ``on_invalid_cookie`` is called with a hash of
     the ``Cookie`` header whenever a session cookie fails to verify (a detection
-    hook for id guessing); ``invalid_cookies`` counts them.
+    hook for id guessing); ``invalid_cookies`` counts them. `subscribe` receives
+    every lifecycle event (`sessionkit.events`).
 
-    ``on_store_error`` chooses what an unreachable or failing store means:
-    ``"raise"`` (default) lets the typed `StoreError` propagate, so the request
-    fails loudly; ``"fresh"`` logs it and serves the request with an empty,
-    unsaved session (the user looks logged out; nothing is written and the
-    cookie is left alone, so the session is back once the store is).
+    A failing store: by default (``on_store_error="raise"``) the typed
+    `StoreError` propagates and the adapters answer ``503 Service Unavailable``
+    with ``Retry-After: retry_after``. With ``"fresh"``, a failed load serves an
+    empty, unsaved session instead (the user looks logged out; nothing is
+    written and the cookie is left alone, so the session is back once the store
+    is), and a failed save is logged. In every mode a logout or a regenerate
+    fails loudly unless the store confirmed it. A response with a 5xx status
+    saves nothing (the request failed: the store stays as it was).
     """
 
     def __init__(
         self,
-        url: str | Any = "memory://",
+        url: str | Store = "memory://",
         *,
         secret_keys: str | bytes | Iterable[str | bytes] | None,
         cookie_name: str = "session",
@@ -88,6 +119,7 @@ class SessionManager:
         rolling: bool = True,
         serializer: Serializer | str | None = None,
         on_store_error: Literal["raise", "fresh"] = "raise",
+        retry_after: int = DEFAULT_RETRY_AFTER,
         trusted_proxies: Iterable[str] = (),
         on_invalid_cookie: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
@@ -95,9 +127,6 @@ class SessionManager:
         keys = parse_secret_keys(secret_keys)
         if isinstance(samesite, str):
             samesite = samesite.lower()  # type: ignore[assignment]
-        if samesite == "none" and secure is not True:
-            raise ConfigError("samesite='none' requires secure=True: browsers drop such cookies otherwise",
-                              option="samesite")
         self.codec = CookieCodec(
             keys,
             name=cookie_name,
@@ -108,29 +137,52 @@ class SessionManager:
             samesite=samesite,
             partitioned=partitioned,
         )
+        if samesite == "none" and self.codec.secure is not True:
+            raise ConfigError("samesite='none' requires secure=True: browsers drop such cookies otherwise",
+                              option="samesite")
         if on_store_error not in ("raise", "fresh"):
             raise ConfigError(f"on_store_error must be 'raise' or 'fresh', not {on_store_error!r}",
                               option="on_store_error")
+        if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
+            raise ConfigError(f"retry_after must be whole seconds >= 0, not {retry_after!r}", option="retry_after")
         self.on_store_error = on_store_error
-        self.trusted_proxies = TrustedProxies(trusted_proxies)
-        self.has_trusted_proxies = bool(self.trusted_proxies)
+        self.retry_after = retry_after
+        #: The one https decision of every adapter (`TrustedProxies.is_https` and its WSGI/ASGI inputs).
+        self.proxies = TrustedProxies(trusted_proxies)
         self.on_invalid_cookie = on_invalid_cookie
         #: Requests whose session cookie did not verify (forged, truncated, old key dropped).
         self.invalid_cookies = 0
-        self.store: Any = open_store(url) if isinstance(url, str) else url
-        if idle_timeout is None:
-            idle_timeout = getattr(self.store, "default_ttl", None) or DEFAULT_IDLE_TIMEOUT
-        self.idle_timeout = parse_duration(idle_timeout, name="idle_timeout")
+        #: Subscribers to the lifecycle's events.
+        self.events = EventHub()
+        self._clock = clock
+        self.serializer: Serializer = get_serializer(serializer)
+
+        tokens = None
+        if isinstance(url, str):
+            parsed = StoreURL.parse(url)
+            url_idle = parsed.idle_timeout
+            if parsed.scheme == "cookie":
+                from .tokens import TokenCodec
+
+                tokens, revoke_url = TokenCodec.from_url(parsed)
+                tokens.bind(keys)
+                self.store: Store = _open_revocations(revoke_url)
+            else:
+                from .backends import open_parsed
+
+                self.store = open_parsed(parsed)
+        else:
+            url_idle = None
+            self.store = url
+        idle = idle_timeout if idle_timeout is not None else url_idle or DEFAULT_IDLE_TIMEOUT
+        self.idle_timeout = parse_duration(idle, name="idle_timeout")
         self.absolute_timeout = parse_duration(absolute_timeout, name="absolute_timeout")
         self.rolling = rolling
-        self.serializer: Serializer = get_serializer(serializer)
-        self._clock = clock
-        self._touch_ttl = self.idle_timeout if rolling else None
-        #: A cookie:// store: the session itself travels in the cookie.
-        self._stateless = bool(getattr(self.store, "stateless", False))
-        self._overheads: dict[tuple[int, bool], int] = {}
-        if self._stateless:
-            self.store.bind(keys)
+        self.lifetimes = Lifetimes(self.idle_timeout, self.absolute_timeout, rolling)
+        #: Where sessions live between requests: the store (the cookie is an id) or the cookie itself.
+        self.strategy: Strategy = (
+            StoredSessions(self.codec, self.lifetimes) if tokens is None
+            else CookieSessions(self.codec, tokens, self.lifetimes, revokes=revoke_url is not None))
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **options: Any) -> SessionManager:
@@ -147,6 +199,10 @@ class SessionManager:
                               option="SESSIONKIT_SECRET_KEYS")
         return cls(env.get("SESSIONKIT_URL", "memory://"), secret_keys=keys, **options)
 
+    def subscribe(self, listener: Listener, async_listener: AsyncListener | None = None) -> None:
+        """Receive every lifecycle event: `listener` on both faces, or `async_listener` awaited on the async one."""
+        self.events.subscribe(listener, async_listener)
+
     # -- the lifecycle, written once ---------------------------------------------
 
     def new_session(self, cookie_header: str | None, *, https: bool = False,
@@ -157,7 +213,7 @@ class SessionManager:
         `session_class` lets an adapter hand its framework a `Session` subclass
         that speaks the framework's dialect (Flask's `permanent`, `new`).
         """
-        incoming = self._read_token(cookie_header) if self._stateless else self.codec.read(cookie_header)
+        incoming = self.strategy.read(cookie_header)
         if incoming.present and incoming.session_id is None:
             self._invalid_cookie(cookie_header or "")
         return session_class(incoming, self.serializer, loader, self._clock(), https=https)
@@ -165,194 +221,151 @@ class SessionManager:
     def _invalid_cookie(self, cookie_header: str) -> None:
         """Count a cookie that did not verify, and tell the hook (a flood is someone guessing ids)."""
         self.invalid_cookies += 1
-        if self.on_invalid_cookie is not None:
+        if self.on_invalid_cookie is not None or self.events.active:
             digest = hashlib.sha256(cookie_header.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-            self.on_invalid_cookie(digest)
-
-    def is_https(self, scheme: str | None, client: str | None = None, forwarded: str | None = None,
-                 forwarded_proto: str | None = None) -> bool:
-        """Whether a request used https: its scheme, or what a *trusted* proxy forwarded."""
-        if scheme == "https" or scheme == "wss":
-            return True
-        return self.has_trusted_proxies and self.trusted_proxies.is_https(scheme, client, forwarded, forwarded_proto)
-
-    def _read_token(self, cookie_header: str | None) -> Incoming:
-        """The session a cookie:// token carries (its parts joined), verified, or nothing."""
-        values = parse_cookie_header(cookie_header, self.codec.name) if cookie_header else []
-        if not values:
-            return Incoming(None, present=False)
-        token, parts = values[0], 1
-        while parts < self.store.split:
-            more = parse_cookie_header(cookie_header or "", f"{self.codec.name}.{parts}")
-            if not more:
-                break
-            token, parts = token + more[0], parts + 1
-        decoded = self.store.decode(token)
-        if decoded is None:
-            return Incoming(None, present=True, parts=parts)
-        session_id, record, stale = decoded
-        return Incoming(session_id, present=True, stale_key=stale, record=record, parts=parts)
+            if self.on_invalid_cookie is not None:
+                self.on_invalid_cookie(digest)
+            if self.events.active:
+                self.events.emit(CookieRejected(digest))
 
     def load_flow(self, session: Session) -> Flow[None]:
         """Load the session the cookie names; anything wrong leaves it new and empty."""
-        session_id = session.incoming.session_id
+        state = session.state
+        session_id = state.incoming.session_id
         if session_id is None:
             return
-        record: Record | None
+        events = self.events
         try:
-            record = session.incoming.record
-            if record is None:
-                record = yield Load(session_id, self._touch_ttl)
-            elif session._now - record.accessed_at >= self.idle_timeout:
-                record = None  # a cookie:// session enforces the idle timeout from its own record
-            elif self.store.revocations is not None and (yield IsRevoked(session_id)):
-                record = None
+            strategy = self.strategy
+            op = strategy.load(state.incoming, state.now)
+            record, missing = strategy.loaded(state.incoming, state.now, None if op is None else (yield op))
         except CorruptRecord as exc:
             log.warning("session %s: unreadable stored record (%s); starting a fresh session",
-                        session_id_hash(session_id), exc)
-            session._doom(session_id)
+                        id_hash(session_id), exc)
+            yield from self._expired(state, session_id, "corrupt")
             return
         except StoreError as exc:
+            yield from self._store_failed("load", exc, "raised" if self.on_store_error == "raise" else "degraded")
             if self.on_store_error == "raise":
                 raise
-            log.error("session %s: store failed on load (%s); serving an unsaved empty session",
-                      session_id_hash(session_id), exc)
-            session._degraded = True
+            log.error("session %s: the store failed on load (%s); serving an empty session that will not be saved",
+                      id_hash(session_id), exc)
+            state.degraded = True
             return
         if record is None:
+            if events.active:
+                yield Emit(SessionExpired(id_hash(session_id), missing), events)  # type: ignore[arg-type]
             return
-        if session._now - record.created_at >= self.absolute_timeout:
-            session._doom(session_id)
+        if state.now - record.created_at >= self.absolute_timeout:
+            yield from self._expired(state, session_id, "absolute")
             return
         loads = self.serializer.loads
         try:
             data = {key: loads(value) for key, value in record.data.items()}
         except ValueError as exc:
             log.warning("session %s: undecodable stored value (%s); starting a fresh session",
-                        session_id_hash(session_id), exc)
-            session._doom(session_id)
+                        id_hash(session_id), exc)
+            yield from self._expired(state, session_id, "corrupt")
             return
-        session._attach(session_id, record.data, data, record.created_at, record.accessed_at)
+        state.attach(session_id, record.data, data, record.created_at, record.accessed_at)
 
-    def save_flow(self, session: Session) -> Flow[Headers]:
-        """Write what changed and return the headers the response needs."""
-        if not session.accessed:
+    def _expired(self, state: SessionState, session_id: str,
+                 reason: Literal["absolute", "corrupt"]) -> Flow[None]:
+        """A session that must not be used again: delete its id at save, and say so."""
+        state.doom(session_id)
+        if self.events.active:
+            yield Emit(SessionExpired(id_hash(session_id), reason), self.events)
+
+    def _store_failed(self, operation: str, exc: StoreError, outcome: Literal["raised", "degraded"]) -> Flow[None]:
+        if self.events.active:
+            yield Emit(StoreFailed(operation, exc, outcome), self.events)
+
+    def save_flow(self, session: Session, status: int = 200) -> Flow[Headers]:
+        """Write what changed and return the headers the response needs.
+
+        Called once per response, when it starts. A 5xx response saves
+        nothing; a request whose load failed in ``fresh`` mode writes only a
+        logout or regenerate (which must reach the store, or fail loudly).
+        """
+        state = session.state
+        state.settled = True
+        if not state.touched:
             return []
-        if session._degraded or (session._is_quiet() and not self._stateless):
+        # A logout or regenerate is pending: the store must confirm it, or the request fails.
+        confirm = bool(state.doomed) or state.invalidated or state.regenerated
+        if status >= 500 or (state.degraded and not confirm):
+            state.forget_pending()
             return [_VARY]
-        headers: Headers = [_VARY]
-        now = self._clock()
+        if self.strategy.quiet_is_free and state.is_quiet():
+            return [_VARY]
+        old_ids = tuple(state.doomed)
+        old_stored = None if state.is_new else state.id
+        invalidated, regenerated = state.invalidated, state.regenerated
         try:
-            if self._stateless:
-                return (yield from self._save_token(session, headers, now))
-            if session._is_new:
-                doomed = tuple(session._doomed)
-                data = session.encoded_data()
-                if data:
-                    session_id = session.id
-                    created_at = session._created_at
-                    record = Record(data, created_at, now)
-                    yield Create(session_id, record, self._ttl(created_at, now), doomed)
-                    headers += self._set_cookie(self._render(session, session_id, created_at, now))
-                    session._mark_saved(session_id, data)
-                    return headers
-                for old_id in doomed:
-                    yield Delete(old_id)
-                if session.incoming.present:
-                    headers += self._set_cookie(self.codec.render_expired(https=session.https))
-                session._mark_saved(None, {})
-                return headers
-            stored_id = session._id
-            assert stored_id is not None  # a stored session always has its id
-            changes = session.changes()
-            if changes:
-                result = yield Merge(stored_id, changes, now, self._ttl(session._created_at, now))
-                if result is not MergeResult.APPLIED:
-                    # Emptied, or invalidated elsewhere meanwhile: invalidation wins.
-                    headers += self._set_cookie(self.codec.render_expired(https=session.https))
-                    session._mark_gone()
-                    return headers
-            if session.incoming.stale_key or (changes and session._cookie_changes(changes)):
-                headers += self._set_cookie(self._render(session, stored_id, session._created_at, now))
-            session._mark_saved(stored_id, merge_data(session._raw, changes) if changes else session._raw)
-            return headers
+            saved = yield from self.strategy.save(state, self._clock())
         except StoreError as exc:
-            if self.on_store_error == "raise":
+            state.forget_pending()
+            raise_it = self.on_store_error == "raise" or confirm
+            yield from self._store_failed("save", exc, "raised" if raise_it else "degraded")
+            if raise_it:
                 raise
-            log.error("session save failed (%s); the response goes out without it", exc)
+            log.error("session %s: the store failed on save (%s); the response goes out without saving it",
+                      id_hash(old_stored or state.id or "?"), exc)
             return [_VARY]
-
-    def _save_token(self, session: Session, headers: Headers, now: float) -> Flow[Headers]:
-        """A cookie:// save: the whole session re-issued as the cookie, when anything changed."""
-        if session._doomed and self.store.revocations is not None:
-            for old_id in tuple(session._doomed):
-                yield Revoke(old_id, self.absolute_timeout)
-        data = session.encoded_data()
-        incoming = session.incoming
-        if not data:
-            for part in range(incoming.parts if incoming.present else 0):
-                headers += self._set_cookie(self.codec.render_expired(https=session.https, name=self._part(part)))
-            session._mark_saved(None, {})
-            return headers
-        # Rolling: re-issue once a tenth of the idle timeout has passed, not on every read.
-        refresh_due = self.rolling and now - session._accessed_at >= self.idle_timeout / 10
-        # `data` holds every key's bytes already: compare them with what came in, not re-encode.
-        if not (session._is_new or incoming.stale_key or refresh_due or data != dict(session._raw)):
-            return headers
-        session_id = session.id
-        created_at = session._created_at
-        token = self.store.encode(session_id, Record(data, created_at, now))
-        max_age = self._max_age(session, created_at, now)
-        overhead = self._cookie_overhead(max_age, session.https)
-        if len(token) + overhead <= MAX_COOKIE_BYTES:  # the common case: one cookie
-            chunks = [token]
-        else:
-            budget = MAX_COOKIE_BYTES - overhead - 2  # room for ".N" in the name
-            chunks = [token[start:start + budget] for start in range(0, len(token), budget)]
-            if len(chunks) > self.store.split:
-                size = len(token) + overhead
-                raise SessionTooLarge(
-                    f"the session cookie would be {size} bytes and browsers drop cookies over "
-                    f"{MAX_COOKIE_BYTES} ({self.store.split} cookie(s) allowed): store less in the session, "
-                    "or use cookie://?compress=1, ?split=N, or a server store",
-                    size=size, limit=MAX_COOKIE_BYTES * self.store.split)
-        for part, chunk in enumerate(chunks):
-            headers += self._set_cookie(
-                self.codec.render_value(chunk, max_age=max_age, https=session.https, name=self._part(part)))
-        for part in range(len(chunks), incoming.parts if incoming.present else 0):
-            headers += self._set_cookie(self.codec.render_expired(https=session.https, name=self._part(part)))
-        session._mark_saved(session_id, data)
-        session._accessed_at = now
-        return headers
-
-    def _cookie_overhead(self, max_age: int | None, https: bool) -> int:
-        """Bytes of a Set-Cookie header besides its value (memoised: it depends on little)."""
-        key = (0 if max_age is None else len(str(max_age)), https)
-        overhead = self._overheads.get(key)
-        if overhead is None:
-            overhead = self._overheads[key] = len(self.codec.render_value("", max_age=max_age, https=https))
-        return overhead
-
-    def _part(self, index: int) -> str:
-        return self.codec.name if index == 0 else f"{self.codec.name}.{index}"
+        if self.events.active and saved.outcome != "nothing":
+            for event in self._saved_events(saved, state, old_ids, old_stored, invalidated, regenerated):
+                yield Emit(event, self.events)
+        return self._headers(saved.cookies, state.https)
 
     @staticmethod
-    def _set_cookie(value: str) -> Headers:
-        # A response that hands out (or takes back) a session id must not sit in a shared cache.
-        return [("Set-Cookie", value), _NO_STORE]
+    def _saved_events(saved: Saved, state: SessionState, old_ids: tuple[str, ...], old_stored: str | None,
+                      invalidated: bool, regenerated: bool) -> list[Event]:
+        outcome = saved.outcome
+        if outcome == "created":
+            new_hash = id_hash(state.id or "")
+            if regenerated and old_ids and not invalidated:
+                return [SessionRegenerated(id_hash(old_ids[0]), new_hash)]
+            ended: list[Event] = [SessionInvalidated(id_hash(old)) for old in old_ids]
+            return [*ended, SessionCreated(new_hash)]
+        if outcome == "ended":
+            return [SessionInvalidated(id_hash(old)) for old in old_ids]
+        if outcome == "emptied":
+            return [SessionInvalidated(id_hash(old_stored or ""), "emptied")]
+        if outcome in ("gone", "corrupt"):
+            return [SessionExpired(id_hash(old_stored or ""), outcome)]
+        return []
 
-    def _ttl(self, created_at: float, now: float) -> float:
-        return max(1.0, min(self.idle_timeout, created_at + self.absolute_timeout - now))
+    def _headers(self, cookies: list[ResponseCookie], https: bool) -> Headers:
+        headers: Headers = [_VARY]
+        render = self.codec.render_cookie
+        for cookie in cookies:
+            # A response that hands out (or takes back) a session id must not sit in a shared cache.
+            headers += [("Set-Cookie", render(cookie, https=https)), _NO_STORE]
+        return headers
 
-    def _render(self, session: Session, stored_id: str, created_at: float, now: float) -> str:
-        return self.codec.render(stored_id, max_age=self._max_age(session, created_at, now), https=session.https)
+    def finish_flow(self, session: Session) -> Flow[None]:
+        """After the response went out: save what changed since (a body streamed, a WebSocket ran).
 
-    def _max_age(self, session: Session, created_at: float, now: float) -> int | None:
-        """The cookie lives until the absolute timeout (the idle one is the server's to enforce),
-        or, if the session says so, until the browser closes (no Max-Age)."""
-        if not session._persistent_cookie():
-            return None
-        return max(1, math.ceil(created_at + self.absolute_timeout - now))
+        Nothing is tried twice: a save that failed, was skipped (5xx) or never
+        ran leaves nothing pending. A change that needs a new cookie (a
+        brand-new session) can no longer be sent, so it is logged and dropped.
+        """
+        state = session.state
+        if not state.settled or not state.has_pending():
+            return
+        if state.is_new and state.data:
+            log.warning("session changed after the response started: a new session needs a cookie that can no "
+                        "longer be sent, so the change is dropped")
+            state.forget_pending()
+            return
+        yield from self.save_flow(session)
+
+    def unavailable_response(self, exc: StoreError) -> UnavailableResponse:
+        """The 503 every adapter answers a store failure with (an app may override it in its framework)."""
+        return UnavailableResponse(
+            503, "Service Unavailable",
+            [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", str(self.retry_after)), _NO_STORE],
+            b"The session store is unavailable; try again shortly.\n")
 
     # -- the two drivers ---------------------------------------------------------
 
@@ -364,11 +377,18 @@ class SessionManager:
     def _load_sync(self, session: Session) -> None:
         run_sync(self.load_flow(session), self.store)
 
-    def save(self, session: Session) -> Headers:
-        """Save a sync request's session; returns headers to add to the response."""
-        if session._touched and not self._stateless and session._is_quiet():
+    def save(self, session: Session, *, status: int = 200) -> Headers:
+        """Save a sync request's session as its response starts; returns headers to add to the response."""
+        state = session.state
+        if state.touched and status < 500 and self.strategy.quiet_is_free and state.is_quiet():
+            state.settled = True
             return [_VARY]  # the read-only request: skip the flow machinery on the hot path
-        return run_sync(self.save_flow(session), self.store)
+        return run_sync(self.save_flow(session, status), self.store)
+
+    def finish(self, session: Session) -> None:
+        """After a sync response's body: save what changed while it streamed (see `finish_flow`)."""
+        if session.state.settled and session.state.has_pending():
+            run_sync(self.finish_flow(session), self.store)
 
     async def aopen(self, cookie_header: str | None, *, https: bool = False,
                     session_class: type[Session] = Session) -> Session:
@@ -378,19 +398,39 @@ class SessionManager:
         with a valid cookie pays its one round trip up front.
         """
         session = self.new_session(cookie_header, https=https, session_class=session_class)
-        if session.incoming.session_id is not None:
+        if session.state.incoming.session_id is not None:
+            session.state.loaded = True
             await run_async(self.load_flow(session), self.store)
-            session._loaded = True
         return session
 
-    async def asave(self, session: Session) -> Headers:
-        """Save an async request's session; returns headers to add to the response."""
-        if session._touched and not self._stateless and session._is_quiet():
+    async def asave(self, session: Session, *, status: int = 200) -> Headers:
+        """Save an async request's session as its response starts; returns headers to add to the response."""
+        state = session.state
+        if state.touched and status < 500 and self.strategy.quiet_is_free and state.is_quiet():
+            state.settled = True
             return [_VARY]
-        return await run_async(self.save_flow(session), self.store)
+        return await run_async(self.save_flow(session, status), self.store)
+
+    async def afinish(self, session: Session) -> None:
+        """After an async response (or WebSocket): save what changed since it started (see `finish_flow`)."""
+        if session.state.settled and session.state.has_pending():
+            await run_async(self.finish_flow(session), self.store)
 
     def close(self) -> None:
         self.store.close()
 
     async def aclose(self) -> None:
         await self.store.aclose()
+
+
+def _open_revocations(revoke_url: str | None) -> Store:
+    """The server store a ``cookie://?revoke=`` URL names, or a store that is never used."""
+    from .backends import open_store
+    from .backends.base import NoStore
+
+    if revoke_url is None:
+        return NoStore()
+    if StoreURL.parse(revoke_url).scheme == "cookie":
+        raise ConfigError("revoke= needs a server store (redis://, memcache://, file://)", option="revoke")
+    return open_store(revoke_url)
+

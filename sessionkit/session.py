@@ -1,28 +1,212 @@
-"""The session object an application reads and writes.
+"""The session object an application reads and writes, and the books the lifecycle keeps on it.
 
-A `Session` is a `MutableMapping[str, Any]` that keeps its own books: which
-keys the request set or deleted, which mutable values it handed out (so an
-in-place change like ``session["cart"].append(x)`` is saved without being
-flagged), and which old ids must be deleted. It loads lazily, through a loader
-the manager gives it, so a request that never touches its session costs no
-store access. It does no I/O of its own.
+A `Session` is a `MutableMapping[str, Any]`: the application's view. Everything
+the lifecycle needs to know about it — what the cookie said, what the store
+held, which keys changed, which mutable values were handed out (so an in-place
+change like ``session["cart"].append(x)`` is saved without being flagged),
+which old ids must be deleted — lives in one `SessionState`, ``session.state``.
+The manager reads and updates that object and nothing else of the session; an
+adapter's subclass changes behaviour only through the named class attributes
+below. The session loads lazily, through a loader the manager gives it, so a
+request that never touches its session costs no store access. It does no I/O.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from typing import Any
+from typing import Any, ClassVar
 
 from .codec import Incoming, new_session_id
 from .errors import SerializationError
 from .serializers import Serializer
 
-__all__ = ["Session"]
+__all__ = ["Session", "SessionState"]
 
 #: Values of these types cannot change in place, so handing them out needs no watching.
 _IMMUTABLE = (str, int, float, bool, type(None), bytes)
 
 Loader = Callable[["Session"], None]
+
+
+class SessionState:
+    """The lifecycle's books on one request's session.
+
+    Owned by the `Session`, read and updated by the manager. The data itself is
+    the session's own mapping (`data`, shared, changed in place), so the books
+    never hold a second copy of it.
+    """
+
+    __slots__ = ("accessed_at", "baseline", "changed", "created_at", "data", "degraded", "doomed",
+                 "force_write", "https", "id", "incoming", "invalidated", "is_new", "loaded", "loader", "now",
+                 "persistent_key", "regenerated", "serializer", "settled", "touched", "watched")
+
+    def __init__(self, incoming: Incoming, data: dict[str, Any], serializer: Serializer, loader: Loader | None,
+                 now: float, https: bool, persistent_key: str | None) -> None:
+        #: What the request's cookie said.
+        self.incoming = incoming
+        #: The request came over https (decides `Secure` when the manager's `secure` is None).
+        self.https = https
+        self.data = data
+        self.serializer = serializer
+        self.loader = loader
+        #: The request's time: timeouts and a new session's clock count from here.
+        self.now = now
+        #: Nothing left to load: a request without a verified cookie has nothing to load.
+        self.loaded = incoming.session_id is None
+        #: The id the data is (or will be) stored under; None until loaded or asked for.
+        self.id: str | None = None
+        self.is_new = True
+        self.created_at = now
+        self.accessed_at = now
+        #: Each key's bytes as the store holds them: what changes are measured against.
+        self.baseline: Mapping[str, bytes] = {}
+        #: Keys the app set or deleted.
+        self.changed: set[str] = set()
+        #: Keys whose mutable values the app was handed (re-encoded at save: in-place changes).
+        self.watched: set[str] = set()
+        #: Ids to delete from the store at save (regenerated or invalidated ones).
+        self.doomed: list[str] = []
+        self.regenerated = False
+        self.invalidated = False
+        #: The request read or wrote the session (the response then varies by cookie).
+        self.touched = False
+        #: The store failed on load and the manager chose to serve an unsaved session.
+        self.degraded = False
+        #: Write every key at the next save, changed or not (Flask's ``session.modified = True``).
+        self.force_write = False
+        #: The data key whose truthiness makes the cookie persistent (None: always persistent).
+        self.persistent_key = persistent_key
+        #: The response's save was decided (done, failed or skipped): only later changes may be saved.
+        self.settled = False
+
+    # -- loading ------------------------------------------------------------------
+
+    def ensure_loaded(self, session: Session) -> None:
+        self.touched = True
+        if not self.loaded:
+            self.loaded = True  # set first: a failing loader must not be retried per access
+            if self.loader is not None:
+                self.loader(session)
+
+    def attach(self, session_id: str, baseline: Mapping[str, bytes], decoded: Mapping[str, Any],
+               created_at: float, accessed_at: float) -> None:
+        """Fill the session with what the store held for `session_id`."""
+        self.id = session_id
+        self.is_new = False
+        self.baseline = baseline
+        data = self.data
+        if data:
+            data.clear()
+        data.update(decoded)
+        self.created_at = created_at
+        self.accessed_at = accessed_at
+
+    def doom(self, session_id: str) -> None:
+        """Delete `session_id` from the store when the response is saved."""
+        if session_id not in self.doomed:
+            self.doomed.append(session_id)
+
+    def restart(self) -> None:
+        """A new id from here on, with a clock that starts now (regenerate, invalidate)."""
+        if not self.is_new and self.id is not None:
+            self.doom(self.id)
+        elif self.degraded and self.incoming.session_id is not None:
+            self.doom(self.incoming.session_id)  # never loaded (the store failed), but still to be ended
+        self.id = None
+        self.is_new = True
+        self.created_at = self.accessed_at = self.now
+        self.baseline = {}
+
+    # -- what a save must write -----------------------------------------------------
+
+    def changes(self) -> dict[str, bytes | None]:
+        """Per-key change against the store: new bytes, or None for a deleted key.
+
+        Set keys whose bytes equal what was loaded are dropped, so writing the
+        same value back costs nothing; watched mutable values are re-encoded
+        and compared, which is how in-place mutation is caught.
+        """
+        if not self.loaded:
+            return {}
+        data = self.data
+        baseline = self.baseline
+        if self.force_write:
+            keys: set[str] = set(data) | self.changed
+        else:
+            keys = self.changed if not self.watched else self.changed | self.watched
+        changes: dict[str, bytes | None] = {}
+        for key in keys:
+            if key in data:
+                encoded = self.encode(key, data[key])
+                if self.force_write or baseline.get(key) != encoded:
+                    changes[key] = encoded
+            elif key in baseline:
+                changes[key] = None
+        return changes
+
+    def encoded_data(self) -> dict[str, bytes]:
+        """Every key's bytes: what a new (or regenerated) session writes in full."""
+        return {key: self.encode(key, value) for key, value in self.data.items()}
+
+    def encode(self, key: str, value: Any) -> bytes:
+        try:
+            return self.serializer.dumps(value)
+        except SerializationError as exc:
+            raise SerializationError(f"session[{key!r}]: {exc}", key=key) from exc
+
+    def has_pending(self) -> bool:
+        """Cheap check: could a save now write anything? (Exact answer: `changes()`.)"""
+        return bool(self.changed or self.watched or self.doomed or self.regenerated or self.invalidated
+                    or self.force_write)
+
+    def is_quiet(self) -> bool:
+        """A stored session with nothing to write and no cookie to re-sign: saving is a no-op."""
+        return not (self.is_new or self.incoming.stale_key or self.has_pending())
+
+    def persistent_cookie(self) -> bool:
+        """True: the cookie carries Max-Age; False: it ends when the browser closes."""
+        key = self.persistent_key
+        return key is None or bool(self.data.get(key))
+
+    def cookie_changes(self, changes: Mapping[str, bytes | None]) -> bool:
+        """Whether these changes alter what the cookie says (its lifetime), so it must be sent again."""
+        return self.persistent_key is not None and self.persistent_key in changes
+
+    # -- after a save -----------------------------------------------------------------
+
+    def mark_saved(self, session_id: str | None, baseline: Mapping[str, bytes]) -> None:
+        """What the store holds is now the baseline for later changes."""
+        # The app may still hold the mutable values it read or stored, and change them
+        # later (while a body streams): keep watching those, forget the rest.
+        data = self.data
+        watched = self.watched
+        if watched:
+            watched.difference_update([key for key in watched if key not in data or isinstance(data[key], _IMMUTABLE)])
+        for key in self.changed:
+            if key in data and not isinstance(data[key], _IMMUTABLE):
+                watched.add(key)
+        self.doomed.clear()
+        self.changed.clear()
+        self.regenerated = self.invalidated = self.force_write = False
+        if session_id is not None:
+            self.id = session_id
+            self.is_new = False
+            self.baseline = baseline
+
+    def mark_gone(self) -> None:
+        """After a merge found the session gone: it is new and empty from here on."""
+        self.mark_saved(None, {})
+        self.id = None
+        self.is_new = True
+        self.baseline = {}
+        self.data.clear()
+
+    def forget_pending(self) -> None:
+        """Drop what this request changed without writing it (a failed or skipped save)."""
+        self.changed.clear()
+        self.watched.clear()
+        self.doomed.clear()
+        self.regenerated = self.invalidated = self.force_write = False
 
 
 class Session(MutableMapping[str, Any]):
@@ -31,101 +215,81 @@ class Session(MutableMapping[str, Any]):
     `regenerate()` moves the data to a new id (call it at login: fixation
     defence); `invalidate()` ends the session (call it at logout). Both take
     effect in the store when the response is sent.
+
+    An adapter's subclass may set `persistent_cookie_key`: the data key whose
+    truthiness decides whether the cookie outlives the browser (Flask's
+    ``_permanent``); by default every session cookie has a Max-Age.
     """
 
-    __slots__ = ("_accessed_at", "_changed", "_created_at", "_data", "_degraded", "_doomed", "_id",
-                 "_invalidated", "_is_new", "_loaded", "_loader", "_now", "_raw", "_regenerated",
-                 "_serializer", "_touched", "_watched", "https", "incoming")
+    __slots__ = ("_data", "state")
+
+    #: The data key that makes the cookie persistent when true; None: always persistent.
+    persistent_cookie_key: ClassVar[str | None] = None
 
     def __init__(self, incoming: Incoming, serializer: Serializer, loader: Loader | None, now: float,
                  *, https: bool = False) -> None:
-        self.incoming = incoming
-        #: The request came over https (decides `Secure` when the manager's `secure` is None).
-        self.https = https
-        self._serializer = serializer
-        self._loader = loader
-        self._now = now
-        self._loaded = False
-        self._id: str | None = None
-        self._is_new = True
-        self._created_at = now
-        self._accessed_at = now
-        self._raw: Mapping[str, bytes] = {}
         self._data: dict[str, Any] = {}
-        self._changed: set[str] = set()
-        self._watched: set[str] = set()
-        self._doomed: list[str] = []
-        self._regenerated = False
-        self._invalidated = False
-        self._touched = False
-        #: The store failed on load and the manager chose to serve an unsaved session.
-        self._degraded = False
-        if incoming.session_id is None:
-            self._loaded = True  # nothing to load: a new, empty session, no store access
-
-    # -- loading (called by the manager) --------------------------------------
-
-    def _ensure_loaded(self) -> None:
-        self._touched = True
-        if not self._loaded:
-            self._loaded = True  # set first: a failing loader must not be retried per access
-            if self._loader is not None:
-                self._loader(self)
-
-    def _attach(self, session_id: str, raw: Mapping[str, bytes], data: dict[str, Any],
-                created_at: float, accessed_at: float) -> None:
-        """Fill the session with what the store held for `session_id`."""
-        self._id = session_id
-        self._is_new = False
-        self._raw = raw
-        self._data = data
-        self._created_at = created_at
-        self._accessed_at = accessed_at
-
-    def _doom(self, session_id: str) -> None:
-        """Delete `session_id` from the store when the response is saved."""
-        if session_id not in self._doomed:
-            self._doomed.append(session_id)
+        #: The lifecycle's books: read and updated by the manager (see `SessionState`).
+        self.state = SessionState(incoming, self._data, serializer, loader, now, https, self.persistent_cookie_key)
 
     # -- public metadata --------------------------------------------------------
 
     @property
+    def incoming(self) -> Incoming:
+        """What the request's cookie said."""
+        return self.state.incoming
+
+    @property
+    def https(self) -> bool:
+        return self.state.https
+
+    @property
     def id(self) -> str:
         """The session id (a new session gets one on first ask)."""
-        self._ensure_loaded()
-        if self._id is None:
-            self._id = new_session_id()
-        return self._id
+        state = self.state
+        state.ensure_loaded(self)
+        if state.id is None:
+            state.id = new_session_id()
+        return state.id
 
     @property
     def is_new(self) -> bool:
         """True until the session has been stored (also after `regenerate`/`invalidate`)."""
-        self._ensure_loaded()
-        return self._is_new
+        self.state.ensure_loaded(self)
+        return self.state.is_new
 
     @property
     def created_at(self) -> float:
         """Unix time the session was created; the absolute timeout counts from here."""
-        self._ensure_loaded()
-        return self._created_at
+        self.state.ensure_loaded(self)
+        return self.state.created_at
 
     @property
     def last_accessed(self) -> float:
         """Unix time of the session's last save before this request (now, for a new session)."""
-        self._ensure_loaded()
-        return self._accessed_at
+        self.state.ensure_loaded(self)
+        return self.state.accessed_at
 
     @property
     def accessed(self) -> bool:
         """True if this request loaded the session (the response then varies by cookie)."""
-        return self._touched
+        return self.state.touched
 
     @property
     def modified(self) -> bool:
         """True if saving would write: keys set or deleted, values changed in place, id changed."""
-        if not self._loaded:
+        state = self.state
+        if not state.loaded:
             return False
-        return self._regenerated or self._invalidated or bool(self.changes())
+        return state.regenerated or state.invalidated or state.force_write or bool(state.changes())
+
+    def changes(self) -> dict[str, bytes | None]:
+        """Per-key change a save would write (see `SessionState.changes`)."""
+        return self.state.changes()
+
+    def encoded_data(self) -> dict[str, bytes]:
+        """Every key's bytes, as a new session writes them."""
+        return self.state.encoded_data()
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -135,43 +299,37 @@ class Session(MutableMapping[str, Any]):
         Call it whenever privilege changes (login, sudo), so an id planted or
         seen before cannot ride along. The new session's clock starts now.
         """
-        self._ensure_loaded()
-        if not self._is_new and self._id is not None:
-            self._doom(self._id)
-        self._id = None
-        self._is_new = True
-        self._regenerated = True
-        self._created_at = self._accessed_at = self._now
-        self._raw = {}
-        self._changed.update(self._data)
+        state = self.state
+        state.ensure_loaded(self)
+        state.restart()
+        state.regenerated = True
+        state.changed.update(self._data)
 
     def invalidate(self) -> None:
         """End the session: its data is dropped, its id deleted on save, its cookie expired.
 
         Writes after this start a new, separate session with a new id.
         """
-        self._touched = True
-        if not self._loaded and self.incoming.session_id is not None:
-            self._loaded = True  # no need to read what we are about to delete
-            self._doom(self.incoming.session_id)
-        elif not self._is_new and self._id is not None:
-            self._doom(self._id)
-        self._id = None
-        self._is_new = True
-        self._invalidated = True
-        self._created_at = self._accessed_at = self._now
-        self._raw = {}
-        self._data = {}
-        self._changed.clear()
-        self._watched.clear()
+        state = self.state
+        state.touched = True
+        if not state.loaded and state.incoming.session_id is not None:
+            state.loaded = True  # no need to read what we are about to delete
+            state.doom(state.incoming.session_id)
+        state.restart()
+        state.invalidated = True
+        self._data.clear()
+        state.changed.clear()
+        state.watched.clear()
 
     # -- the mapping ------------------------------------------------------------
 
     def __getitem__(self, key: str) -> Any:
-        self._ensure_loaded()
+        state = self.state
+        if not state.loaded or not state.touched:
+            state.ensure_loaded(self)
         value = self._data[key]
         if not isinstance(value, _IMMUTABLE):
-            self._watched.add(key)
+            state.watched.add(key)
         return value
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -183,114 +341,36 @@ class Session(MutableMapping[str, Any]):
             except UnicodeEncodeError:
                 raise SerializationError(f"session key {key!r} has no UTF-8 form (a lone surrogate)",
                                          key=key) from None
-        self._ensure_loaded()
+        state = self.state
+        if not state.loaded or not state.touched:
+            state.ensure_loaded(self)
         self._data[key] = value
-        self._changed.add(key)
+        state.changed.add(key)
 
     def __delitem__(self, key: str) -> None:
-        self._ensure_loaded()
+        state = self.state
+        state.ensure_loaded(self)
         del self._data[key]
-        self._changed.add(key)
+        state.changed.add(key)
 
     def __iter__(self) -> Iterator[str]:
-        self._ensure_loaded()
+        self.state.ensure_loaded(self)
         return iter(list(self._data))
 
     def __len__(self) -> int:
-        self._ensure_loaded()
+        self.state.ensure_loaded(self)
         return len(self._data)
 
     def __contains__(self, key: object) -> bool:
-        self._ensure_loaded()
+        self.state.ensure_loaded(self)
         return key in self._data
 
     def clear(self) -> None:
-        self._ensure_loaded()
-        self._changed.update(self._data)
+        self.state.ensure_loaded(self)
+        self.state.changed.update(self._data)
         self._data.clear()
 
     def __repr__(self) -> str:
-        state = "unloaded" if not self._loaded else ("new" if self._is_new else "stored")
-        return f"<Session {state} keys={sorted(self._data) if self._loaded else '?'}>"
-
-    # -- books (read by the manager at save) -------------------------------------
-
-    def changes(self) -> dict[str, bytes | None]:
-        """Per-key change against the store: new bytes, or None for a deleted key.
-
-        Set keys whose bytes equal what was loaded are dropped, so writing the
-        same value back costs nothing; watched mutable values are re-encoded
-        and compared, which is how in-place mutation is caught.
-        """
-        if not self._loaded:
-            return {}
-        raw = self._raw
-        changes: dict[str, bytes | None] = {}
-        keys = self._changed if not self._watched else self._changed | self._watched
-        for key in keys:
-            if key in self._data:
-                encoded = self._encode(key, self._data[key])
-                if raw.get(key) != encoded:
-                    changes[key] = encoded
-            elif key in raw:
-                changes[key] = None
-        return changes
-
-    def encoded_data(self) -> dict[str, bytes]:
-        """Every key's bytes: what a new (or regenerated) session writes in full."""
-        return {key: self._encode(key, value) for key, value in self._data.items()}
-
-    def _encode(self, key: str, value: Any) -> bytes:
-        try:
-            return self._serializer.dumps(value)
-        except SerializationError as exc:
-            raise SerializationError(f"session[{key!r}]: {exc}", key=key) from exc
-
-    # -- what an adapter may say about the cookie (the manager decides when it is sent) ------------
-
-    def _persistent_cookie(self) -> bool:
-        """True: the cookie carries Max-Age (to the absolute timeout); False: it ends with the browser.
-
-        Either way the server enforces the idle and absolute timeouts. An adapter
-        whose framework lets the app choose (Flask's ``session.permanent``) overrides this.
-        """
-        return True
-
-    def _cookie_changes(self, changes: Mapping[str, bytes | None]) -> bool:
-        """Whether these changes alter what the cookie says (its lifetime), so it must be sent again."""
-        return False
-
-    def _is_quiet(self) -> bool:
-        """A stored session with nothing to write and no cookie to re-sign: saving is a no-op."""
-        return not (self._is_new or self.incoming.stale_key or self._has_pending())
-
-    def _has_pending(self) -> bool:
-        """Cheap check: could a save now write anything? (Exact answer: `changes()`.)"""
-        return bool(self._changed or self._watched or self._doomed or self._regenerated or self._invalidated)
-
-    def _mark_saved(self, session_id: str | None, raw: Mapping[str, bytes]) -> None:
-        """After a save: what the store holds is now the baseline for later changes."""
-        # The app may still hold the mutable values it read or stored, and change them
-        # later (while a body streams): keep watching those, forget the rest.
-        data = self._data
-        watched = self._watched
-        if watched:
-            watched.difference_update([key for key in watched if key not in data or isinstance(data[key], _IMMUTABLE)])
-        for key in self._changed:
-            if key in data and not isinstance(data[key], _IMMUTABLE):
-                watched.add(key)
-        self._doomed.clear()
-        self._changed.clear()
-        self._regenerated = self._invalidated = False
-        if session_id is not None:
-            self._id = session_id
-            self._is_new = False
-            self._raw = raw
-
-    def _mark_gone(self) -> None:
-        """After a merge found the session gone: it is new and empty from here on."""
-        self._mark_saved(None, {})
-        self._id = None
-        self._is_new = True
-        self._raw = {}
-        self._data = {}
+        state = self.state
+        kind = "unloaded" if not state.loaded else ("new" if state.is_new else "stored")
+        return f"<Session {kind} keys={sorted(self._data) if state.loaded else '?'}>"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 from sessionkit.adapters.wsgi import ENVIRON_KEY
 from sessionkit.backends.memory import MemoryStore
 from sessionkit.codec import IdSigner
+from sessionkit.errors import StoreUnavailable
 from sessionkit.flow import MergeResult
 from sessionkit.record import Record
 
@@ -57,20 +58,26 @@ class RecordingStore(MemoryStore):
         super().delete(session_id)
 
 
-def login_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    """The seeds' writer/reader in one WSGI app: /login, /count, /logout; any other path reads."""
-    session = environ[ENVIRON_KEY]
-    path = environ["PATH_INFO"]
+def act(session: MutableMapping[str, Any], path: str) -> tuple[int, str]:
+    """The seeds' writer/reader, framework-free: /login, /count, /logout, /fail (a 500); any other path reads."""
     if path == "/login":
-        session.regenerate()
+        session.regenerate()  # type: ignore[attr-defined]
         session["user"] = "alice"
     elif path == "/count":
         session["count"] = session.get("count", 0) + 1
     elif path == "/logout":
-        session.invalidate()
-    body = f"user={session.get('user')} count={session.get('count')}".encode()
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [body]
+        session.invalidate()  # type: ignore[attr-defined]
+    elif path == "/fail":
+        session["count"] = 99
+        return 500, "failed"
+    return 200, f"user={session.get('user')} count={session.get('count')}"
+
+
+def login_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """`act` as a WSGI app."""
+    status, body = act(environ[ENVIRON_KEY], environ["PATH_INFO"])
+    start_response("200 OK" if status < 500 else "500 Internal Server Error", [("Content-Type", "text/plain")])
+    return [body.encode()]
 
 
 #: Cookie headers no browser of ours sends: each must get a fresh session, never a 500.
@@ -107,3 +114,37 @@ def run_in_threads(work: Callable[[int], object], count: int) -> None:
         thread.join()
     if errors:
         raise errors[0]
+
+
+class FlakyStore(RecordingStore):
+    """A real `MemoryStore` whose every operation fails with `StoreUnavailable` while `down` is set.
+
+    Stands in for an outage of a network store in tests of the lifecycle's fault rules
+    (the network stores' own outages are tested against real, killed servers).
+    """
+
+    def __init__(self, clock: Clock | None = None, **options: Any) -> None:
+        super().__init__(clock, **options)
+        self.down = False
+
+    def _check(self, verb: str) -> None:
+        if self.down:
+            self.calls.append((verb, None))  # attempted, and failed
+            raise StoreUnavailable("the store is down (test)")
+
+    def load(self, session_id: str, touch_ttl: float | None) -> Record | None:
+        self._check("load")
+        return super().load(session_id, touch_ttl)
+
+    def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
+        self._check("create")
+        super().create(session_id, record, ttl, replaces)
+
+    def merge(self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float,
+              ttl: float) -> MergeResult:
+        self._check("merge")
+        return super().merge(session_id, changes, accessed_at, ttl)
+
+    def delete(self, session_id: str) -> None:
+        self._check("delete")
+        super().delete(session_id)

@@ -232,10 +232,6 @@ def test_programs_rotate_from_the_environment(how: str) -> None:
     assert "SESSIONKIT_SECRET_KEYS is not set" in missing.stderr and "Traceback" not in missing.stderr
 
 
-def test_demo_module_still_runs_on_its_own() -> None:
-    result = run_process([sys.executable, "-m", "sessionkit.demo", "--help"])
-    assert result.returncode == 0
-    assert "--auth-port" in result.stdout and "keygen" not in result.stdout
 
 
 def test_a_closed_pipe_ends_quietly() -> None:

@@ -3,7 +3,7 @@
 The in-process tests give each service its own `SessionManager` built from the
 same directory, as two processes would, and one cookie jar, as one browser has:
 the Flask service through webtest (WSGI), the Starlette one through Starlette's
-`TestClient` (ASGI). The end-to-end tests run ``python -m sessionkit.demo`` on
+`TestClient` (ASGI). The end-to-end tests run ``python -m examples.demo`` on
 free ports and drive it over HTTP, on its default ``file://`` store and on a
 real redis-server through ``--url``.
 """
@@ -29,8 +29,7 @@ import redis
 import webtest
 from starlette.testclient import TestClient
 
-from sessionkit import SessionManager
-from sessionkit.demo import (
+from examples.demo import (
     COOKIE_NAME,
     KEY_FILE,
     REDIS_URL,
@@ -40,11 +39,15 @@ from sessionkit.demo import (
     load_or_create_key,
     make_manager,
 )
+from sessionkit import SessionManager
 
 AUTH_PORT = 8001
 HINT = "not logged in: visit http://127.0.0.1:8001/login?user=alice"
 READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
+#: The demo lives in the checkout, not in the installed package: run it as a module from there.
+CHECKOUT = Path(__file__).resolve().parents[1]
+DEMO = [sys.executable, "-m", "examples.demo"]
 
 
 def session_files(directory: Path) -> list[Path]:
@@ -286,6 +289,7 @@ def _environment() -> dict[str, str]:
     """Our environment minus the demo's variables, so it generates and shares its own key."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("SESSIONKIT_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT), env.get("PYTHONPATH", "")]))
     return env
 
 
@@ -295,18 +299,18 @@ def _ignore_sigint() -> None:
 
 @pytest.fixture
 def start_demo(tmp_path: Path) -> Iterator[Callable[..., Demo]]:
-    """Starts ``python -m sessionkit.demo [extra args]`` on free ports; kills whatever is left at teardown."""
+    """Starts ``python -m examples.demo [extra args]`` on free ports; kills whatever is left at teardown."""
     started: list[subprocess.Popen[bytes]] = []
 
     def start(*extra: str) -> Demo:
         auth_port, app_port = free_ports(2)
         directory = tmp_path / "sessions"
         log = tmp_path / "demo.log"
-        command = [sys.executable, "-m", "sessionkit.demo", "--auth-port", str(auth_port),
+        command = [*DEMO, "--auth-port", str(auth_port),
                    "--app-port", str(app_port), "--dir", str(directory), *extra]
         with open(log, "wb") as output:
             # Its own process group, so the teardown can reach the children too if anything goes wrong;
-            # SIGINT ignored on entry, as for `python -m sessionkit.demo &` in a script: Ctrl-C must still work.
+            # SIGINT ignored on entry, as for `python -m examples.demo &` in a script: Ctrl-C must still work.
             process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path,
                                        env=_environment(), start_new_session=True, preexec_fn=_ignore_sigint)
         started.append(process)
@@ -437,7 +441,7 @@ def test_orphaned_services_stop_even_when_their_output_is_gone(tmp_path: Path) -
     auth_port, app_port = free_ports(2)
     auth, app = f"http://127.0.0.1:{auth_port}", f"http://127.0.0.1:{app_port}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "sessionkit.demo", "--auth-port", str(auth_port), "--app-port", str(app_port),
+        [*DEMO, "--auth-port", str(auth_port), "--app-port", str(app_port),
          "--dir", str(tmp_path / "sessions")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path, env=_environment(), start_new_session=True)
     try:
@@ -467,7 +471,7 @@ def test_demo_refuses_an_unreachable_store(tmp_path: Path) -> None:
     auth_port, app_port = free_ports(2)
     url = f"redis://127.0.0.1:{dead_port}/0"
     result = subprocess.run(
-        [sys.executable, "-m", "sessionkit.demo", "--url", url, "--auth-port", str(auth_port),
+        [*DEMO, "--url", url, "--auth-port", str(auth_port),
          "--app-port", str(app_port), "--dir", str(tmp_path / "sessions")],
         capture_output=True, text=True, timeout=STOP_TIMEOUT, env=_environment(), cwd=tmp_path,
     )
@@ -484,7 +488,7 @@ def test_demo_refuses_a_busy_port(tmp_path: Path) -> None:
         busy_port = busy.getsockname()[1]
         (free_port,) = free_ports(1)
         result = subprocess.run(
-            [sys.executable, "-m", "sessionkit.demo", "--auth-port", str(free_port),
+            [*DEMO, "--auth-port", str(free_port),
              "--app-port", str(busy_port), "--dir", str(tmp_path / "sessions")],
             capture_output=True, text=True, timeout=STOP_TIMEOUT, env=_environment(), cwd=tmp_path,
         )
@@ -500,10 +504,17 @@ def test_a_service_reports_a_busy_port(tmp_path: Path, service: str) -> None:
         busy.listen()
         busy_port = busy.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "sessionkit.demo", "serve", service, "--port", str(busy_port),
+            [*DEMO, "serve", service, "--port", str(busy_port),
              "--dir", str(tmp_path / "sessions")],
             capture_output=True, text=True, timeout=STOP_TIMEOUT, env=_environment(), cwd=tmp_path,
         )
     assert result.returncode == 2
     assert result.stderr.startswith(f"{service}: cannot listen on 127.0.0.1:{busy_port}: "), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_demo_module_runs_on_its_own() -> None:
+    result = subprocess.run([*DEMO, "--help"], capture_output=True, text=True, timeout=STOP_TIMEOUT,
+                            env=_environment(), cwd=CHECKOUT.parent)
+    assert result.returncode == 0
+    assert "--auth-port" in result.stdout and "keygen" not in result.stdout

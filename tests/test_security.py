@@ -40,9 +40,10 @@ def test_cookie_name_is_generic_and_configurable() -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"cookie_name": "__Host-s"}, {"cookie_name": "__Host-s", "secure": True, "cookie_domain": "example.com"},
-     {"cookie_name": "__Host-s", "secure": True, "cookie_path": "/app"}, {"cookie_name": "__Secure-s"},
-     {"cookie_name": "__host-s", "secure": None}],
+    [{"cookie_name": "__Host-s", "secure": False},
+     {"cookie_name": "__Host-s", "secure": True, "cookie_domain": "example.com"},
+     {"cookie_name": "__Host-s", "cookie_path": "/app"}, {"cookie_name": "__Secure-s", "secure": False},
+     {"cookie_name": "__host-s", "secure": False}],
 )
 def test_cookie_prefixes_refuse_what_browsers_would_drop(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
@@ -52,6 +53,13 @@ def test_cookie_prefixes_refuse_what_browsers_would_drop(options: dict[str, Any]
 def test_host_prefix_with_secure_root_and_no_domain_is_accepted() -> None:
     header = browser(cookie_name="__Host-session", secure=True).get("/login").headers["Set-Cookie"]
     assert header.startswith("__Host-session=") and "Secure" in cookie_attributes(header)
+
+
+@pytest.mark.parametrize("name", ["__Host-session", "__Secure-session", "__host-session"])
+def test_a_prefixed_name_makes_the_cookie_secure_even_over_http(name: str) -> None:
+    """The name says the cookie is always Secure: secure=None follows it, not the request's scheme."""
+    header = browser(cookie_name=name).get("/login").headers["Set-Cookie"]
+    assert header.startswith(f"{name}=") and "Secure" in cookie_attributes(header)
 
 
 def test_responses_that_set_or_clear_the_cookie_are_not_cacheable() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+import urllib.request
 
 import pytest
 import redis
@@ -13,7 +15,7 @@ from redis.cluster import RedisCluster as ClusterClient
 from redis.sentinel import Sentinel
 
 import testservers as servers
-from testservers import MemcachedServer, RedisCluster, RedisSentinelSet, RedisServer
+from testservers import HttpServer, MemcachedServer, RedisCluster, RedisSentinelSet, RedisServer
 
 AnyServer = RedisServer | MemcachedServer
 SERVER_CLASSES = [RedisServer, MemcachedServer]
@@ -136,6 +138,67 @@ def test_start_retries_taken_port(
             assert _answers(server)
         finally:
             server.stop()
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_redis_kill_and_restart_keeps_data_only_when_durable(durable: bool) -> None:
+    server = RedisServer(durable=durable)
+    server.start()
+    try:
+        _redis(server.url).set("acknowledged", b"1")
+        port, pid = server.port, server.pid
+        assert pid is not None
+        server.kill()
+        assert _gone(pid) and server.pid is None
+        server.restart()
+        assert server.port == port and server.pid not in (None, pid)
+        assert _redis(server.url).get("acknowledged") == (b"1" if durable else None)
+    finally:
+        server.stop()
+
+
+# A web server in a few lines: answers every GET with $GREETING.
+HELLO_SERVER = """
+import os, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class Hello(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = os.environ["GREETING"].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+HTTPServer((sys.argv[1], int(sys.argv[2])), Hello).serve_forever()
+"""
+
+
+def test_http_server_runs_a_command_on_a_free_port_until_stopped() -> None:
+    server = HttpServer(
+        [sys.executable, "-c", HELLO_SERVER, "{host}", "{port}"],
+        name="hello",
+        ready_path="/ready",
+        env={"GREETING": "hello from the child"},
+    )
+    server.start()
+    pid, tmpdir = server.pid, server.tmpdir
+    try:
+        assert server.url == f"http://127.0.0.1:{server.port}"
+        with urllib.request.urlopen(f"{server.url}/anything", timeout=5) as response:
+            assert response.read() == b"hello from the child"
+        assert '"GET /ready HTTP/1.1" 200' in server.log_tail()  # its output is captured
+    finally:
+        server.stop()
+    assert pid is not None and _gone(pid)
+    assert not os.path.exists(tmpdir)
+    with pytest.raises(OSError):
+        socket.create_connection((server.host, server.port), timeout=1).close()
+
+
+def test_http_server_that_exits_fails_start_with_its_output() -> None:
+    server = HttpServer([sys.executable, "-c", "print('no such app'); raise SystemExit(3)"])
+    with pytest.raises(RuntimeError, match=r"(?s)exited with code 3.*no such app"):
+        server.start()
+    assert server.pid is None
 
 
 # --- redis cluster and sentinel ----------------------------------------------

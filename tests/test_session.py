@@ -13,8 +13,8 @@ def stored(data: dict[str, object]) -> Session:
     """A session attached to `data` as if loaded from a store."""
     session = Session(Incoming("i" * 43, present=True), JSON, None, 0.0)
     raw = {key: JSON.dumps(value) for key, value in data.items()}
-    session._attach("i" * 43, raw, {key: JSON.loads(value) for key, value in raw.items()}, 0.0, 0.0)
-    session._loaded = True
+    session.state.attach("i" * 43, raw, {key: JSON.loads(value) for key, value in raw.items()}, 0.0, 0.0)
+    session.state.loaded = True
     return session
 
 
@@ -112,14 +112,14 @@ def test_regenerate_keeps_data_and_dooms_the_old_id() -> None:
     old = session.id
     session.regenerate()
     assert session.is_new and session.id != old and session["user"] == "alice"
-    assert session._doomed == [old] and session.modified
+    assert session.state.doomed == [old] and session.modified
 
 
 def test_invalidate_drops_data_and_dooms_the_id() -> None:
     session = stored({"user": "alice"})
     old = session.id
     session.invalidate()
-    assert len(session) == 0 and session.is_new and session._doomed == [old]
+    assert len(session) == 0 and session.is_new and session.state.doomed == [old]
     session["user"] = "bob"
     assert session.id != old
 
@@ -128,7 +128,7 @@ def test_invalidate_of_an_unloaded_session_needs_no_load() -> None:
     calls: list[Session] = []
     session = Session(Incoming("i" * 43, present=True), JSON, calls.append, 0.0)
     session.invalidate()
-    assert calls == [] and session._doomed == ["i" * 43]
+    assert calls == [] and session.state.doomed == ["i" * 43]
 
 
 def test_lazy_load_happens_once_on_first_access() -> None:
@@ -152,6 +152,6 @@ def test_keys_without_a_utf8_form_are_refused() -> None:
 def test_values_read_before_a_save_are_still_watched_after_it() -> None:
     session = stored({"cart": [1]})
     cart = session["cart"]
-    session._mark_saved(session.id, {"cart": b"[1]"})
+    session.state.mark_saved(session.id, {"cart": b"[1]"})
     cart.append(2)  # e.g. while a streamed body is produced, after the response started
-    assert session._has_pending() and session.changes() == {"cart": b"[1,2]"}
+    assert session.state.has_pending() and session.changes() == {"cart": b"[1,2]"}

@@ -1,9 +1,10 @@
-"""Real redis-server / memcached child processes on free loopback ports.
+"""Real redis-server / memcached / HTTP server child processes on free loopback ports.
 
 Tests talk to genuine servers rather than fakes so that reconnects, restarts
 and wire-level behaviour are exercised for real. Each server runs in the
 foreground as our child, in its own temporary directory, and is stopped by
-pid, so nothing leaks into (or depends on) system-wide services.
+pid, so nothing leaks into (or depends on) system-wide services. `HttpServer`
+runs any web server command (gunicorn, uvicorn ...) the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 HOST = "127.0.0.1"
 READY_TIMEOUT = 10.0
@@ -67,6 +68,7 @@ class _Server:
     probe = b""
     ready_prefix = b""
     pid_field = b""
+    ready_timeout = READY_TIMEOUT
 
     def __init__(self, *extra_args: str, port: int | None = None) -> None:
         self.host = HOST
@@ -88,6 +90,10 @@ class _Server:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    def environment(self) -> dict[str, str] | None:
+        """The child's environment; None inherits ours."""
+        return None
+
     def start(self) -> None:
         """Start, retrying on a new port if ours was taken meanwhile."""
         for attempt in range(1, PORT_ATTEMPTS + 1):
@@ -97,7 +103,7 @@ class _Server:
             error = self._wait_ready()
             if error is None:
                 return
-            tail = self._log_tail()
+            tail = self.log_tail()
             self.stop()
             port_race = "in use" in tail and not self._fixed_port
             if not port_race or attempt == PORT_ATTEMPTS:
@@ -112,12 +118,27 @@ class _Server:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
             self.tmpdir = ""
 
+    def kill(self) -> None:
+        """SIGKILL by pid, as a crash would; restart() brings it back on the same port.
+
+        The directory is kept, so whatever the server made durable there
+        (e.g. a redis append-only file) is what the restarted server finds.
+        """
+        proc, self._proc, self.pid = self._proc, None, None
+        if proc is not None:
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
     def restart(self) -> None:
-        """Stop and start again on the same port, as an outage would look.
+        """Stop (unless kill() already did) and start again on the same port, as an outage would look.
 
         The directory survives (state such as a cluster's nodes.conf lives
-        there, as it would on a real host); data does not, since persistence
-        is off. The log is appended to, so it shows both runs.
+        there, as it would on a real host); data does not, unless persistence
+        was asked for (`RedisServer(durable=True)`). The log is appended to,
+        so it shows both runs.
         """
         fixed, self._fixed_port = self._fixed_port, True
         try:
@@ -141,26 +162,32 @@ class _Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env=self.environment(),
             )
         self.pid = self._proc.pid
 
     def _wait_ready(self) -> str | None:
         """None once the server answers as our pid, else why it did not."""
-        deadline = time.monotonic() + READY_TIMEOUT
+        deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             assert self._proc is not None
             if self._proc.poll() is not None:
                 return f"exited with code {self._proc.returncode}"
-            reply = _exchange(self.port, self.probe, self.pid_field)
-            if (
-                reply.startswith(self.ready_prefix)
-                and _field(reply, self.pid_field) == self.pid
-            ):
+            if self._answers():
                 return None
             time.sleep(0.05)
-        return f"not ready after {READY_TIMEOUT:.0f}s"
+        return f"not ready after {self.ready_timeout:.0f}s"
 
-    def _log_tail(self, lines: int = 20) -> str:
+    def _answers(self) -> bool:
+        """Whether the port answers the probe with our own pid."""
+        reply = _exchange(self.port, self.probe, self.pid_field)
+        return (
+            reply.startswith(self.ready_prefix)
+            and _field(reply, self.pid_field) == self.pid
+        )
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the server's output (both runs after a restart)."""
         try:
             with open(self.log_path, errors="replace") as log:
                 return "".join(log.readlines()[-lines:])
@@ -183,7 +210,12 @@ def _terminate(proc: subprocess.Popen[bytes]) -> None:
 
 
 class RedisServer(_Server):
-    """redis-server without persistence; extra args pass straight through."""
+    """redis-server, by default without persistence; extra args pass straight through.
+
+    ``durable=True`` turns on the append-only file with ``appendfsync always``:
+    a write is on disk before the client hears OK, so everything acknowledged
+    survives kill() and restart().
+    """
 
     name = "redis-server"
     scheme = "redis"
@@ -191,14 +223,25 @@ class RedisServer(_Server):
     ready_prefix = b"+PONG\r\n"
     pid_field = b"process_id:"
 
+    def __init__(
+        self, *extra_args: str, port: int | None = None, durable: bool = False
+    ) -> None:
+        super().__init__(*extra_args, port=port)
+        self.durable = durable
+
     @property
     def url(self) -> str:
         return f"{super().url}/0"
 
     def command(self) -> list[str]:
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.durable
+            else ["--appendonly", "no"]
+        )
         return [
             "redis-server", "--port", str(self.port), "--bind", HOST,
-            "--save", "", "--appendonly", "no", "--daemonize", "no",
+            "--save", "", *persistence, "--daemonize", "no",
             "--dir", self.tmpdir, *self.extra_args,
         ]  # fmt: skip
 
@@ -217,6 +260,49 @@ class MemcachedServer(_Server):
         if os.geteuid() == 0:
             cmd += ["-u", "root"]
         return [*cmd, *self.extra_args]
+
+
+class HttpServer(_Server):
+    """Any command that serves HTTP (gunicorn, uvicorn ...), on a free port.
+
+    ``{host}`` and ``{port}`` in ``argv`` are filled in at each start;
+    ``env`` is added to our environment for the child. Ready once ``GET
+    ready_path`` answers 200. Unlike redis and memcached, a web server's
+    workers answer for it, so the reply cannot name our pid: a stranger on
+    the port is ruled out by the kernel having just handed the port out and
+    by our process still running (a server that cannot bind exits, or logs
+    "in use", which makes start() retry on another port).
+    """
+
+    scheme = "http"
+    ready_timeout = 30.0  # several workers importing a framework on a busy machine
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        name: str = "http-server",
+        ready_path: str = "/",
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        super().__init__(port=port)
+        self.name = name
+        self.argv = list(argv)
+        self.env = dict(env or {})
+        self.probe = (
+            f"GET {ready_path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"
+        ).encode()
+
+    def command(self) -> list[str]:
+        return [arg.replace("{host}", self.host).replace("{port}", str(self.port)) for arg in self.argv]
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, **self.env}
+
+    def _answers(self) -> bool:
+        status_line = _exchange(self.port, self.probe, b"HTTP/").split(b"\r\n", 1)[0]
+        return status_line.startswith(b"HTTP/1.") and status_line.split(b" ")[1:2] == [b"200"]
 
 
 # --- redis cluster and sentinel -------------------------------------------
@@ -342,7 +428,7 @@ def _wait_for(condition: Callable[[], str | None], timeout: float) -> str | None
 
 def _logs(servers: list[RedisServer]) -> str:
     return "\n".join(
-        f"--- {s.name} on port {s.port} ---\n{s._log_tail()}" for s in servers
+        f"--- {s.name} on port {s.port} ---\n{s.log_tail()}" for s in servers
     )
 
 

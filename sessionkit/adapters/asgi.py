@@ -7,26 +7,26 @@ cookie verifies pays its one store round trip before the app runs. Requests
 without a valid cookie (static files, first visits, bots) still cost nothing.
 
 Headers are added on ``http.response.start``, so streaming responses get the
-cookie before their first byte. A change made while a body streams, or on a
-WebSocket after it was accepted, is saved when the app returns, unless it needs
-a new cookie (a brand-new session) that can no longer be sent: that is logged
-and dropped. A WebSocket's session is saved on ``websocket.accept`` too, whose
-headers carry any cookie. ``lifespan`` and other scopes pass straight through.
+cookie before their first byte; what changes while a body streams, or on a
+WebSocket after it was accepted, is saved when the app returns
+(`SessionManager.afinish`). A WebSocket's session is saved on
+``websocket.accept``, whose headers carry any cookie. A store failure before
+the response started is answered with the manager's 503 (a WebSocket is
+closed with 1013, "try again later"). ``lifespan`` and other scopes pass
+straight through.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ..errors import StoreError
 from ..manager import SessionManager
 from ..session import Session
 from .headers import merge_raw_headers
 
 __all__ = ["SCOPE_KEY", "SessionMiddleware", "cookie_header", "get_session"]
-
-log = logging.getLogger("sessionkit")
 
 SCOPE_KEY = "session"
 
@@ -60,35 +60,39 @@ class SessionMiddleware:
         self.app = app
         self.manager = manager
 
-    def _is_https(self, scope: Scope) -> bool:
-        scheme = scope.get("scheme")
-        if scheme in ("https", "wss") or not self.manager.has_trusted_proxies:
-            return scheme in ("https", "wss")
-        client = scope.get("client")
-        headers = {name: value.decode("latin-1") for name, value in scope.get("headers", ())
-                   if name in (b"forwarded", b"x-forwarded-proto")}
-        return self.manager.is_https(scheme, client[0] if client else None, headers.get(b"forwarded"),
-                                     headers.get(b"x-forwarded-proto"))
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         manager = self.manager
-        session = await manager.aopen(cookie_header(scope), https=self._is_https(scope))
-        scope[SCOPE_KEY] = session
+        started = False
+        try:
+            session = await manager.aopen(cookie_header(scope), https=manager.proxies.asgi_is_https(scope))
+            scope[SCOPE_KEY] = session
 
-        async def send_with_session(message: Message) -> None:
-            if message["type"] in _STARTS:
-                extra = await manager.asave(session)
-                if extra:
-                    message["headers"] = merge_raw_headers(message.get("headers", ()), extra)
-            await send(message)
+            async def send_with_session(message: Message) -> None:
+                nonlocal started
+                if message["type"] in _STARTS:
+                    extra = await manager.asave(session, status=message.get("status", 200))
+                    if extra:
+                        message["headers"] = merge_raw_headers(message.get("headers", ()), extra)
+                    started = True
+                await send(message)
 
-        await self.app(scope, receive, send_with_session)
-        if session._has_pending():
-            if session.is_new and session.keys():
-                log.warning("session changed after the response started: a new session needs a cookie "
-                            "that can no longer be sent, so the change is dropped")
-            else:
-                await manager.asave(session)
+            await self.app(scope, receive, send_with_session)
+        except StoreError as exc:
+            if started:
+                raise
+            await _unavailable(manager, exc, scope, send)
+            return
+        await manager.afinish(session)
+
+
+async def _unavailable(manager: SessionManager, exc: StoreError, scope: Scope, send: Send) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1013, "reason": "session store unavailable"})
+        return
+    response = manager.unavailable_response(exc)
+    headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in response.headers]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})

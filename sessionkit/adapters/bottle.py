@@ -16,6 +16,7 @@ from typing import Any
 
 import bottle  # type: ignore[import-untyped]
 
+from ..errors import StoreError
 from ..manager import Headers, SessionManager
 from .headers import merge_headers
 from .wsgi import ENVIRON_KEY, environ_is_https
@@ -36,10 +37,12 @@ class SessionPlugin:
     its session costs no store access and sets no header.
 
     The session is saved when the callback returns or raises an
-    `HTTPResponse` (``redirect()``, ``abort(403)``) with a status below 500; a
-    5xx response or any other exception leaves the store unchanged. A change
-    made while a generator body streams, after the callback returned, is not
-    saved: use `SessionMiddleware` for streaming routes that write.
+    `HTTPResponse` (``redirect()``, ``abort(403)``); the manager's rule for
+    a 5xx response applies (nothing is saved), and any other exception leaves
+    the store unchanged. A store failure becomes Bottle's ``HTTPError(503)``
+    with ``Retry-After``, so an app's ``@app.error(503)`` handler renders it.
+    A change made while a generator body streams, after the callback
+    returned, is not saved: use `SessionMiddleware` for streaming routes that write.
     """
 
     api = 2
@@ -73,15 +76,18 @@ class SessionPlugin:
             if keyword is not None:
                 kwargs[keyword] = session
             try:
-                result = callback(*args, **kwargs)
-            except bottle.HTTPResponse as raised:
-                # A raised response replaces bottle.response: its headers are the ones sent.
-                if raised.status_code < 500:
-                    _add_headers(raised, manager.save(session))
-                raise
-            target = result if isinstance(result, bottle.HTTPResponse) else bottle.response
-            if target.status_code < 500:
-                _add_headers(target, manager.save(session))
+                try:
+                    result = callback(*args, **kwargs)
+                except bottle.HTTPResponse as raised:
+                    # A raised response replaces bottle.response: its headers are the ones sent.
+                    _add_headers(raised, manager.save(session, status=raised.status_code))
+                    raise
+                target = result if isinstance(result, bottle.HTTPResponse) else bottle.response
+                _add_headers(target, manager.save(session, status=target.status_code))
+            except StoreError as exc:
+                answer = manager.unavailable_response(exc)
+                raise bottle.HTTPError(answer.status, answer.body.decode(), exception=exc,
+                                       **dict(answer.headers)) from exc
             return result
 
         return wrapper

@@ -11,7 +11,7 @@ is passed in. Everything here is translation; the lifecycle rules stay in the co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import flask
@@ -20,7 +20,7 @@ from flask.wrappers import Request, Response
 
 from ..codec import SameSite
 from ..config import MIN_KEY_BYTES, parse_secret_keys
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreError
 from ..manager import SessionManager
 from ..session import Session
 from .headers import merge_headers
@@ -53,8 +53,11 @@ class FlaskSession(Session, SessionMixin):
     ``accessed`` is True once the request read or wrote the session.
     """
 
-    #: Set by ``session.modified = True``: write every key on save, changed or not.
-    _forced = False
+    __slots__ = ()
+
+    #: Flask: a permanent session's cookie lives PERMANENT_SESSION_LIFETIME; any other
+    #: ends when the browser closes (the server's timeouts apply to both).
+    persistent_cookie_key = "_permanent"
 
     @property
     def new(self) -> bool:
@@ -66,19 +69,18 @@ class FlaskSession(Session, SessionMixin):
 
     @property
     def modified(self) -> bool:
-        return self._forced or super().modified
+        return self.state.force_write or super().modified
 
     @modified.setter
     def modified(self, value: bool) -> None:
         # False cannot unmake a change: the session's books, not the flag, decide what is written.
         if value:
-            self._ensure_loaded()
-            self._changed.update(self._data)
-        self._forced = bool(value)
+            self.state.ensure_loaded(self)
+        self.state.force_write = bool(value)
 
     @property
     def accessed(self) -> bool:
-        return self._touched
+        return self.state.touched
 
     @accessed.setter
     def accessed(self, value: bool) -> None:
@@ -87,26 +89,6 @@ class FlaskSession(Session, SessionMixin):
         # itself, so the flag adds nothing, and honouring it would cost a store read
         # where none is needed (``session.invalidate()`` at logout reads nothing).
         pass
-
-    def _persistent_cookie(self) -> bool:
-        # Flask: a permanent session's cookie lives PERMANENT_SESSION_LIFETIME; any
-        # other ends when the browser closes (the server's timeouts apply to both).
-        return bool(self.permanent)
-
-    def _cookie_changes(self, changes: Mapping[str, bytes | None]) -> bool:
-        return "_permanent" in changes
-
-    def changes(self) -> dict[str, bytes | None]:
-        changes = super().changes()
-        if self._forced:
-            for key, value in self._data.items():
-                if key not in changes:
-                    changes[key] = self._encode(key, value)
-        return changes
-
-    def _mark_saved(self, session_id: str | None, raw: Mapping[str, bytes]) -> None:
-        super()._mark_saved(session_id, raw)
-        self._forced = False
 
 
 class SessionKitInterface(SessionInterface):
@@ -126,12 +108,25 @@ class SessionKitInterface(SessionInterface):
     def save_session(self, app: flask.Flask, session: SessionMixin, response: Response) -> None:
         if not isinstance(session, Session):
             return
-        extra = self.manager.save(session)
+        try:
+            extra = self.manager.save(session, status=response.status_code)
+        except StoreError as exc:
+            # Too late for the view's error handling: answer with what the app's handler for it makes.
+            _replace(response, app.make_response(app.handle_user_exception(exc)))
+            return
         if extra:
             # One merge rule for every adapter: Vary and Cache-Control combine with the app's.
             merged = merge_headers(response.headers.to_wsgi_list(), extra)
             response.headers.clear()
             response.headers.extend(merged)
+
+
+def _replace(response: Response, replacement: Response) -> None:
+    """Make `response` say what `replacement` says (Flask sends the object it passed to save_session)."""
+    response.status = replacement.status
+    response.headers.clear()
+    response.headers.extend(replacement.headers.to_wsgi_list())
+    response.set_data(replacement.get_data())
 
 
 class SessionKit:
@@ -151,6 +146,18 @@ class SessionKit:
         manager = self.manager if self.manager is not None else manager_from_config(app)
         app.session_interface = SessionKitInterface(manager)
         app.extensions[EXTENSION_KEY] = manager
+        # A store outage is the manager's 503, through Flask's own error handling, unless
+        # the app registered a handler for it already (or registers one later: the last wins).
+        if StoreError not in app.error_handler_spec[None][None]:
+            app.register_error_handler(StoreError, _unavailable_handler(manager))
+
+
+def _unavailable_handler(manager: SessionManager) -> Callable[[StoreError], Response]:
+    def unavailable(exc: StoreError) -> Response:
+        answer = manager.unavailable_response(exc)
+        return Response(answer.body, status=answer.status, headers=answer.headers)
+
+    return unavailable
 
 
 def manager_from_config(app: flask.Flask) -> SessionManager:
@@ -200,9 +207,11 @@ def _secret_keys(config: Mapping[str, Any]) -> list[str | bytes]:
 
 def current_session() -> FlaskSession:
     """``flask.session``, typed as the sessionkit session it is (needs a request context)."""
-    # Resolve the proxy first: outside a request, Flask's own "outside of request
-    # context" error, not a misleading isinstance failure on an unbound proxy.
-    session = flask.session._get_current_object()  # type: ignore[attr-defined]
+    # Outside a request, Flask's own "outside of request context" error (an attribute
+    # of the unbound proxy raises it), not a misleading isinstance failure.
+    session = flask.session
+    if not flask.has_request_context():
+        session.modified  # noqa: B018 - raises Flask's RuntimeError
     if not isinstance(session, FlaskSession):
         raise RuntimeError("flask.session is not a sessionkit session: call SessionKit(app) first")
     return session

@@ -1,24 +1,23 @@
 """WSGI middleware: ``environ["sessionkit.session"]`` for any WSGI app.
 
 The session is saved when the app calls `start_response`, because the cookie
-must go out with the headers. A change made later, while the body streams, is
-saved when the server closes the response, if it needs no new cookie.
+must go out with the headers; what changed later, while the body streamed, is
+saved when the server closes the response (`SessionManager.finish`). A store
+failure before the response started is answered with the manager's 503.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
+from ..errors import StoreError
 from ..manager import SessionManager
 from ..session import Session
 from .headers import merge_headers
 
 __all__ = ["ENVIRON_KEY", "SessionMiddleware", "environ_is_https"]
-
-log = logging.getLogger("sessionkit")
 
 ENVIRON_KEY = "sessionkit.session"
 
@@ -29,14 +28,16 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 
 def environ_is_https(manager: SessionManager, environ: Environ, scheme: str | None = None) -> bool:
-    """Whether a WSGI request used https: its scheme (`scheme` overrides the environ's),
-    or what a proxy the manager trusts forwarded. One place for every WSGI adapter."""
-    if scheme is None:
-        scheme = environ.get("wsgi.url_scheme")
-    if scheme == "https" or not manager.has_trusted_proxies:
-        return scheme == "https"
-    return manager.is_https(scheme, environ.get("REMOTE_ADDR"), environ.get("HTTP_FORWARDED"),
-                            environ.get("HTTP_X_FORWARDED_PROTO"))
+    """Whether a WSGI request used https, as the manager decides it (`scheme` overrides the environ's)."""
+    return manager.proxies.wsgi_is_https(environ, scheme)
+
+
+def status_code(status: str) -> int:
+    """The number of a WSGI status line (``"404 Not Found"``); unreadable counts as a server error."""
+    try:
+        return int(status[:3])
+    except ValueError:
+        return 500
 
 
 class SessionMiddleware:
@@ -48,19 +49,34 @@ class SessionMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         manager = self.manager
-        session = manager.open(environ.get("HTTP_COOKIE"), https=environ_is_https(manager, environ))
+        session = manager.open(environ.get("HTTP_COOKIE"), https=manager.proxies.wsgi_is_https(environ))
         environ[ENVIRON_KEY] = session
+        started = False
 
         def session_start_response(status: str, headers: list[tuple[str, str]],
                                    exc_info: ExcInfo = None) -> Callable[[bytes], object]:
-            extra = manager.save(session)
+            nonlocal started
+            extra = manager.save(session, status=status_code(status))
+            started = True
             return start_response(status, merge_headers(headers, extra) if extra else headers, exc_info)
 
-        return _ClosingIterator(self.app(environ, session_start_response), manager, session)
+        try:
+            body = self.app(environ, session_start_response)
+        except StoreError as exc:
+            if started:
+                raise
+            return _unavailable(manager, exc, start_response)
+        return _ClosingIterator(body, manager, session)
+
+
+def _unavailable(manager: SessionManager, exc: StoreError, start_response: StartResponse) -> list[bytes]:
+    response = manager.unavailable_response(exc)
+    start_response(f"{response.status} {response.reason}", list(response.headers))
+    return [response.body]
 
 
 class _ClosingIterator:
-    """Passes the body through and saves late changes when the server closes it."""
+    """Passes the body through and lets the manager save late changes when the server closes it."""
 
     __slots__ = ("_body", "_iterator", "_manager", "_session")
 
@@ -82,10 +98,4 @@ class _ClosingIterator:
             if close is not None:
                 close()
         finally:
-            session = self._session
-            if session._has_pending():
-                if session.is_new and session.keys():
-                    log.warning("session changed after the response started: a new session needs a "
-                                "cookie that can no longer be sent, so the change is dropped")
-                else:
-                    self._manager.save(session)
+            self._manager.finish(self._session)

@@ -8,20 +8,20 @@ imports without the optional clients (redis, pymemcache).
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import cast
 
 from ..config import StoreURL
 from ..errors import ConfigError
 from .base import AsyncSessionStore as AsyncSessionStore
 from .base import SessionStore as SessionStore
+from .base import Store as Store
 
-__all__ = ["AsyncSessionStore", "SessionStore", "open_store", "register_backend"]
+__all__ = ["AsyncSessionStore", "SessionStore", "Store", "open_parsed", "open_store", "register_backend"]
 
 _BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "memory": ("sessionkit.backends.memory", "MemoryStore", None),
     "file": ("sessionkit.backends.file", "FileStore", None),
     "memcache": ("sessionkit.backends.memcache", "MemcacheStore", "memcache"),
-    "cookie": ("sessionkit.backends.cookie", "CookieStore", None),
     "redis": ("sessionkit.backends.redis", "RedisStore", "redis"),
     "rediss": ("sessionkit.backends.redis", "RedisStore", "redis"),
     "unix": ("sessionkit.backends.redis", "RedisStore", "redis"),
@@ -35,12 +35,20 @@ def register_backend(scheme: str, module: str, class_name: str, extra: str | Non
     _BACKENDS[scheme.lower()] = (module, class_name, extra)
 
 
-def open_store(url: str) -> Any:
+def open_store(url: str) -> Store:
     """The store for `url` (e.g. ``memory://``, ``file:///var/lib/app/sessions``).
 
-    Raises `ConfigError` naming the bad part of the URL.
+    Raises `ConfigError` naming the bad part of the URL. ``cookie://`` is no
+    store (the session travels in the cookie): give it to `SessionManager`.
     """
-    parsed = StoreURL.parse(url)
+    return open_parsed(StoreURL.parse(url))
+
+
+def open_parsed(parsed: StoreURL) -> Store:
+    """`open_store` for a URL already parsed (its store-independent options taken out)."""
+    if parsed.scheme == "cookie":
+        raise ConfigError("cookie:// keeps sessions in the cookie, not in a store: pass the URL to "
+                          "SessionManager", option="scheme")
     try:
         module_name, class_name, extra = _BACKENDS[parsed.scheme]
     except KeyError:
@@ -52,4 +60,4 @@ def open_store(url: str) -> Any:
         hint = f" (pip install 'sessionkit[{extra}]')" if extra else ""
         raise ConfigError(f"{parsed.scheme}:// needs a package that is not installed: {exc.name}{hint}",
                           option="scheme") from exc
-    return getattr(module, class_name).from_url(parsed)
+    return cast(Store, getattr(module, class_name).from_url(parsed))

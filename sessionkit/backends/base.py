@@ -13,10 +13,11 @@ import contextvars
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from ..errors import ConfigError
 from ..flow import MergeResult
 from ..record import Record
 
-__all__ = ["AsyncSessionStore", "SessionStore", "ThreadedAsyncFace"]
+__all__ = ["AsyncSessionStore", "NoStore", "SessionStore", "Store", "ThreadedAsyncFace"]
 
 
 @runtime_checkable
@@ -24,7 +25,8 @@ class SessionStore(Protocol):
     """The sync face.
 
     Every method may raise `StoreError` (store unreachable or failing);
-    `load` may raise `CorruptRecord` for a stored value it cannot read.
+    `load` and `merge` raise `CorruptRecord` for a stored record they cannot
+    read, and leave it as it is: what that means is the lifecycle's to decide.
     """
 
     def load(self, session_id: str, touch_ttl: float | None) -> Record | None:
@@ -60,6 +62,54 @@ class AsyncSessionStore(Protocol):
     async def adelete(self, session_id: str) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Store(SessionStore, AsyncSessionStore, Protocol):
+    """Both faces: what `open_store` returns and a `SessionManager` holds."""
+
+
+class NoStore:
+    """The store of a manager whose sessions live in the cookie and need no revocation list.
+
+    The lifecycle never sends it an operation; if something does, that is a bug, and it says so.
+    """
+
+    def _never(self) -> ConfigError:
+        return ConfigError("this cookie:// manager keeps no server state (add ?revoke=URL for a revocation list)",
+                           option="revoke")
+
+    def load(self, session_id: str, touch_ttl: float | None) -> Record | None:
+        raise self._never()
+
+    def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
+        raise self._never()
+
+    def merge(self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float,
+              ttl: float) -> MergeResult:
+        raise self._never()
+
+    def delete(self, session_id: str) -> None:
+        raise self._never()
+
+    def close(self) -> None:
+        pass
+
+    async def aload(self, session_id: str, touch_ttl: float | None) -> Record | None:
+        raise self._never()
+
+    async def acreate(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
+        raise self._never()
+
+    async def amerge(self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float,
+                     ttl: float) -> MergeResult:
+        raise self._never()
+
+    async def adelete(self, session_id: str) -> None:
+        raise self._never()
+
+    async def aclose(self) -> None:
+        pass
 
 
 _T = TypeVar("_T")

@@ -430,7 +430,8 @@ def test_init_app_later_and_on_two_apps() -> None:
     ({"SECRET_KEY": KEY, "SESSION_COOKIE_SAMESITE": "None"}, r"requires secure=True"),
     ({"SECRET_KEY": KEY, "SESSION_COOKIE_SAMESITE": "sometimes"}, r"samesite must be"),
     ({"SECRET_KEY": KEY, "SESSIONKIT_URL": "nosuch://"}, r"nosuch"),
-    ({"SECRET_KEY": KEY, "SESSION_COOKIE_NAME": "__Host-session"}, r"__Host- cookie needs secure=True"),
+    ({"SECRET_KEY": KEY, "SESSION_COOKIE_NAME": "__Host-session", "SESSION_COOKIE_DOMAIN": "example.com"},
+     r"__Host- cookie needs secure=True"),
 ])
 def test_bad_config_fails_at_init_app(config: dict[str, Any], message: str) -> None:
     app = Flask(__name__)

@@ -3,15 +3,17 @@ from __future__ import annotations
 import base64
 import zlib
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import webtest
 
-from sessionkit import ConfigError, SessionManager, SessionTooLarge, open_store
+from sessionkit import ConfigError, SessionManager, SessionTooLarge
 from sessionkit.adapters.wsgi import ENVIRON_KEY, SessionMiddleware
-from sessionkit.backends.cookie import CookieStore
 from sessionkit.codec import derive_key
+from sessionkit.config import StoreURL
 from sessionkit.record import Record
+from sessionkit.tokens import TokenCodec as CookieStore
 
 from ..helpers import KEY, OLD_KEY, Clock, login_app
 
@@ -185,7 +187,7 @@ def test_split_cookies_carry_a_large_session_and_leftover_parts_are_expired() ->
 
 
 def test_a_decompression_bomb_is_refused() -> None:
-    store = open_store("cookie://?compress=1")
+    store, _ = CookieStore.from_url(StoreURL.parse("cookie://?compress=1"))
     store.bind([KEY.encode()])
     key = store._keys[0]
     bomb = zlib.compress(b"0" * 10_000_000, 9)
@@ -231,4 +233,55 @@ def test_store_encode_decode_round_trip() -> None:
                                  "cookie://?encrypt=maybe", "cookie://?revoke=cookie://", "cookie://?colour=red"])
 def test_bad_cookie_urls_are_config_errors(url: str) -> None:
     with pytest.raises(ConfigError):
-        open_store(url)
+        SessionManager(url, secret_keys=[KEY])
+
+
+@pytest.fixture(params=["memory", "file", "redis", "memcache"])
+def revoke_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A real server store of each kind, as a cookie:// revocation list."""
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "file":
+        return f"file://{tmp_path}"
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_revocation_is_plain_store_operations_on_every_server_store_and_both_faces(revoke_url: str,
+                                                                                    face: str) -> None:
+    """Logout writes a revocation record with the store's own operations; both faces honour it."""
+    import asyncio
+
+    from sessionkit.strategies import revoked_key
+
+    manager = SessionManager(f"cookie://?revoke={quote(revoke_url, safe='')}", secret_keys=[KEY])
+
+    def request(cookie: str | None, action: str) -> tuple[str | None, list[tuple[str, str]]]:
+        async def async_request() -> tuple[str | None, list[tuple[str, str]]]:
+            session = await manager.aopen(cookie)
+            user = session.get("user")
+            if action == "login":
+                session["user"] = "alice"
+            elif action == "logout":
+                session.invalidate()
+            return user, await manager.asave(session)
+
+        if face == "async":
+            return asyncio.run(async_request())
+        session = manager.open(cookie)
+        user = session.get("user")
+        if action == "login":
+            session["user"] = "alice"
+        elif action == "logout":
+            session.invalidate()
+        return user, manager.save(session)
+
+    _, headers = request(None, "login")
+    cookie = dict(headers)["Set-Cookie"].split(";")[0]
+    assert request(cookie, "read")[0] == "alice"
+    session_id = manager.strategy.read(cookie).session_id  # type: ignore[attr-defined]
+    assert session_id is not None
+    request(cookie, "logout")
+    assert manager.store.load(revoked_key(session_id), None) is not None  # an ordinary record in that store
+    assert request(cookie, "read")[0] is None  # a copy of the cookie taken before the logout is refused
+    manager.close()

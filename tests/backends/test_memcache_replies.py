@@ -1,12 +1,13 @@
-"""The memcache:// store's hand-written `gets`/`gats` and `cas` against hostile replies.
+"""The memcache:// store's own protocol code against hostile replies.
 
-`_fetch` and `_cas` in ``sessionkit/backends/memcache.py`` parse a memcached
-server's replies themselves, so they are parsers of outside input and get
-hostile input: wrong keys, bad numbers, bad framing, error lines, garbage,
-truncation, silence. A real memcached never sends any of that, which is why
-this module, unlike every other memcache test (all against real memcached
-processes), talks to `ScriptedMemcached`: a loopback socket that records each
-request and answers it with the next scripted reply.
+``sessionkit/backends/memcache/protocol.py`` writes every command the store
+sends (`gets`, `gats`, `cas`, `set`, `delete`) and parses the server's replies
+itself, so it is a parser of outside input and gets hostile input: wrong keys,
+bad numbers, bad framing, error lines, garbage, truncation, silence. A real
+memcached never sends any of that, which is why this module, unlike every
+other memcache test (all against real memcached processes), talks to
+`ScriptedMemcached`: a loopback socket that records each request and answers
+it with the next scripted reply.
 
 Each bad reply must end in a clear error (`StoreError`, or `StoreUnavailable`
 when the connection died or went silent) and the connection must not be used
@@ -27,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import pytest
-from pymemcache.exceptions import MemcacheError  # type: ignore[import-untyped]
 
 from sessionkit.backends import open_store
+from sessionkit.backends.memcache.protocol import ConnectionClosed, ErrorReply, ProtocolError
 from sessionkit.errors import StoreError, StoreUnavailable
 from sessionkit.flow import MergeResult
 from sessionkit.record import CorruptRecord, Record, decode_record, encode_record
@@ -237,9 +238,11 @@ def value_line(*fields: bytes) -> bytes:
     return b" ".join((b"VALUE", KEY.encode(), *fields)) + b"\r\n"
 
 
-def assert_chained(error: BaseException) -> None:
-    """The store's error names its cause: pymemcache's error, or the socket's."""
-    assert isinstance(error.__cause__, (MemcacheError, OSError)), repr(error.__cause__)
+def assert_chained(error: StoreError) -> None:
+    """The store's error names its cause: a dead or silent connection, or the protocol's error for a bad reply."""
+    expected = (ConnectionClosed, OSError) if isinstance(error, StoreUnavailable) else ProtocolError
+    assert isinstance(error.__cause__, expected), repr(error.__cause__)
+    assert error.original_error is error.__cause__
 
 
 # -- load: `gats` (touch) and `gets` ----------------------------------------------------
@@ -349,6 +352,23 @@ def test_load_good_replies(server: ScriptedMemcached, store: Any, touch: int | N
     assert store.load(sid(1), touch) is None
     command = GATS if touch else GETS
     assert server.lines() == [(0, command), (0, command)]
+
+
+def test_idle_connection_the_server_closed_is_replaced_before_reuse(server: ScriptedMemcached, store: Any) -> None:
+    """A complete reply, then the server hangs up: the pooled connection is seen to be dead before the next
+    command (a zero-timeout poll), so that command goes out on a new connection instead of failing."""
+    server.script(closing(hit()), hit())
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    (idle,) = store._pool.idle
+    deadline = time.monotonic() + 5
+    while not idle.is_stale():  # the server's FIN may take a moment to arrive
+        assert time.monotonic() < deadline, "the server's close never reached the client"
+        time.sleep(POLL)
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    assert server.lines() == [(0, GETS), (1, GETS)]
+    assert server.accepted == 2
+    assert idle.sock.fileno() == -1  # closed, not leaked
+    assert len(store._pool.idle) == 1 and store._pool.idle[0] is not idle
 
 
 def test_ids_that_are_not_keys_never_reach_the_wire(server: ScriptedMemcached, store: Any) -> None:
@@ -475,3 +495,233 @@ def test_merge_exists_then_bad_gets_reply(server: ScriptedMemcached, store: Any)
     assert store.load(sid(1), None).data == {"a": b"1"}
     assert [(connection, line.split()[0]) for connection, line in server.lines()] == [
         (0, "gats"), (0, "cas"), (0, "gets"), (1, "gets")]
+
+
+def test_merge_over_a_corrupt_item_raises_corrupt_record_and_sends_nothing_more(
+    server: ScriptedMemcached, store: Any
+) -> None:
+    """A well-framed blob that is not a record: `CorruptRecord`, and neither a `delete` nor a `cas` goes out.
+
+    The item stays for the caller to decide about; the reply was in step, so the connection is reused.
+    """
+    server.script(hit(blob=b"not a record"), hit())
+    with pytest.raises(CorruptRecord):
+        store.merge(sid(1), {"b": b"2"}, T + 1, 60)
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    assert server.lines() == [(0, GETS), (0, GETS)]
+    assert server.accepted == 1
+
+
+# -- create: `set`, then a pipelined `delete` of each id it replaces -----------------------
+
+
+RECORD = decode_record(BLOB)
+SET = f"set {KEY} 0 61 {len(BLOB)}"
+
+BAD_SET_REPLIES = [
+    pytest.param(b"STORED\r\nSTORED\r\n", StoreError, id="stored-twice"),
+    pytest.param(b"STORED\r\nx", StoreError, id="stored-then-a-byte"),
+    pytest.param(b"STORED \r\n", StoreError, id="stored-with-space"),
+    pytest.param(b"stored\r\n", StoreError, id="lowercase"),
+    pytest.param(b"EXISTS\r\n", StoreError, id="exists"),
+    pytest.param(b"NOT_FOUND\r\n", StoreError, id="not-found"),
+    pytest.param(b"DELETED\r\n", StoreError, id="reply-to-another-command"),
+    pytest.param(b"END\r\n", StoreError, id="end"),
+    pytest.param(hit(), StoreError, id="a-value"),
+    pytest.param(b"HTTP/1.1 400 Bad Request\r\n", StoreError, id="garbage-line"),
+    pytest.param(b"\x00\xff\r\n", StoreError, id="binary-garbage"),
+    pytest.param(b"\r\n", StoreError, id="empty-line"),
+    pytest.param(b"SERVER_ERROR out of memory storing object\r\n", StoreError, id="server-error"),
+    pytest.param(b"CLIENT_ERROR bad data chunk\r\n", StoreError, id="client-error"),
+    pytest.param(b"ERROR\r\n", StoreError, id="error"),
+    pytest.param(b"x" * 5000 + b"\r\n", StoreError, id="long-line"),
+    pytest.param(closing(b"x" * 200_000), StoreError, id="long-line-then-eof"),
+    pytest.param(closing(), StoreUnavailable, id="close-without-reply"),
+    pytest.param(closing(b"STOR"), StoreUnavailable, id="partial-line-then-eof"),
+    pytest.param(closing(b"STORED"), StoreUnavailable, id="no-crlf-then-eof"),
+]
+
+
+@pytest.mark.parametrize(("reply", "error"), BAD_SET_REPLIES)
+def test_create_bad_set_reply_is_an_error_and_the_connection_is_dropped(
+    server: ScriptedMemcached, store: Any, reply: bytes | Reply, error: type[StoreError]
+) -> None:
+    """A malformed reply to `set` raises exactly `error`; the next command uses a new connection."""
+    server.script(reply, hit())
+    with pytest.raises(StoreError) as caught:
+        store.create(sid(1), RECORD, 60)
+    assert type(caught.value) is error, repr(caught.value)
+    assert_chained(caught.value)
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    assert server.lines() == [(0, SET), (1, GETS)]
+    assert server.requests[0].data == BLOB
+    assert server.accepted == 2
+
+
+def test_create_silent_server_times_out(server: ScriptedMemcached, store: Any) -> None:
+    """No reply to `set` is `StoreUnavailable` after the reply timeout, not a hang."""
+    server.script(HANG, hit())
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as caught:
+        store.create(sid(1), RECORD, 60)
+    assert time.monotonic() - started < 4 * TIMEOUT
+    assert isinstance(caught.value.__cause__, TimeoutError)
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    assert server.lines() == [(0, SET), (1, GETS)]
+
+
+def test_create_not_stored_is_a_store_error_and_keeps_the_connection(server: ScriptedMemcached, store: Any) -> None:
+    """`NOT_STORED` is a well-formed "no": the create fails, the stream is in step and the connection is reused."""
+    server.script(b"NOT_STORED\r\n", hit())
+    with pytest.raises(StoreError, match="did not store") as caught:
+        store.create(sid(1), RECORD, 60)
+    assert type(caught.value) is StoreError
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    assert server.lines() == [(0, SET), (0, GETS)]
+
+
+def test_create_good_set_reply(server: ScriptedMemcached, store: Any) -> None:
+    """The baseline: `STORED`, the item's flags 0 and exptime TTL + 1, the record's blob as data."""
+    server.script(b"STORED\r\n", b"STORED\r\n")
+    store.create(sid(1), RECORD, 60)
+    store.create(sid(1), RECORD, 3600)
+    assert server.lines() == [(0, SET), (0, f"set {KEY} 0 3601 {len(BLOB)}")]
+    assert [request.data for request in server.requests] == [BLOB, BLOB]
+
+
+def delete_line(key: str = KEY) -> str:
+    return f"delete {key}"
+
+
+REPLACED = ("session:" + sid(2), "session:" + sid(3))
+
+BAD_DELETE_REPLIES = [
+    pytest.param(b"DELETED\r\nDELETED\r\n", StoreError, id="deleted-twice"),
+    pytest.param(b"DELETED\r\nx", StoreError, id="deleted-then-a-byte"),
+    pytest.param(b"DELETED \r\n", StoreError, id="deleted-with-space"),
+    pytest.param(b"deleted\r\n", StoreError, id="lowercase"),
+    pytest.param(b"STORED\r\n", StoreError, id="reply-to-another-command"),
+    pytest.param(b"EXISTS\r\n", StoreError, id="exists"),
+    pytest.param(b"TOUCHED\r\n", StoreError, id="touched"),
+    pytest.param(b"END\r\n", StoreError, id="end"),
+    pytest.param(hit(), StoreError, id="a-value"),
+    pytest.param(b"HTTP/1.1 400 Bad Request\r\n", StoreError, id="garbage-line"),
+    pytest.param(b"\x00\xff\r\n", StoreError, id="binary-garbage"),
+    pytest.param(b"\r\n", StoreError, id="empty-line"),
+    pytest.param(b"SERVER_ERROR out of memory\r\n", StoreError, id="server-error"),
+    pytest.param(b"CLIENT_ERROR bad command line format\r\n", StoreError, id="client-error"),
+    pytest.param(b"ERROR\r\n", StoreError, id="error"),
+    pytest.param(b"x" * 5000 + b"\r\n", StoreError, id="long-line"),
+    pytest.param(closing(b"x" * 200_000), StoreError, id="long-line-then-eof"),
+    pytest.param(closing(), StoreUnavailable, id="close-without-reply"),
+    pytest.param(closing(b"DELE"), StoreUnavailable, id="partial-line-then-eof"),
+    pytest.param(closing(b"DELETED"), StoreUnavailable, id="no-crlf-then-eof"),
+]
+
+
+@pytest.mark.parametrize(("reply", "error"), BAD_DELETE_REPLIES)
+def test_delete_bad_reply_is_an_error_and_the_connection_is_dropped(
+    server: ScriptedMemcached, store: Any, reply: bytes | Reply, error: type[StoreError]
+) -> None:
+    """A malformed reply to `delete` raises exactly `error`; the next command uses a new connection."""
+    server.script(reply, hit())
+    with pytest.raises(StoreError) as caught:
+        store.delete(sid(1))
+    assert type(caught.value) is error, repr(caught.value)
+    assert_chained(caught.value)
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    assert server.lines() == [(0, delete_line()), (1, GETS)]
+    assert server.accepted == 2
+
+
+@pytest.mark.parametrize(("reply", "error"), BAD_DELETE_REPLIES)
+def test_create_bad_reply_to_a_replaced_id_delete_is_an_error_and_the_connection_is_dropped(
+    server: ScriptedMemcached, store: Any, reply: bytes | Reply, error: type[StoreError]
+) -> None:
+    """The deletes of replaced ids go out in one write; a bad reply to the last one is read as strictly."""
+    server.script(b"STORED\r\n", b"DELETED\r\n", reply, hit())
+    with pytest.raises(StoreError) as caught:
+        store.create(sid(1), RECORD, 60, replaces=(sid(2), sid(3)))
+    assert type(caught.value) is error, repr(caught.value)
+    assert_chained(caught.value)
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    assert server.lines() == [(0, SET), (0, delete_line(REPLACED[0])), (0, delete_line(REPLACED[1])), (1, GETS)]
+    assert server.accepted == 2
+
+
+def test_delete_silent_server_times_out(server: ScriptedMemcached, store: Any) -> None:
+    """No reply to `delete` is `StoreUnavailable` after the reply timeout, not a hang."""
+    server.script(HANG, hit())
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as caught:
+        store.delete(sid(1))
+    assert time.monotonic() - started < 4 * TIMEOUT
+    assert isinstance(caught.value.__cause__, TimeoutError)
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    assert server.lines() == [(0, delete_line()), (1, GETS)]
+
+
+def test_delete_and_create_replacing_good_replies(server: ScriptedMemcached, store: Any) -> None:
+    """The baseline: `DELETED` and `NOT_FOUND` are both fine, for a delete and for replaced ids; one connection."""
+    server.script(b"DELETED\r\n", b"NOT_FOUND\r\n", b"STORED\r\n", b"NOT_FOUND\r\n", b"DELETED\r\n", hit())
+    store.delete(sid(1))
+    store.delete(sid(1))
+    store.create(sid(1), RECORD, 60, replaces=(sid(2), sid(1), "not an id", sid(3)))  # itself and a non-key: skipped
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    assert server.lines() == [(0, delete_line()), (0, delete_line()), (0, SET), (0, delete_line(REPLACED[0])),
+                              (0, delete_line(REPLACED[1])), (0, GETS)]
+
+
+def test_touching_load_of_a_tombstone_deletes_it_and_reads_that_reply_strictly(
+    server: ScriptedMemcached, store: Any
+) -> None:
+    """`gats` prolonged an emptied session's tombstone, so the load deletes it: that `delete`'s reply is checked too."""
+    tombstone = encode_record(Record({}, T, T))
+    server.script(hit(blob=tombstone), b"DELETED\r\n", hit(blob=tombstone), b"DELETED\r\nx", hit())
+    assert store.load(sid(1), 60) is None
+    with pytest.raises(StoreError) as caught:
+        store.load(sid(1), 60)
+    assert type(caught.value) is StoreError
+    assert_chained(caught.value)
+    assert store.load(sid(1), None).data == {"a": b"1"}
+    assert server.lines() == [(0, GATS), (0, delete_line()), (0, GATS), (0, delete_line()), (1, GETS)]
+
+
+# -- error replies: typed, for every command -------------------------------------------------
+
+
+ERROR_REPLIES = pytest.mark.parametrize(("reply", "kind", "message"), [
+    pytest.param(b"ERROR\r\n", "ERROR", "", id="error"),
+    pytest.param(b"CLIENT_ERROR bad data chunk\r\n", "CLIENT_ERROR", "bad data chunk", id="client-error"),
+    pytest.param(b"SERVER_ERROR out of memory storing object\r\n", "SERVER_ERROR", "out of memory storing object",
+                 id="server-error"),
+    # After a bad data block memcached may read the rest of it as a command, and answer that too.
+    pytest.param(b"CLIENT_ERROR bad data chunk\r\nERROR\r\n", "CLIENT_ERROR", "bad data chunk",
+                 id="client-error-then-error"),
+])
+
+#: command -> (replies that come before the one under test, the call that sends it)
+CALLS: dict[str, tuple[tuple[bytes, ...], Callable[[Any], object]]] = {
+    "gats": ((), lambda store: store.load(sid(1), 60)),
+    "gets": ((), lambda store: store.load(sid(1), None)),
+    "cas": ((hit(),), lambda store: (store.load(sid(1), 60), store.merge(sid(1), {"b": b"2"}, T + 1, 60))),
+    "set": ((), lambda store: store.create(sid(1), RECORD, 60)),
+    "delete": ((), lambda store: store.delete(sid(1))),
+}
+
+
+@ERROR_REPLIES
+@pytest.mark.parametrize("command", sorted(CALLS))
+def test_error_replies_are_store_errors_chained_from_a_typed_error_reply(
+    server: ScriptedMemcached, store: Any, command: str, reply: bytes, kind: str, message: str
+) -> None:
+    """memcached's own error lines keep their kind and text (on `original_error`), for every command sent."""
+    before, call = CALLS[command]
+    server.script(*before, reply)
+    with pytest.raises(StoreError) as caught:
+        call(store)
+    assert type(caught.value) is StoreError
+    cause = caught.value.original_error
+    assert isinstance(cause, ErrorReply) and caught.value.__cause__ is cause
+    assert (cause.kind, cause.message, cause.command) == (kind, message, command)
+    assert kind in str(caught.value)

@@ -616,8 +616,6 @@ def test_prefix_that_makes_keys_too_long_is_a_config_error(memcache_url: str) ->
         ("memcache://127.0.0.1?max_item_size=100", "max_item_size"),
         ("memcache://127.0.0.1?max_item_size=99999999999", "max_item_size"),
         ("memcache://127.0.0.1?dead_timeout=0", "dead_timeout"),
-        ("memcache://127.0.0.1?ttl=soon", "ttl"),
-        ("memcache://127.0.0.1?ttl=0", "ttl"),
         ("memcache://127.0.0.1?colour=red", "colour"),
     ],
 )
@@ -632,12 +630,12 @@ def test_url_defaults_and_options() -> None:
     assert isinstance(default, MemcacheStore)
     assert default.servers == (("127.0.0.1", 11211),)
     assert (default.prefix, default.timeout, default.connect_timeout) == ("session:", 1.0, 1.0)
-    assert (default.retries, default.max_item_size, default.default_ttl) == (DEFAULT_RETRIES, 1024 * 1024 - 1024, None)
+    assert (default.retries, default.max_item_size) == (DEFAULT_RETRIES, 1024 * 1024 - 1024)
     tuned = open_store("memcache://cache-1.internal:11311,[::1],10.0.0.3:11211?prefix=ncc:session:&timeout=0.25"
-                       "&connect_timeout=0.5&retries=3&max_item_size=2097152&dead_timeout=5&ttl=86400")
+                       "&connect_timeout=0.5&retries=3&max_item_size=2097152&dead_timeout=5")
     assert tuned.servers == (("cache-1.internal", 11311), ("::1", 11211), ("10.0.0.3", 11211))
     assert (tuned.prefix, tuned.timeout, tuned.connect_timeout) == ("ncc:session:", 0.25, 0.5)
-    assert (tuned.retries, tuned.max_item_size, tuned.dead_timeout, tuned.default_ttl) == (3, 2097152, 5.0, 86400.0)
+    assert (tuned.retries, tuned.max_item_size, tuned.dead_timeout) == (3, 2097152, 5.0)
 
 
 @pytest.mark.parametrize("bad_id", ["x\r\nflush_all", "a b", "", "é" * 43, "x" * 300, "a\x00b", "tab\there"])
@@ -658,9 +656,10 @@ def test_ids_that_cannot_be_keys_name_no_session_and_inject_nothing(memcache_url
     [b"", b"\xff\xfe\x00", b"{", b"[]", b'{"v":99,"c":1,"a":1,"d":{}}', b'{"v":1,"c":1,"a":1,"d":{"k":1}}',
      b"9" * 10_000, b"looks like\r\nEND\r\nthe protocol\r\n"],
 )
-def test_corrupt_item_raises_corrupt_record_and_merge_treats_it_as_gone(
+def test_corrupt_item_raises_corrupt_record_on_load_and_merge_and_stays(
     memcached_server: MemcachedServer, memcache_url: str, garbage: bytes
 ) -> None:
+    # Neither call deletes the item: what becomes of the session is the caller's decision.
     store = open_store(memcache_url)
     client = raw(memcached_server)
     try:
@@ -671,10 +670,33 @@ def test_corrupt_item_raises_corrupt_record_and_merge_treats_it_as_gone(
             store.load(sid(1), 60)
         store.create(sid(2), record({"a": b"1"}), 60)
         assert store.load(sid(2), 60) is not None  # the connection still parses replies correctly
-        assert store.merge(sid(1), {"a": b"1"}, NOW(), 60) is MergeResult.GONE
-        assert client.get("session:" + sid(1)) is None
+        before = stats(memcached_server)
+        with pytest.raises(CorruptRecord):
+            store.merge(sid(1), {"a": b"1"}, NOW(), 60)
+        assert delta(before, stats(memcached_server), "cmd_get", "cmd_set", "delete_hits", "delete_misses") == {
+            "cmd_get": 1, "cmd_set": 0, "delete_hits": 0, "delete_misses": 0}
+        assert client.get("session:" + sid(1)) == garbage
     finally:
         client.close()
+
+
+def test_merge_over_an_item_corrupted_after_its_load_raises_corrupt_record_and_leaves_it(
+    memcached_server: MemcachedServer, memcache_url: str
+) -> None:
+    # The remembered token no longer matches (EXISTS); the fresh gets finds the garbage.
+    store = open_store(memcache_url)
+    store.create(sid(1), record({"a": b"1"}), 60)
+    assert store.load(sid(1), 60) is not None
+    client = raw(memcached_server)
+    try:
+        client.set("session:" + sid(1), b"garbage", expire=60)
+        with pytest.raises(CorruptRecord):
+            store.merge(sid(1), {"b": b"2"}, NOW(), 60)
+        assert client.get("session:" + sid(1)) == b"garbage"
+    finally:
+        client.close()
+    store.create(sid(2), record({"a": b"2"}), 60)
+    assert store.merge(sid(2), {"b": b"2"}, NOW(), 60) is MergeResult.APPLIED  # the store still works
 
 
 # -- outages -------------------------------------------------------------------------------
@@ -876,8 +898,7 @@ def test_ring_with_every_server_down_is_store_unavailable_then_recovers(own_ring
 
 
 def _nodelay_flags(pool: Any) -> list[int]:
-    return [client.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-            for client in pool.client_pool.free if client.sock is not None]
+    return [connection.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for connection in pool.idle]
 
 
 def test_connections_disable_nagle(memcache_url: str, ring: list[MemcachedServer]) -> None:
@@ -885,11 +906,11 @@ def test_connections_disable_nagle(memcache_url: str, ring: list[MemcachedServer
     # Nagle on, a request written in pieces waits for the peer's delayed ACK (~40 ms).
     single = open_store(memcache_url)
     single.load(sid(1), 60)
-    flags = _nodelay_flags(single._client)
+    flags = _nodelay_flags(single._pool)
     ringed = open_store(ring_url(ring))
     for n in range(20):
         ringed.load(sid(n), 60)
-    for pool in ringed._client.clients.values():
+    for pool in ringed._ring.pools.values():
         flags += _nodelay_flags(pool)
     assert len(flags) >= 4 and all(flags)
 
@@ -902,7 +923,7 @@ def test_ring_puts_each_key_where_pymemcache_hash_client_puts_it() -> None:
     store = MemcacheStore(servers)
     reference = HashClient(servers, use_pooling=True)
     keys = ["session:" + new_id() for _ in range(300)]
-    ours = [store._ring.server_for(key).name for key in keys]  # type: ignore[union-attr]
+    ours = [store._ring.pool_for(key).name for key in keys]  # type: ignore[union-attr]
     theirs = [reference.hasher.get_node(key) for key in keys]
     assert ours == theirs
     assert set(ours) == {"10.0.0.1:11211", "10.0.0.2:11211", "cache-3.internal:11311", "::1:11211"}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import datetime
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ import webtest
 from sessionkit import ConfigError, SessionManager, StoreUnavailable, open_store
 from sessionkit.adapters.wsgi import SessionMiddleware
 from sessionkit.backends.redis import RedisStore
+from sessionkit.flow import MergeResult
 from sessionkit.record import CorruptRecord
 from testservers import RedisCluster, RedisSentinelSet, RedisServer, free_port
 
@@ -130,12 +132,6 @@ def test_seed_service_key_layout_lifetime_and_logout(redis_url: str) -> None:
     assert raw.keys("ncc:session:*") == []
 
 
-def test_url_ttl_is_the_default_idle_timeout(redis_url: str) -> None:
-    manager = SessionManager(f"{redis_url}?ttl=600", secret_keys=[KEY])
-    assert manager.idle_timeout == 600
-    assert SessionManager(f"{redis_url}?ttl=600", secret_keys=[KEY], idle_timeout=60).idle_timeout == 60
-
-
 class Monitor:
     """Records the top-level commands Redis receives (script-internal calls excluded)."""
 
@@ -227,6 +223,57 @@ def test_corrupt_hash_is_a_corrupt_record_and_a_fresh_session(redis_url: str) ->
     assert not raw.exists(f"session:{sid(1)}")  # the foreign value under our key was removed
 
 
+@pytest.mark.parametrize("face", ["sync", "async"])
+@pytest.mark.parametrize("stored", [
+    "a plain string, not a hash",  # WRONGTYPE inside the script
+    {"d:user": '"x"'},  # no creation time
+    {"m:c": "not-a-time", "d:user": '"x"'},
+    {"m:c": "inf", "d:user": '"x"'},
+    {"m:c": "nan", "d:user": '"x"'},
+])
+def test_merge_over_a_corrupt_session_is_a_corrupt_record_and_leaves_the_key(
+        redis_url: str, face: str, stored: str | dict[str, str]) -> None:
+    """The store reports what it cannot read and writes nothing; deleting it is the lifecycle's decision."""
+    store = open_store(redis_url)
+    raw = redis.Redis.from_url(redis_url)
+    key = f"session:{sid(1)}"
+    if isinstance(stored, str):
+        raw.set(key, stored)
+    else:
+        raw.hset(key, mapping=stored)  # type: ignore[arg-type]
+    raw.expire(key, 1000)
+    before = raw.dump(key)
+    changes: dict[str, bytes | None] = {"user": b'"bob"', "cart": None}
+    with pytest.raises(CorruptRecord):
+        if face == "sync":
+            store.merge(sid(1), changes, time.time(), 60.0)
+        else:
+            asyncio.run(_amerge_then_close(store, sid(1), changes))
+    assert raw.dump(key) == before  # type, fields and values untouched
+    assert 990 < raw.ttl(key) <= 1000  # the TTL too
+    raw.close()
+    store.close()
+
+
+async def _amerge_then_close(store: RedisStore, session_id: str, changes: dict[str, bytes | None]) -> None:
+    try:
+        await store.amerge(session_id, changes, time.time(), 60.0)
+    finally:
+        await store.aclose()
+
+
+def test_merge_into_a_sound_session_passes_the_corruption_check(redis_url: str) -> None:
+    """The check reads the creation time the store itself writes: a real session merges as before."""
+    store = open_store(redis_url)
+    raw = redis.Redis.from_url(redis_url)
+    raw.hset(f"session:{sid(1)}", mapping={"m:c": "1700000000.25", "d:user": '"x"'})
+    assert store.merge(sid(1), {"user": b'"bob"'}, time.time(), 60.0) is MergeResult.APPLIED
+    loaded = store.load(sid(1), None)
+    assert loaded is not None and loaded.data == {"user": b'"bob"'} and loaded.created_at == 1700000000.25
+    raw.close()
+    store.close()
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -252,14 +299,14 @@ def test_bad_redis_urls_are_config_errors(url: str) -> None:
 def test_url_options_reach_the_client() -> None:
     store = open_store("redis://bob:s%40cret@example.test:6380/3?prefix=p:&timeout=0.25&connect_timeout=0.5"
                        "&max_connections=7&retries=2")
-    options = store._options
+    options = store.settings.options
     assert (options["host"], options["port"], options["db"]) == ("example.test", 6380, 3)
     assert (options["username"], options["password"]) == ("bob", "s@cret")
     assert (options["socket_timeout"], options["socket_connect_timeout"]) == (0.25, 0.5)
     assert options["max_connections"] == 7 and options["retry"]._retries == 2  # redis-py 5 has no get_retries()
     assert store.prefix == b"p:"
-    assert open_store("unix:///run/redis.sock?db=2")._options["unix_socket_path"] == "/run/redis.sock"
-    assert open_store("rediss://h/0")._options["ssl"] is True
+    assert open_store("unix:///run/redis.sock?db=2").settings.options["unix_socket_path"] == "/run/redis.sock"
+    assert open_store("rediss://h/0").settings.options["ssl"] is True
 
 
 # -- a Redis that goes away and comes back ------------------------------------------------
@@ -280,8 +327,8 @@ def test_redis_down_is_a_store_error_within_the_timeout_then_recovers(own_redis:
     assert browser.get("/count").text == "user=alice count=1"
     own_redis.stop()
     started = time.monotonic()
-    with pytest.raises(StoreUnavailable):
-        browser.get("/count")
+    outage = browser.get("/count", expect_errors=True)  # the adapter answers StoreUnavailable with a 503
+    assert outage.status_int == 503 and outage.headers["Retry-After"] == "2"
     assert time.monotonic() - started < 3
     own_redis.start()  # same port, empty (no persistence): the old session is gone
     fresh = client(url)
@@ -356,8 +403,8 @@ def test_rediss_speaks_tls(tls_redis: tuple[RedisServer, int, Path]) -> None:
     browser = client(f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={ca}")
     browser.get("/login")
     assert browser.get("/count").text == "user=alice count=1"
-    with pytest.raises(StoreUnavailable):  # an unknown CA is refused, not silently accepted
-        client(f"rediss://127.0.0.1:{tls_port}/0?timeout=1").get("/count")
+    # An unknown CA is refused (StoreUnavailable, a 503), not silently accepted.
+    assert client(f"rediss://127.0.0.1:{tls_port}/0?timeout=1").get("/count", expect_errors=True).status_int == 503
 
 
 def make_certificates(directory: Path) -> tuple[Path, Path, Path]:

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from sessionkit import ConfigError, SessionManager
 from sessionkit import codec as codec_module
-from sessionkit.backends.cookie import CookieStore
 from sessionkit.codec import CookieCodec, IdSigner, KeyedSha256, dump_cookie, new_session_id, parse_cookie_header
 from sessionkit.record import Record
+from sessionkit.tokens import TokenCodec as CookieStore
 
 from . import controls, latin1, punctuation, surrogates, wild_chars, wild_text
 

@@ -87,7 +87,7 @@ class SessionBooks(RuleBasedStateMachine):
 
     def _load(self, raw: dict[str, bytes]) -> None:
         def loader(session: Session) -> None:  # what SessionManager.load_flow does with a record
-            session._attach(SESSION_ID, raw, {key: JSON.loads(value) for key, value in raw.items()}, 0.0, 0.0)
+            session.state.attach(SESSION_ID, raw, {key: JSON.loads(value) for key, value in raw.items()}, 0.0, 0.0)
 
         # Lazy, as in a WSGI request: the first access loads.
         self.session = Session(Incoming(SESSION_ID, present=True), JSON, loader, 0.0)

@@ -27,7 +27,6 @@ from hypothesis import strategies as st
 import sessionkit.backends.file as file_backend
 from sessionkit import ConfigError
 from sessionkit.backends import _BACKENDS, open_store
-from sessionkit.backends.cookie import CookieStore
 from sessionkit.backends.memcache import MemcacheStore
 from sessionkit.backends.memory import MemoryStore
 from sessionkit.backends.redis import RedisStore
@@ -188,20 +187,13 @@ def _options_of(url: str) -> dict[str, str]:
     return dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
 
 
-def _url_facts(url: str) -> tuple[set[str], set[str]]:
-    """The option names and schemes in `url`, and in the store URL a ``revoke=`` option nests in it."""
+def _url_facts(url: str) -> tuple[set[str], str]:
+    """The option names in `url`, and its scheme."""
     try:
         parts = urlsplit(url)
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        return {name for name, _ in parse_qsl(parts.query, keep_blank_values=True)}, parts.scheme.lower()
     except ValueError:
-        return set(), set()
-    names, schemes = {name for name, _ in pairs}, {parts.scheme.lower()}
-    for name, value in pairs:
-        if name == "revoke" and value:
-            nested_names, nested_schemes = _url_facts(value)
-            names |= nested_names
-            schemes |= nested_schemes
-    return names, schemes
+        return set(), ""
 
 
 def _bool(word: str) -> bool:
@@ -214,7 +206,7 @@ _CONVERT: dict[str, Any] = {
     "max_entries": int, "split": int, "retries": int, "max_item_size": int, "max_connections": int,
     "health_check_interval": int, "db": int,
     "timeout": float, "connect_timeout": float, "dead_timeout": float,
-    "fsync": _bool, "encrypt": _bool, "compress": _bool,
+    "fsync": _bool,
     "prefix": str, "service": str,
 }
 
@@ -225,8 +217,6 @@ def _settings(store: Any) -> dict[str, Any]:
         return {"max_entries": store.max_entries}
     if isinstance(store, file_backend.FileStore):
         return {"fsync": store.fsync, "directory": store.directory}
-    if isinstance(store, CookieStore):
-        return {"encrypt": store.encrypt, "compress": store.compress, "split": store.split}
     if isinstance(store, MemcacheStore):
         return {"servers": store.servers, "prefix": store.prefix, "timeout": store.timeout,
                 "connect_timeout": store.connect_timeout, "dead_timeout": store.dead_timeout,
@@ -246,14 +236,8 @@ def _settings(store: Any) -> dict[str, Any]:
 
 
 def _redis_client(store: RedisStore) -> tuple[dict[str, Any], int, str]:
-    """The redis-py client options, retries and Sentinel service a `RedisStore` read from its URL.
-
-    Read from its `settings` when it keeps them together, else from the attributes it spreads them over.
-    """
-    settings = getattr(store, "settings", None)
-    if settings is not None:
-        return settings.options, settings.retries, settings.service
-    return store._options, store.retries, getattr(store, "_service", "")
+    """The redis-py client options, retries and Sentinel service a `RedisStore` read from its URL."""
+    return store.settings.options, store.settings.retries, store.settings.service
 
 
 def _assert_opened_as_the_url_says(store: Any, url: str) -> None:
@@ -264,13 +248,10 @@ def _assert_opened_as_the_url_says(store: Any, url: str) -> None:
     for name, text in query.items():
         if name in settings and name in _CONVERT:
             assert settings[name] == _CONVERT[name](text), name
+    given = [name for name in ("idle_timeout", "ttl") if name in query]  # the one option every store takes
+    assert StoreURL.parse(url).idle_timeout == (float(query[given[0]]) if given else None)
     if isinstance(store, file_backend.FileStore):
         assert settings["directory"] == pathlib.Path(unquote(parts.path))
-    elif isinstance(store, CookieStore):
-        if query.get("revoke"):
-            _assert_opened_as_the_url_says(store.revocations, query["revoke"])
-        else:
-            assert store.revocations is None
     elif isinstance(store, MemcacheStore):
         hosts = _parse_hosts(parts.netloc.rpartition("@")[2])
         assert settings["servers"] == tuple((host, 11211 if port is None else port) for host, port in hosts)
@@ -296,10 +277,10 @@ def _check_open(url: str) -> None:
         store = open_store(url)
     except ConfigError as exc:
         event(f"ConfigError option={exc.option}")
-        names, schemes = _url_facts(url)
+        names, scheme = _url_facts(url)
         assert exc.option in _URL_PARTS or exc.option in names, (exc.option, url)
         if exc.option == "scheme":
-            assert schemes - set(_BACKENDS), url
+            assert scheme not in _BACKENDS, url  # unknown, or cookie://, which is no store
         return
     event(f"opened {type(store).__name__}")
     try:
@@ -336,7 +317,7 @@ def _with_password(scheme: str, password: str, host_list: str, path: str, query:
 
 
 #: Every scheme's errors redact the password; memory:// and cookie:// too (they once showed the whole URL).
-_any_schemes = st.sampled_from([*sorted(_BACKENDS), "nosuch", "REDIS", "x-y.z"])
+_any_schemes = st.sampled_from([*sorted(_BACKENDS), "cookie", "nosuch", "REDIS", "x-y.z"])
 
 
 @given(_any_schemes, _passwords, host_lists, paths, queries)
@@ -355,7 +336,7 @@ def test_config_errors_never_show_the_password(
         assert exc.option in _URL_PARTS or exc.option in names, (exc.option, url)
         return
     try:
-        assert scheme not in ("memory", "cookie", "memcache")  # they take no user name or password
+        assert scheme not in ("memory", "cookie", "memcache")  # no credentials there (cookie:// is no store)
         _assert_opened_as_the_url_says(store, url)
     finally:
         store.close()
@@ -453,11 +434,13 @@ _REDIS_OPTIONS: dict[str, _OptionSpec] = {
     "prefix": (option_text, []), "timeout": _seconds_option, "connect_timeout": _seconds_option,
     "max_connections": _int_option(1), "health_check_interval": _int_option(0), "retries": _int_option(0),
 }
+#: The option every store URL takes (the manager's idle timeout), spelled either way.
+_IDLE_TIMEOUT_NAMES = ("idle_timeout", "ttl")
+_COMMON_OPTIONS: dict[str, _OptionSpec] = {"idle_timeout": _seconds_option, "ttl": _seconds_option}
 #: Per scheme: each option a store reads, the text of valid values, and values it must refuse by name.
 _SCHEME_OPTIONS: dict[str, dict[str, _OptionSpec]] = {
     "memory": {"max_entries": _int_option(1)},
     "file": {"fsync": _bool_option},
-    "cookie": {"encrypt": _bool_option, "compress": _bool_option, "split": _int_option(1, 10)},
     "memcache": {
         "prefix": (st.from_regex(r"[!-~]{0,40}", fullmatch=True), ["a b", "\u00e9", "x" * 208]),
         "timeout": _seconds_option, "connect_timeout": _seconds_option, "dead_timeout": _seconds_option,
@@ -487,8 +470,8 @@ def _well_formed(draw: st.DrawFn) -> tuple[str, dict[str, str], dict[str, Any]]:
     """(URL before its query, the query's options as text, the settings the store must then hold)."""
     scheme = draw(st.sampled_from(sorted(_SCHEME_OPTIONS)), label="scheme")
     expected: dict[str, Any] = {}
-    if scheme in ("memory", "cookie"):
-        base = f"{scheme}://"
+    if scheme == "memory":
+        base = "memory://"
     elif scheme == "file":
         name = draw(_directory_names, label="directory")
         base = "file:///tmp/sessionkit-props/" + _escape(name)
@@ -519,7 +502,17 @@ def _well_formed(draw: st.DrawFn) -> tuple[str, dict[str, str], dict[str, Any]]:
     texts = {name: draw(specs[name][0], label=name) for name in names}
     for name, text in texts.items():
         expected[name] = _CONVERT[name](text) if name in _CONVERT else _bool(text)
+    idle_name = draw(st.sampled_from([None, *_IDLE_TIMEOUT_NAMES]), label="idle timeout as")
+    expected["idle_timeout"] = None
+    if idle_name is not None:
+        texts[idle_name] = draw(_seconds_option[0], label=idle_name)
+        expected["idle_timeout"] = float(texts[idle_name])
     return base, texts, expected
+
+
+def _settings_of(store: Any, url: str) -> dict[str, Any]:
+    """`_settings`, and the idle timeout the URL gives the manager (it is no setting of the store)."""
+    return {**_settings(store), "idle_timeout": StoreURL.parse(url).idle_timeout}
 
 
 def _with_options(base: str, texts: dict[str, str]) -> str:
@@ -527,15 +520,15 @@ def _with_options(base: str, texts: dict[str, str]) -> str:
 
 
 @given(_well_formed())
-@example(("memory://", {"max_entries": "7"}, {"max_entries": 7}))
+@example(("memory://", {"max_entries": "7", "ttl": "60"}, {"max_entries": 7, "idle_timeout": 60.0}))
 @example(("redis+sentinel://h1:26379,h2/mymaster/3", {"prefix": "p:"},
-          {"kind": "sentinel", "service": "mymaster", "db": 3, "prefix": "p:"}))
+          {"kind": "sentinel", "service": "mymaster", "db": 3, "prefix": "p:", "idle_timeout": None}))
 def test_a_well_formed_url_opens_a_store_set_as_it_says(case: tuple[str, dict[str, str], dict[str, Any]]) -> None:
     base, texts, expected = case
     url = _with_options(base, texts)
     store = open_store(url)
     try:
-        settings = _settings(store)
+        settings = _settings_of(store, url)
         for name, value in expected.items():
             assert settings[name] == value, name
         _assert_opened_as_the_url_says(store, url)
@@ -548,10 +541,12 @@ def test_a_url_with_one_bad_option_value_is_refused_naming_that_option(
     case: tuple[str, dict[str, str], dict[str, Any]], data: st.DataObject
 ) -> None:
     base, texts, _ = case
-    specs = _SCHEME_OPTIONS[base.partition(":")[0]]
+    specs = {**_SCHEME_OPTIONS[base.partition(":")[0]], **_COMMON_OPTIONS}
     name = data.draw(st.sampled_from(sorted(name for name, (_, bad) in specs.items() if bad)), label="bad option")
     bad = data.draw(st.sampled_from(specs[name][1]), label="bad value")
     event(f"{name}={bad!r}")
+    if name in _IDLE_TIMEOUT_NAMES:  # one spelling at a time: both at once is refused for that alone
+        texts = {key: value for key, value in texts.items() if key not in _IDLE_TIMEOUT_NAMES}
     with pytest.raises(ConfigError) as caught:
         open_store(_with_options(base, {**texts, name: bad})).close()
     assert caught.value.option == name
@@ -713,7 +708,7 @@ def test_parse_secret_keys_of_any_text_is_keys_or_config_error(key: str) -> None
     "BUG: StoreURL's get_int/get_float take any Unicode digits (int('\u0663') == 3), so "
     "redis://h/?db=%D9%A3 opens database 3 while redis://h/%D9%A3 is refused with option='db'; "
     "ports and the database in the path take ASCII digits only"))
-@given(st.sampled_from(["redis://h/0?db={}", "memory://?max_entries={}", "cookie://?split={}",
+@given(st.sampled_from(["redis://h/0?db={}", "memory://?max_entries={}", "file:///tmp/x?ttl={}",
                         "memcache://h?timeout={}"]),
        st.sampled_from(["\u0663", "\u0661\u0660", "\uff11", "\u0967.5"]))
 @example("redis://h/0?db={}", "\u0663")

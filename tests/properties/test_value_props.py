@@ -20,7 +20,8 @@ from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from sessionkit import SerializationError, SessionKitError, SessionManager
-from sessionkit.backends.redis import _decode_fields, _record_args
+from sessionkit.backends.redis.layout import decode_fields as _decode_fields
+from sessionkit.backends.redis.layout import record_args as _record_args
 from sessionkit.record import CorruptRecord, Record, decode_record, encode_record
 from sessionkit.serializers import JSONSerializer
 
@@ -401,7 +402,7 @@ def test_a_record_with_any_str_keys_round_trips(data: dict[str, bytes]) -> None:
 @pytest.mark.xfail(strict=True, raises=UnicodeEncodeError, reason=(
     "LIMIT (Session now refuses keys without a UTF-8 form, so none reach a store): "
     "a key with a lone surrogate makes "
-    "redis' _record_args/_merge_args raise UnicodeEncodeError from key.encode('utf-8'), untranslated "
+    "redis' layout.record_args/merge_args raise UnicodeEncodeError from key.encode('utf-8'), untranslated "
     "by _DriverErrors; it should round-trip or be refused with a sessionkit error"))
 @given(st.dictionaries(st.text(surrogates, min_size=1, max_size=3), st.binary(max_size=4), min_size=1))
 @example({"\udcff": b"1"})

@@ -1,37 +1,15 @@
-"""Two frameworks, two processes, one session: the classic writer/reader pair.
+"""Start, watch and stop the demo's two services; ``serve`` runs one of them in this process.
 
-``python -m sessionkit.demo`` starts two services as separate OS processes:
-
-- **auth** (writer, port 8001): a Flask app on `sessionkit.adapters.flask.SessionKit`,
-  served by the stdlib's threaded WSGI server. ``/login?user=NAME`` regenerates
-  the session id and stores the user, ``/increment`` bumps a counter, ``/logout``
-  invalidates the session.
-- **app** (reader, port 8002): a Starlette app in `sessionkit.adapters.asgi.SessionMiddleware`,
-  served by uvicorn. ``/`` shows the user and the counter written by the *other*
-  process, or answers 403 with a hint to log in first.
-
-Neither process talks to the other. They share sessions only because each
-builds a `SessionManager` from the same configuration: the same store URL (by
-default a ``file://`` directory, ``--dir``; ``--url`` points it elsewhere and
-``--redis`` at a local Redis), the same secret key and the same cookie name.
-That is all a real deployment needs too: the same ``SESSIONKIT_URL`` and
-``SESSIONKIT_SECRET_KEYS`` in every service's environment, whatever framework
-each uses. Without ``SESSIONKIT_SECRET_KEYS``, the demo generates a key once and
-keeps it in ``<dir>/.demo-key`` so both processes (and restarts) agree on it.
-
-Browsers and curl scope cookies by host, not by port, so on 127.0.0.1 the two
-services see the same cookie; in production they sit behind one domain (a
-reverse proxy routing paths to services), which has the same effect.
-
-It is a demo: login over GET and no CSRF protection keep the curl lines short;
-a real service changes state only on POST, behind CSRF checks.
+The launcher checks the configuration once, starts each service as a child
+process (``python -m examples.demo serve auth|app``), prints how to try them,
+and stops both on Ctrl-C, SIGTERM or when either one dies. Each child stops by
+itself if the launcher disappears without stopping it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import signal
 import socket
 import socketserver
@@ -44,178 +22,43 @@ from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
-from urllib.parse import quote
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-try:
-    import flask
-    import uvicorn
-    from flask.typing import ResponseReturnValue
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-except ImportError as exc:  # pragma: no cover - only without the extra
-    raise SystemExit(f"the demo needs Flask, Starlette and uvicorn ({exc.name} is missing): "
-                     "pip install 'sessionkit[demo]'") from exc
+import uvicorn
 
-from .adapters.asgi import SessionMiddleware
-from .adapters.flask import SessionKit, invalidate, regenerate
-from .errors import SessionKitError, StoreError
-from .manager import SessionManager
+from sessionkit import SessionKitError, SessionManager, StoreError
 
-__all__ = [
-    "COOKIE_NAME",
-    "HOST",
-    "KEY_FILE",
-    "REDIS_URL",
-    "app_service",
-    "auth_service",
-    "check_store",
-    "load_or_create_key",
-    "main",
-    "make_manager",
-    "store_url",
-]
+from .app import app_service
+from .auth import auth_service
+from .config import (
+    COOKIE_NAME,
+    DEFAULT_DIR,
+    HOST,
+    REDIS_URL,
+    check_store,
+    make_manager,
+    say,
+    secret_keys_source,
+    store_url,
+)
 
-HOST = "127.0.0.1"
-COOKIE_NAME = "sessionkit_demo"
-KEY_FILE = ".demo-key"
-REDIS_URL = "redis://127.0.0.1:6379/0"
-DEFAULT_DIR = "./demo-sessions"
+__all__ = ["banner", "build_parser", "child_environment", "launch", "main", "serve"]
+
+#: The checkout this package lives in: children import ``examples.demo`` from it, whatever their cwd.
+CHECKOUT = Path(__file__).resolve().parents[2]
 DEFAULT_AUTH_PORT = 8001
 DEFAULT_APP_PORT = 8002
-DEFAULT_USER = "alice"
-MAX_USER_CHARS = 64
 DESCRIPTION = "Two frameworks, two processes, one session: a Flask writer and a Starlette reader."
 SERVED_BY = {"auth": "Flask on wsgiref", "app": "Starlette on uvicorn"}
 READY_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 
 
-# -- shared configuration -------------------------------------------------------
-
-
-def store_url(directory: Path) -> str:
-    """The ``file://`` URL of a session directory (made absolute, so every process agrees)."""
-    return "file://" + quote(str(directory.resolve()))
-
-
-def load_or_create_key(directory: Path) -> str:
-    """The demo's secret key in ``directory/.demo-key``, created once if missing.
-
-    Created atomically (written aside, then hard-linked into place, which fails
-    if the key exists), so two processes starting at once still agree on one key.
-    """
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = directory / KEY_FILE
-    if not path.exists():
-        temp = directory / f"{KEY_FILE}.{secrets.token_hex(8)}.partial"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as handle:
-                handle.write(secrets.token_urlsafe(32) + "\n")
-            os.link(temp, path)
-        except FileExistsError:
-            pass  # another process won the race: use its key
-        finally:
-            temp.unlink(missing_ok=True)
-    return path.read_text(encoding="ascii").strip()
-
-
-def secret_keys_source(directory: Path, environ: dict[str, str] | None = None) -> str:
-    """Where the key comes from, for the banner."""
-    env = os.environ if environ is None else environ
-    if env.get("SESSIONKIT_SECRET_KEYS", "").strip():
-        return "SESSIONKIT_SECRET_KEYS"
-    return str(directory / KEY_FILE)
-
-
-def make_manager(directory: Path, url: str | None = None,
-                 environ: dict[str, str] | None = None) -> SessionManager:
-    """The one configuration both services use: same store, same key, same cookie name.
-
-    It goes through `SessionManager.from_env`, with the very variables a real
-    deployment sets; only the key falls back to the demo's key file.
-    """
-    env = os.environ if environ is None else environ
-    keys = env.get("SESSIONKIT_SECRET_KEYS", "").strip() or load_or_create_key(directory)
-    config = {"SESSIONKIT_URL": url or store_url(directory), "SESSIONKIT_SECRET_KEYS": keys}
-    return SessionManager.from_env(config, cookie_name=COOKIE_NAME)
-
-
-def check_store(manager: SessionManager) -> None:
-    """Raise `StoreError` now if the store cannot be reached, rather than at the first request."""
-    if not getattr(manager.store, "stateless", False):  # cookie:// has nothing to reach
-        manager.store.load(secrets.token_urlsafe(32), None)
-
-
-def _say(text: str, *, error: bool = False) -> None:
-    """One line in one write: the launcher and both services share the terminal (or log file)."""
-    stream = sys.stderr if error else sys.stdout
-    try:
-        stream.write(text + "\n")
-        stream.flush()
-    except OSError:
-        pass  # the terminal or pipe is gone (the launcher killed): nobody to tell, and stopping must go on
-
-
-# -- the auth service: Flask, writes the session ------------------------------------
-
-
-def _valid_user(name: str) -> bool:
-    return 0 < len(name) <= MAX_USER_CHARS and name.isprintable() and name.strip() == name
-
-
-def auth_service(manager: SessionManager) -> flask.Flask:
-    """The writer: ``/login?user=NAME``, ``/increment``, ``/logout`` (GET or POST), on ``flask.session``."""
-    app = flask.Flask(__name__)
-    app.json.sort_keys = False  # type: ignore[attr-defined]  # fields in the order written, as in the app service
-    SessionKit(app, manager=manager)
-    session, methods = flask.session, ["GET", "POST"]
-
-    def reply(**fields: object) -> dict[str, object]:
-        return {**fields, "service": "auth", "pid": os.getpid()}
-
-    @app.route("/login", methods=methods)
-    def login() -> ResponseReturnValue:
-        user = flask.request.values.get("user", DEFAULT_USER)  # query string or form
-        if not _valid_user(user):
-            return {"error": f"user must be 1-{MAX_USER_CHARS} printable characters"}, 400
-        regenerate()  # new id at every login: an id planted or seen before is worthless
-        session["user"] = user
-        return reply(logged_in=user)
-
-    @app.route("/increment", methods=methods)
-    def increment() -> ResponseReturnValue:
-        if "user" not in session:
-            return {"error": "not logged in"}, 403
-        session["count"] = int(session.get("count", 0)) + 1
-        return reply(user=session["user"], count=session["count"])
-
-    @app.route("/logout", methods=methods)
-    def logout() -> ResponseReturnValue:
-        invalidate()  # deleted from the store, cookie expired
-        return reply(logged_out=True)
-
-    return app
-
-
-# -- the app service: Starlette, reads the session ------------------------------------
-
-
-def app_service(manager: SessionManager, auth_port: int) -> SessionMiddleware:
-    """The reader: ``/`` shows what the auth service stored (``request.session``), or 403 with a hint."""
-    hint = f"not logged in: visit http://{HOST}:{auth_port}/login?user={DEFAULT_USER}"
-
-    async def home(request: Request) -> JSONResponse:
-        session = request.session
-        if "user" not in session:
-            return JSONResponse({"error": hint}, status_code=403)
-        return JSONResponse({"user": session["user"], "count": session.get("count", 0),
-                             "service": "app", "pid": os.getpid()})
-
-    return SessionMiddleware(Starlette(routes=[Route("/", home)]), manager)
+def child_environment() -> dict[str, str]:
+    """Our environment, with the checkout first on PYTHONPATH so ``-m examples.demo`` resolves from any cwd."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT), env.get("PYTHONPATH", "")]))
+    return env
 
 
 # -- serving one service ---------------------------------------------------------------
@@ -256,7 +99,7 @@ def _watch_parent(service: str, parent_pid: int, stop_requests: list[str]) -> No
     while os.getppid() == parent_pid:
         time.sleep(0.5)
     stop_requests.append("orphaned")
-    _say(f"{service}: the launcher is gone; stopping", error=True)
+    say(f"{service}: the launcher is gone; stopping", error=True)
 
 
 def serve(service: str, port: int, manager: SessionManager, auth_port: int, parent_pid: int | None = None) -> int:
@@ -274,21 +117,21 @@ def serve(service: str, port: int, manager: SessionManager, auth_port: int, pare
     try:
         run, stop = _server(service, port, manager, auth_port)
     except OSError as exc:
-        _say(f"{service}: cannot listen on {HOST}:{port}: {exc}", error=True)
+        say(f"{service}: cannot listen on {HOST}:{port}: {exc}", error=True)
         manager.close()
         return 2
     server = threading.Thread(target=run, name=f"{service}-server", daemon=True)
     server.start()
     if parent_pid is not None:
         threading.Thread(target=_watch_parent, args=(service, parent_pid, stop_requests), daemon=True).start()
-    _say(f"{service}: {SERVED_BY[service]}, serving on http://{HOST}:{port} (pid {os.getpid()})")
+    say(f"{service}: {SERVED_BY[service]}, serving on http://{HOST}:{port} (pid {os.getpid()})")
     while server.is_alive() and not stop_requests:
         server.join(0.2)
     crashed = not stop_requests
     stop()
     server.join(STOP_TIMEOUT)
     manager.close()
-    _say(f"{service}: the server stopped by itself" if crashed else f"{service}: stopped", error=crashed)
+    say(f"{service}: the server stopped by itself" if crashed else f"{service}: stopped", error=crashed)
     return 1 if crashed else 0
 
 
@@ -296,7 +139,7 @@ def serve(service: str, port: int, manager: SessionManager, auth_port: int, pare
 
 
 def _child_command(args: argparse.Namespace, service: str, port: int) -> list[str]:
-    command = [sys.executable, "-m", "sessionkit.demo", "serve", service, "--port", str(port),
+    command = [sys.executable, "-m", __package__, "serve", service, "--port", str(port),
                "--dir", str(args.dir), "--auth-port", str(args.auth_port), "--parent-pid", str(os.getpid())]
     if args.url:
         command += ["--url", args.url]
@@ -401,13 +244,13 @@ def launch(args: argparse.Namespace) -> int:
     busy = [str(port) for port in (args.auth_port, args.app_port) if not _port_free(port)]
     if args.auth_port == args.app_port or busy:
         reason = f"port(s) {', '.join(busy)} already in use" if busy else "the two services need two ports"
-        _say(f"demo: {reason}; choose others with --auth-port/--app-port", error=True)
+        say(f"demo: {reason}; choose others with --auth-port/--app-port", error=True)
         return 1
     status = 1
     try:
         for service, port in (("auth", args.auth_port), ("app", args.app_port)):
             command = _child_command(args, service, port)  # our own interpreter and module, no shell
-            children[service] = (subprocess.Popen(command), port)  # noqa: S603
+            children[service] = (subprocess.Popen(command, env=child_environment()), port)  # noqa: S603
         _run(children, banner(args, args.url or store_url(directory), key_source))
     except KeyboardInterrupt:
         status = 0  # Ctrl-C (or SIGTERM): the normal way to stop
@@ -415,7 +258,7 @@ def launch(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan the children
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         clean = _stop_children(child for child, _ in children.values())
-    _say("demo: stopped" if clean else "demo: stopped; not every service exited cleanly")
+    say("demo: stopped" if clean else "demo: stopped; not every service exited cleanly")
     return status if clean else 1
 
 
@@ -423,12 +266,12 @@ def _run(children: dict[str, tuple[subprocess.Popen[bytes], int]], text: str) ->
     """Wait for both children to listen, print `text`, then wait; returns if either child fails."""
     problem = _wait_ready(children)
     if problem is not None:
-        _say(f"demo: {problem}", error=True)
+        say(f"demo: {problem}", error=True)
         return
-    _say(text)
+    say(text)
     while all(child.poll() is None for child, _ in children.values()):
         time.sleep(0.2)
-    _say("demo: a service stopped unexpectedly; stopping the other", error=True)
+    say("demo: a service stopped unexpectedly; stopping the other", error=True)
 
 
 # -- command line --------------------------------------------------------------------------
@@ -452,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--auth-port", type=_port, default=DEFAULT_AUTH_PORT,
                         help=f"auth service port (default {DEFAULT_AUTH_PORT})")
 
-    parser = argparse.ArgumentParser(prog="python -m sessionkit.demo", description=DESCRIPTION,
+    parser = argparse.ArgumentParser(prog="python -m examples.demo", description=DESCRIPTION,
                                      parents=[common])
     parser.add_argument("--app-port", type=_port, default=DEFAULT_APP_PORT,
                         help=f"app service port (default {DEFAULT_APP_PORT})")
@@ -468,7 +311,7 @@ def serve_command(args: argparse.Namespace) -> int:
     try:
         manager = make_manager(args.dir, args.url)
     except SessionKitError as exc:
-        _say(f"{args.service}: {exc}", error=True)
+        say(f"{args.service}: {exc}", error=True)
         return 2
     return serve(args.service, args.port, manager, args.auth_port, args.parent_pid)
 
@@ -487,10 +330,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             manager.close()
     except StoreError as exc:
-        _say(f"demo: cannot reach the store {args.url or store_url(args.dir)}: {exc}", error=True)
+        say(f"demo: cannot reach the store {args.url or store_url(args.dir)}: {exc}", error=True)
         return 2
     except SessionKitError as exc:
-        _say(f"demo: {exc}", error=True)
+        say(f"demo: {exc}", error=True)
         return 2
     return launch(args)
 

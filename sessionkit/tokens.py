@@ -1,4 +1,4 @@
-"""`cookie://` — no server state: the session travels in a signed or encrypted cookie.
+"""The tokens of `cookie://`: a whole session in a signed or encrypted cookie value.
 
 Any node can serve any request and a node failure loses nothing (the seeds'
 "session abolition" case). The cost: the whole session crosses the network on
@@ -24,11 +24,9 @@ The record inside carries the session id, its creation time and the time it
 was last issued: the manager enforces idle and absolute timeouts from those,
 never from the cookie's own ``Expires``.
 
-``invalidate()`` expires the cookie in *this* browser; a copy of the cookie
-taken earlier stays valid until its timeouts run out, because nothing on the
-server remembers it. Who needs logout to end copies too configures a
-revocation list on a server store, ``cookie://?revoke=redis://…`` — the one
-small piece of server state: revoked ids, each kept until its absolute timeout.
+This module only encodes and decodes; what a cookie session means (timeouts,
+re-issue, revocation on an ordinary server store) is the lifecycle's, in
+`sessionkit.strategies`.
 """
 
 from __future__ import annotations
@@ -42,12 +40,12 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from ..codec import KeyedSha256, derive_key, is_session_id
-from ..config import StoreURL, redact
-from ..errors import ConfigError
-from ..record import CorruptRecord, Record, decode_record, encode_record
+from .codec import KeyedSha256, derive_key, is_session_id
+from .config import StoreURL, redact
+from .errors import ConfigError
+from .record import CorruptRecord, Record, decode_record, encode_record
 
-__all__ = ["CookieStore"]
+__all__ = ["TokenCodec"]
 
 #: What one decompressed record may grow to: a guard against zip bombs.
 MAX_RECORD_BYTES = 64 * 1024
@@ -85,14 +83,10 @@ class _Key:
         return self._aead
 
 
-class CookieStore:
-    """Encodes sessions into cookie values and back; keeps no state (but an optional revocation list)."""
+class TokenCodec:
+    """Encodes sessions into cookie values and back, under the manager's secret keys."""
 
-    #: The manager puts the session itself in the cookie instead of an id.
-    stateless = True
-
-    def __init__(self, *, encrypt: bool = False, compress: bool = False, split: int = 1,
-                 revoke: Any = None) -> None:
+    def __init__(self, *, encrypt: bool = False, compress: bool = False, split: int = 1) -> None:
         if encrypt:
             try:
                 import cryptography.hazmat.primitives.ciphers.aead  # noqa: F401
@@ -105,30 +99,22 @@ class CookieStore:
         self.compress = compress
         #: At most this many cookies carry one session (``name``, ``name.1``, …).
         self.split = split
-        #: A server store for revoked ids, or None.
-        self.revocations = revoke
         self._keys: list[_Key] = []
         self._verified: dict[str, tuple[str, Record, bool]] = {}
         self._by_id: dict[str, _Key] = {}
         self._kind = "e1" if encrypt else "s1"
 
     @classmethod
-    def from_url(cls, url: StoreURL) -> CookieStore:
+    def from_url(cls, url: StoreURL) -> tuple[TokenCodec, str | None]:
+        """The codec a ``cookie://`` URL describes, and its ``revoke=`` store URL (or None)."""
         if url.netloc or url.path not in ("", "/"):
             raise ConfigError(f"cookie:// takes options only, got {redact(url.url)!r}", option="url")
         encrypt = url.get_bool("encrypt", False)
         compress = url.get_bool("compress", False)
         split = url.get_int("split", 1, minimum=1)
-        revoke_url = url.get_str("revoke")
+        revoke_url = url.get_str("revoke") or None
         url.finish()
-        revoke = None
-        if revoke_url:
-            from . import open_store
-
-            revoke = open_store(revoke_url)
-            if getattr(revoke, "stateless", False):
-                raise ConfigError("revoke= needs a server store (redis://, memcache://, file://)", option="revoke")
-        return cls(encrypt=encrypt, compress=compress, split=split, revoke=revoke)
+        return cls(encrypt=encrypt, compress=compress, split=split), revoke_url
 
     def bind(self, secret_keys: Sequence[bytes]) -> None:
         """Take the manager's secret keys (newest first)."""
@@ -217,34 +203,3 @@ class CookieStore:
         if not is_session_id(session_id) or not record.data:
             return None
         return session_id, record, key is not self._keys[0]
-
-    # -- the store protocol: only the revocation list touches a server -------------
-
-    def is_revoked(self, session_id: str) -> bool:
-        return self.revocations is not None and self.revocations.load(_revoked(session_id), None) is not None
-
-    async def ais_revoked(self, session_id: str) -> bool:
-        return self.revocations is not None and await self.revocations.aload(_revoked(session_id), None) is not None
-
-    def revoke(self, session_id: str, ttl: float) -> None:
-        if self.revocations is not None:
-            self.revocations.create(_revoked(session_id), _REVOKED, ttl)
-
-    async def arevoke(self, session_id: str, ttl: float) -> None:
-        if self.revocations is not None:
-            await self.revocations.acreate(_revoked(session_id), _REVOKED, ttl)
-
-    def close(self) -> None:
-        if self.revocations is not None:
-            self.revocations.close()
-
-    async def aclose(self) -> None:
-        if self.revocations is not None:
-            await self.revocations.aclose()
-
-
-def _revoked(session_id: str) -> str:
-    return "revoked:" + session_id
-
-
-_REVOKED = Record({"revoked": b"true"}, 0.0, 0.0)

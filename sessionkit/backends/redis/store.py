@@ -1,0 +1,235 @@
+"""`RedisStore`: the store protocol on Redis, with a sync and an async face.
+
+Round trips: a read is one (``HGETALL`` and ``PEXPIRE`` in one script), a write
+two (that load, then one merge script that also sets the TTL), regenerate and
+invalidate one each. For one server, commands go over a `Wire` (redis-py
+Connections in a pool of sessionkit's own, see `wire`); a cluster uses redis-py's
+cluster client. Driver errors become `StoreUnavailable` (connection refused,
+timeout, no free connection), `CorruptRecord` (a session key holding something
+that is not a session hash) or `StoreError` (anything else) at one boundary,
+`_DriverErrors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ...config import StoreURL
+from ...errors import StoreError, StoreUnavailable
+from ...flow import MergeResult
+from ...record import CorruptRecord, Record
+from .clients import ClientSettings, make_client, read_settings
+from .layout import (
+    CREATE,
+    DEFAULT_PREFIX,
+    LOAD_AND_TOUCH,
+    MERGE,
+    MERGE_CORRUPT,
+    MERGE_RESULTS,
+    Script,
+    decode_fields,
+    merge_args,
+    milliseconds,
+    record_args,
+)
+from .wire import AsyncWire, Wire
+
+__all__ = ["RedisStore"]
+
+_LOAD_AND_TOUCH = Script(LOAD_AND_TOUCH)
+_CREATE = Script(CREATE)
+_MERGE = Script(MERGE)
+
+
+class _DriverErrors:
+    """Translates redis-py errors into sessionkit's, once, here.
+
+    A class, not ``@contextmanager``: it wraps every call on the hot path, and a
+    generator-based context manager costs several times more per use.
+    """
+
+    __slots__ = ("action", "wrong_type_is_corrupt")
+
+    def __init__(self, action: str, *, wrong_type_is_corrupt: bool = False) -> None:
+        self.action = action
+        #: A non-hash value under a session key is bad stored data, not a store failure.
+        self.wrong_type_is_corrupt = wrong_type_is_corrupt
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> Literal[False]:
+        if exc is None:
+            return False
+        if self.wrong_type_is_corrupt and isinstance(exc, ResponseError) and "WRONGTYPE" in str(exc):
+            raise CorruptRecord("the session key holds a value that is not a hash") from exc
+        if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)):
+            raise StoreUnavailable(f"redis is unavailable ({self.action}): {exc}", original_error=exc) from exc
+        if isinstance(exc, RedisError):
+            raise StoreError(f"redis failed ({self.action}): {exc}", original_error=exc) from exc
+        return False
+
+
+_LOAD_ERRORS = _DriverErrors("load", wrong_type_is_corrupt=True)
+_CREATE_ERRORS = _DriverErrors("create")
+_MERGE_ERRORS = _DriverErrors("merge", wrong_type_is_corrupt=True)
+_DELETE_ERRORS = _DriverErrors("delete")
+
+
+def _merge_result(reply: Any) -> MergeResult:
+    code = int(reply)
+    if code == MERGE_CORRUPT:
+        raise CorruptRecord("session hash lacks a readable creation time; nothing was merged")
+    return MERGE_RESULTS[code]
+
+
+class RedisStore:
+    """Sessions in Redis, with a sync face (`redis.Redis`) and an async face (`redis.asyncio.Redis`).
+
+    Both faces share the key layout, the scripts and the error mapping; each
+    only makes its client's calls. The async client is created per event loop
+    (a redis-py asyncio connection belongs to the loop that opened it).
+
+    `merge` over a key that holds something other than a session hash raises
+    `CorruptRecord` and writes nothing: what to do with it is the lifecycle's call.
+    """
+
+    def __init__(self, url: StoreURL) -> None:
+        self.url = url
+        self.prefix = (url.get_str("prefix", DEFAULT_PREFIX) or "").encode("utf-8", "surrogateescape")
+        self.settings: ClientSettings = read_settings(url)
+        url.finish()
+        self.kind = self.settings.kind
+        self._client: Any = None
+        self._commands: Any = None
+        self._client_lock = threading.Lock()
+        #: Per event loop: (the redis.asyncio client, what the async face sends through; see `_async`).
+        self._async_faces: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any]] = (
+            weakref.WeakKeyDictionary())
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> RedisStore:
+        return cls(url)
+
+    # -- clients ------------------------------------------------------------------
+
+    def _sync(self) -> Any:
+        """What the sync face sends commands through: a `Wire` on the client's pool, or the cluster client."""
+        commands = self._commands
+        if commands is None:
+            # Created on first use, not in __init__: a cluster client connects when built,
+            # and a service must be able to start while its store is down.
+            with self._client_lock:
+                if self._commands is None:
+                    self._client = make_client(self.settings, asynchronous=False)
+                    self._commands = (self._client if self.kind == "cluster"
+                                      else Wire(self._client, self.settings.retries, self.settings.timeout))
+                commands = self._commands
+        return commands
+
+    def _async(self) -> Any:
+        """The async face's counterpart of `_sync`, one per event loop."""
+        loop = asyncio.get_running_loop()
+        face = self._async_faces.get(loop)
+        if face is None:
+            client = make_client(self.settings, asynchronous=True)
+            face = self._async_faces[loop] = (
+                client, client if self.kind == "cluster"
+                else AsyncWire(client, self.settings.retries, self.settings.timeout))
+        return face[1]
+
+    def _key(self, session_id: str) -> bytes:
+        return self.prefix + session_id.encode("utf-8")
+
+    # -- the sync face --------------------------------------------------------------
+
+    def load(self, session_id: str, touch_ttl: float | None) -> Record | None:
+        key = self._key(session_id)
+        with _LOAD_ERRORS:
+            if touch_ttl is None:
+                reply = self._sync().hgetall(key)
+            else:
+                reply = _LOAD_AND_TOUCH.run(self._sync(), [key], [milliseconds(touch_ttl)])
+        return decode_fields(reply)
+
+    def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
+        keys, extra = self._create_keys(session_id, replaces)
+        with _CREATE_ERRORS:
+            _CREATE.run(self._sync(), keys, [milliseconds(ttl), *record_args(record)])
+            if extra:
+                self._sync().delete(*extra)
+
+    def merge(self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float,
+              ttl: float) -> MergeResult:
+        with _MERGE_ERRORS:
+            reply = _MERGE.run(self._sync(), [self._key(session_id)], merge_args(changes, accessed_at, ttl))
+        return _merge_result(reply)
+
+    def delete(self, session_id: str) -> None:
+        with _DELETE_ERRORS:
+            self._sync().delete(self._key(session_id))
+
+    def close(self) -> None:
+        with self._client_lock:
+            commands, self._commands = self._commands, None
+            client, self._client = self._client, None
+        if isinstance(commands, Wire):
+            commands.drop_idle()
+        if client is not None:
+            client.close()
+
+    # -- the async face -------------------------------------------------------------
+
+    async def aload(self, session_id: str, touch_ttl: float | None) -> Record | None:
+        key = self._key(session_id)
+        with _LOAD_ERRORS:
+            if touch_ttl is None:
+                reply = await self._async().hgetall(key)
+            else:
+                reply = await _LOAD_AND_TOUCH.arun(self._async(), [key], [milliseconds(touch_ttl)])
+        return decode_fields(reply)
+
+    async def acreate(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
+        keys, extra = self._create_keys(session_id, replaces)
+        with _CREATE_ERRORS:
+            await _CREATE.arun(self._async(), keys, [milliseconds(ttl), *record_args(record)])
+            if extra:
+                await self._async().delete(*extra)
+
+    async def amerge(self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float,
+                     ttl: float) -> MergeResult:
+        with _MERGE_ERRORS:
+            reply = await _MERGE.arun(self._async(), [self._key(session_id)], merge_args(changes, accessed_at, ttl))
+        return _merge_result(reply)
+
+    async def adelete(self, session_id: str) -> None:
+        with _DELETE_ERRORS:
+            await self._async().delete(self._key(session_id))
+
+    async def aclose(self) -> None:
+        face = self._async_faces.pop(asyncio.get_running_loop(), None)
+        if face is None:
+            return
+        client, commands = face
+        if isinstance(commands, AsyncWire):
+            await commands.drop_idle()
+        await client.aclose()
+
+    def _create_keys(self, session_id: str, replaces: tuple[str, ...]) -> tuple[list[bytes], list[bytes]]:
+        """Keys for the create script, and keys to delete apart from it.
+
+        In a cluster, the old and new ids hash to different slots and one script
+        may not touch both: the old ids then go in a separate DEL.
+        """
+        old = [self._key(old_id) for old_id in replaces]
+        if self.kind == "cluster":
+            return [self._key(session_id)], old
+        return [self._key(session_id), *old], []

@@ -1,0 +1,267 @@
+"""Where a session lives between requests: in a store (the cookie carries its id) or in the cookie itself.
+
+The lifecycle in `SessionManager` is one path; the two strategies here are
+the only part that differs. Each reads the request's cookie, produces the
+stored record for a verified cookie, and turns a session's books into store
+operations and response cookies — as flows, so both drivers run them.
+
+- `StoredSessions`: the cookie is the signed id (`CookieCodec`); the data is
+  in the store, loaded with one `Load` and saved with `Create`/`Merge`/`Delete`.
+- `CookieSessions` (``cookie://``): the cookie is the whole session, signed or
+  encrypted (`TokenCodec`); a session is re-issued when it changes, when its
+  key is old, or (rolling) once a tenth of the idle timeout has passed. Logout
+  expires the cookie in *this* browser; copies taken earlier stay valid until
+  their timeouts, unless a revocation list is configured
+  (``cookie://?revoke=redis://…``): revoked ids are then plain records in that
+  ordinary server store, each kept until its absolute timeout.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, NamedTuple, Protocol
+
+from .codec import MAX_COOKIE_BYTES, CookieCodec, Incoming, ResponseCookie, new_session_id, parse_cookie_header
+from .errors import SessionTooLarge
+from .flow import Create, Delete, Flow, Load, Merge, MergeResult
+from .record import CorruptRecord, Record, merge_data
+from .session import SessionState
+from .tokens import TokenCodec
+
+__all__ = ["CookieSessions", "Lifetimes", "Saved", "StoredSessions", "Strategy"]
+
+#: What a save did, for the lifecycle's events.
+Outcome = Literal["nothing", "created", "updated", "ended", "emptied", "gone", "corrupt"]
+
+
+class Lifetimes:
+    """The timeouts every strategy applies, in seconds."""
+
+    __slots__ = ("absolute", "idle", "rolling", "touch_ttl")
+
+    def __init__(self, idle: float, absolute: float, rolling: bool) -> None:
+        self.idle = idle
+        self.absolute = absolute
+        self.rolling = rolling
+        #: The expiry a read pushes out (rolling), or None (only writes extend a session).
+        self.touch_ttl = idle if rolling else None
+
+    def ttl(self, created_at: float, now: float) -> float:
+        """Store expiry for a write now: the idle timeout, cut short by the absolute one."""
+        return max(1.0, min(self.idle, created_at + self.absolute - now))
+
+    def max_age(self, state: SessionState, created_at: float, now: float) -> int | None:
+        """The cookie lives until the absolute timeout (the idle one is the server's to enforce),
+        or, if the session says so, until the browser closes (None: no Max-Age)."""
+        if not state.persistent_cookie():
+            return None
+        return max(1, math.ceil(created_at + self.absolute - now))
+
+
+class Saved(NamedTuple):
+    """What a strategy's save decided: the response's session cookies, and what happened in the store."""
+
+    cookies: list[ResponseCookie]
+    outcome: Outcome
+
+
+class Strategy(Protocol):
+    """What the lifecycle needs from a place sessions live."""
+
+    #: A stored session with nothing to write needs no save at all (no re-issue on reads).
+    quiet_is_free: bool
+
+    def read(self, header: str | None) -> Incoming:
+        """The request's session cookie, verified; never raises on bad input."""
+
+    def load(self, incoming: Incoming, now: float) -> Load | None:
+        """The store operation a verified cookie's session needs before it can be used, if any."""
+
+    def loaded(self, incoming: Incoming, now: float, result: Record | None) -> tuple[Record | None, str]:
+        """The session's record given that operation's `result`, or None and why ("idle", "revoked").
+
+        Two plain calls around one operation, not a nested flow: a load runs on
+        every request, and a generator inside the flow would double its cost.
+        """
+
+    def save(self, state: SessionState, now: float) -> Flow[Saved]:
+        """Write what the books say and decide the response's cookies."""
+
+
+def _id_of(state: SessionState) -> str:
+    if state.id is None:
+        state.id = new_session_id()
+    return state.id
+
+
+class StoredSessions:
+    """The id in a signed cookie, the data in the store."""
+
+    quiet_is_free = True
+
+    def __init__(self, codec: CookieCodec, lifetimes: Lifetimes) -> None:
+        self.codec = codec
+        self.lifetimes = lifetimes
+        #: The signed id in the cookie, as the codec verifies it.
+        self.read = codec.read
+
+    def load(self, incoming: Incoming, now: float) -> Load | None:
+        assert incoming.session_id is not None
+        return Load(incoming.session_id, self.lifetimes.touch_ttl)
+
+    def loaded(self, incoming: Incoming, now: float, result: Record | None) -> tuple[Record | None, str]:
+        return result, "idle"  # the store's TTL is the idle timeout: a missing record timed out (or ended)
+
+    def save(self, state: SessionState, now: float) -> Flow[Saved]:
+        name = self.codec.name
+        lifetimes = self.lifetimes
+        if state.is_new:
+            doomed = tuple(state.doomed)
+            data = state.encoded_data()
+            if data:
+                session_id = _id_of(state)
+                created_at = state.created_at
+                yield Create(session_id, Record(data, created_at, now), lifetimes.ttl(created_at, now), doomed)
+                signed = self.codec.signer.sign(session_id)
+                cookie = ResponseCookie(name, signed, lifetimes.max_age(state, created_at, now))
+                state.mark_saved(session_id, data)
+                return Saved([cookie], "created")
+            for old_id in doomed:
+                yield Delete(old_id)
+            state.mark_saved(None, {})
+            cookies = [ResponseCookie(name, None)] if state.incoming.present else []
+            return Saved(cookies, "ended" if doomed else "nothing")
+        stored_id = state.id
+        assert stored_id is not None  # a stored session always has its id
+        changes = state.changes()
+        if changes:
+            try:
+                result = yield Merge(stored_id, changes, now, lifetimes.ttl(state.created_at, now))
+            except CorruptRecord:
+                # What the store holds cannot be read back: as on load, the session starts over.
+                yield Delete(stored_id)
+                state.mark_gone()
+                return Saved([ResponseCookie(name, None)], "corrupt")
+            if result is not MergeResult.APPLIED:
+                # Emptied, or invalidated elsewhere meanwhile: invalidation wins.
+                state.mark_gone()
+                return Saved([ResponseCookie(name, None)], "emptied" if result is MergeResult.EMPTIED else "gone")
+        cookies = []
+        if state.incoming.stale_key or (changes and state.cookie_changes(changes)):
+            max_age = lifetimes.max_age(state, state.created_at, now)
+            cookies.append(ResponseCookie(name, self.codec.signer.sign(stored_id), max_age))
+        state.mark_saved(stored_id, merge_data(state.baseline, changes) if changes else state.baseline)
+        return Saved(cookies, "updated" if changes else "nothing")
+
+
+#: The record a revoked id is kept as, in the revocation store.
+_REVOKED = Record({"revoked": b"true"}, 0.0, 0.0)
+
+
+def revoked_key(session_id: str) -> str:
+    """Where the revocation store keeps the mark of a logged-out cookie session."""
+    return "revoked:" + session_id
+
+
+class CookieSessions:
+    """The whole session in the cookie (``cookie://``), split over up to `TokenCodec.split` cookies."""
+
+    quiet_is_free = False  # a read may be due for its rolling re-issue
+
+    def __init__(self, codec: CookieCodec, tokens: TokenCodec, lifetimes: Lifetimes, *, revokes: bool) -> None:
+        self.codec = codec
+        self.tokens = tokens
+        self.lifetimes = lifetimes
+        #: Logged-out ids are recorded in the manager's store and checked on every load.
+        self.revokes = revokes
+        self._overheads: dict[tuple[int | None, bool], int] = {}
+
+    def _part(self, index: int) -> str:
+        return self.codec.name if index == 0 else f"{self.codec.name}.{index}"
+
+    def read(self, header: str | None) -> Incoming:
+        """The session a token carries (its parts joined), verified, or nothing."""
+        name = self.codec.name
+        values = parse_cookie_header(header, name) if header else []
+        if not values:
+            return Incoming(None, present=False)
+        assert header is not None
+        token, parts = values[0], 1
+        while parts < self.tokens.split:
+            more = parse_cookie_header(header, f"{name}.{parts}")
+            if not more:
+                break
+            token, parts = token + more[0], parts + 1
+        decoded = self.tokens.decode(token)
+        if decoded is None:
+            return Incoming(None, present=True, parts=parts)
+        session_id, record, stale = decoded
+        return Incoming(session_id, present=True, stale_key=stale, record=record, parts=parts)
+
+    def _idle(self, incoming: Incoming, now: float) -> bool:
+        """The token's own record says the idle timeout passed (a token has no store TTL)."""
+        assert incoming.record is not None
+        return now - incoming.record.accessed_at >= self.lifetimes.idle
+
+    def load(self, incoming: Incoming, now: float) -> Load | None:
+        if not self.revokes or self._idle(incoming, now):
+            return None
+        assert incoming.session_id is not None
+        return Load(revoked_key(incoming.session_id), None)  # the revocation list: a plain record, or none
+
+    def loaded(self, incoming: Incoming, now: float, result: Record | None) -> tuple[Record | None, str]:
+        if self._idle(incoming, now):
+            return None, "idle"
+        if result is not None:
+            return None, "revoked"
+        return incoming.record, "idle"
+
+    def save(self, state: SessionState, now: float) -> Flow[Saved]:
+        lifetimes = self.lifetimes
+        ended = bool(state.doomed)
+        if state.doomed and self.revokes:
+            for old_id in tuple(state.doomed):
+                yield Create(revoked_key(old_id), _REVOKED, lifetimes.absolute)
+        data = state.encoded_data()
+        incoming = state.incoming
+        issued = incoming.parts if incoming.present else 0
+        if not data:
+            state.mark_saved(None, {})
+            return Saved([ResponseCookie(self._part(part), None) for part in range(issued)],
+                         "ended" if ended else "nothing")
+        # Rolling: re-issue once a tenth of the idle timeout has passed, not on every read.
+        refresh_due = lifetimes.rolling and now - state.accessed_at >= lifetimes.idle / 10
+        # `data` holds every key's bytes already: compare them with what came in, not re-encode.
+        if not (state.is_new or incoming.stale_key or refresh_due or data != dict(state.baseline)):
+            return Saved([], "nothing")
+        was_new = state.is_new
+        session_id = _id_of(state)
+        created_at = state.created_at
+        token = self.tokens.encode(session_id, Record(data, created_at, now))
+        max_age = lifetimes.max_age(state, created_at, now)
+        overhead = self._overhead(max_age, state.https)
+        if len(token) + overhead <= MAX_COOKIE_BYTES:  # the common case: one cookie
+            chunks = [token]
+        else:
+            budget = MAX_COOKIE_BYTES - overhead - 2  # room for ".N" in the name
+            chunks = [token[start:start + budget] for start in range(0, len(token), budget)]
+            if len(chunks) > self.tokens.split:
+                size = len(token) + overhead
+                raise SessionTooLarge(
+                    f"the session cookie would be {size} bytes and browsers drop cookies over "
+                    f"{MAX_COOKIE_BYTES} ({self.tokens.split} cookie(s) allowed): store less in the session, "
+                    "or use cookie://?compress=1, ?split=N, or a server store",
+                    size=size, limit=MAX_COOKIE_BYTES * self.tokens.split)
+        cookies = [ResponseCookie(self._part(part), chunk, max_age) for part, chunk in enumerate(chunks)]
+        cookies += [ResponseCookie(self._part(part), None) for part in range(len(chunks), issued)]
+        state.mark_saved(session_id, data)
+        state.accessed_at = now
+        return Saved(cookies, "created" if was_new else "updated")
+
+    def _overhead(self, max_age: int | None, https: bool) -> int:
+        """Bytes of a Set-Cookie header besides its value (memoised: it depends on little)."""
+        key = (None if max_age is None else len(str(max_age)), https)
+        overhead = self._overheads.get(key)
+        if overhead is None:
+            overhead = self._overheads[key] = self.codec.overhead(max_age=max_age, https=https)
+        return overhead

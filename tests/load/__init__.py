@@ -1,0 +1,1 @@
+"""Load and fault tests: real web servers and a real Redis, over real sockets."""
