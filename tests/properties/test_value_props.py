@@ -1,7 +1,8 @@
 """Properties of what a store holds: session values, serialized values, record blobs, redis hash fields.
 
-A value set in a session reads back the same in the next request, or the save
-is refused with a `SerializationError` naming the key and what JSON cannot carry.
+A JSON value set in a session reads back the same in the next request; a value
+no serializer can carry is refused with a `SerializationError` naming the key and
+what it cannot carry.
 Stored bytes are outside input too (a store shared with other services, a
 corrupted file, a hand edit): reading them raises only the one documented error
 (`ValueError`, `CorruptRecord`), and what sessionkit writes or reads it reads back
@@ -13,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from typing import Any
 
 import pytest
@@ -25,7 +27,7 @@ from sessionkit.backends.redis.layout import record_args as _record_args
 from sessionkit.record import CorruptRecord, Record, decode_record, encode_record
 from sessionkit.serializers import JSONSerializer
 
-from . import identical, json_scalars, json_text, json_values, surrogates, wild_text
+from . import identical, json_text, json_values, surrogates, wild_text
 
 JSON = JSONSerializer()
 
@@ -127,21 +129,6 @@ def test_dumps_then_loads_round_trips_in_canonical_bytes(value: Any) -> None:
 
 SECRET = b"k" * 32
 _session_keys = st.text(st.characters(codec="utf-8"), max_size=8)
-#: What an application may store: JSON's values, and tuples, which come back as lists (docs/frameworks/flask.md).
-session_values = st.recursive(
-    json_scalars,
-    lambda children: st.lists(children, max_size=4) | st.tuples(children, children)
-    | st.dictionaries(json_text, children, max_size=4),
-    max_leaves=15,
-)
-
-
-def _as_read_back(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return [_as_read_back(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _as_read_back(item) for key, item in value.items()}
-    return value
 
 
 def _loop(value: Any) -> list[Any]:
@@ -150,32 +137,27 @@ def _loop(value: Any) -> list[Any]:
     return looped
 
 
-#: Values JSON cannot carry, each with what the error must say about it.
+#: Values no session serializer can carry, each with the words its error may name it by.
 _poisons = st.one_of(
-    st.sets(st.integers(), max_size=2).map(lambda value: (value, "type set")),
-    st.frozensets(st.integers(), max_size=2).map(lambda value: (value, "type frozenset")),
-    st.binary(max_size=4).map(lambda value: (value, "type bytes")),
-    st.datetimes().map(lambda value: (value, "type datetime")),
-    st.uuids().map(lambda value: (value, "type UUID")),
-    st.decimals(allow_nan=False).map(lambda value: (value, "type Decimal")),
-    st.complex_numbers().map(lambda value: (value, "type complex")),
-    st.builds(object).map(lambda value: (value, "type object")),
-    st.dictionaries(st.tuples(st.integers()), json_scalars, min_size=1, max_size=2).map(
-        lambda value: (value, "not tuple")),  # a dict key JSON has no form for
-    st.sampled_from([math.nan, math.inf, -math.inf]).map(lambda value: (value, "float")),
+    st.sets(st.integers(), max_size=2).map(lambda value: (value, ("set",))),
+    st.frozensets(st.integers(), max_size=2).map(lambda value: (value, ("frozenset",))),
+    st.complex_numbers().map(lambda value: (value, ("complex",))),
+    st.builds(object).map(lambda value: (value, ("object",))),
+    st.sampled_from([math.nan, math.inf, -math.inf]).map(lambda value: (value, ("float",))),
     st.builds(lambda before, after: before + "\ud83d\ude00" + after, json_text, json_text).map(
-        lambda value: (value, "surrogate pair")),
-    json_values.map(lambda value: (_loop(value), "Circular reference")),
+        lambda value: (value, ("surrogate pair",))),
+    json_values.map(lambda value: (_loop(value), ("Circular reference", "recursion"))),
 )
+_Poisoned = tuple[Any, tuple[str, ...]]
 
 
-def _in_list(siblings: list[Any], poison: tuple[Any, str], position: int) -> tuple[Any, str]:
+def _in_list(siblings: list[Any], poison: _Poisoned, position: int) -> _Poisoned:
     items = list(siblings)
     items.insert(position % (len(items) + 1), poison[0])
     return items, poison[1]
 
 
-def _in_dict(siblings: dict[str, Any], name: str, poison: tuple[Any, str]) -> tuple[Any, str]:
+def _in_dict(siblings: dict[str, Any], name: str, poison: _Poisoned) -> _Poisoned:
     return {**siblings, name: poison[0]}, poison[1]
 
 
@@ -183,8 +165,7 @@ def _in_dict(siblings: dict[str, Any], name: str, poison: tuple[Any, str]) -> tu
 poisoned_values = st.recursive(
     _poisons,
     lambda inner: st.builds(_in_list, st.lists(json_values, max_size=3), inner, st.integers(min_value=0))
-    | st.builds(_in_dict, st.dictionaries(json_text, json_values, max_size=3), json_text, inner)
-    | inner.map(lambda poison: ((poison[0], "x"), poison[1])),
+    | st.builds(_in_dict, st.dictionaries(json_text, json_values, max_size=3), json_text, inner),
     max_leaves=4,
 )
 
@@ -194,35 +175,36 @@ def _next_request(manager: SessionManager, headers: list[tuple[str, str]]) -> An
     return manager.open(cookie)
 
 
-@given(_session_keys, session_values, json_values)
-@example("", (1, [2, (3.5, "x")]), None)
+@given(_session_keys, json_values, json_values)
+@example("", [1, [2, [3.5, "x\udc80"]], {"": -0.0}], None)
 def test_a_value_set_in_a_session_reads_back_the_same_in_the_next_request(key: str, value: Any, other: Any) -> None:
     manager = SessionManager("memory://", secret_keys=[SECRET])
     session = manager.open(None)
     session[key] = value
     session[key + "\x00other"] = other
     again = _next_request(manager, manager.save(session))
-    assert identical(again[key], _as_read_back(value))
+    assert identical(again[key], value)
     assert identical(again[key + "\x00other"], other)
     assert sorted(again) == sorted([key, key + "\x00other"])
 
 
 @given(_session_keys, poisoned_values)
-@example("when", (object(), "type object"))
-@example("ключ", ({"a": [1, {"b": {1}}]}, "type set"))
-@example("", (["x", {"y": "a\ud83d\ude00"}], "surrogate pair"))
-@example("n", ((1, [math.nan]), "float"))
-@example("loop", (_loop({}), "Circular reference"))
-def test_a_value_json_cannot_carry_is_refused_naming_the_key_and_the_type(key: str, case: tuple[Any, str]) -> None:
-    value, what = case
-    event(what)
+@example("when", (object(), ("object",)))
+@example("ключ", ({"a": [1, {"b": {1}}]}, ("set",)))
+@example("", (["x", {"y": "a\ud83d\ude00"}], ("surrogate pair",)))
+@example("n", ([1, [math.nan]], ("float",)))
+@example("loop", (_loop({}), ("Circular reference", "recursion")))
+def test_a_value_json_cannot_carry_is_refused_naming_the_key_and_the_type(key: str, case: _Poisoned) -> None:
+    value, names = case
+    event(names[0])
     manager = SessionManager("memory://", secret_keys=[SECRET])
     session = manager.open(None)
     session[key] = value
     with pytest.raises(SerializationError) as caught:
         manager.save(session)
     assert caught.value.key == key
-    assert repr(key) in str(caught.value) and what in str(caught.value)
+    assert repr(key) in str(caught.value)
+    assert any(re.search(rf"\b{re.escape(name)}\b", str(caught.value)) for name in names), str(caught.value)
     assert len(manager.store) == 0  # nothing half-saved
 
 
