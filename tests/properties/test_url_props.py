@@ -703,13 +703,9 @@ def test_parse_secret_keys_of_any_text_is_keys_or_config_error(key: str) -> None
         assert parse_secret_keys(key) == (raw,)
 
 
-# -- known bug -----------------------------------------------------------------------------------
+# -- once a bug, kept fixed: numbers in options are ASCII digits, as ports and the path's database are ---
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: StoreURL's get_int/get_float take any Unicode digits (int('\u0663') == 3), so "
-    "redis://h/?db=%D9%A3 opens database 3 while redis://h/%D9%A3 is refused with option='db'; "
-    "ports and the database in the path take ASCII digits only"))
 @given(st.sampled_from(["redis://h/0?db={}", "memory://?max_entries={}", "file:///tmp/x?ttl={}",
                         "memcache://h?timeout={}"]),
        st.sampled_from(["\u0663", "\u0661\u0660", "\uff11", "\u0967.5"]))
