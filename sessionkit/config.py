@@ -76,7 +76,7 @@ def parse_secret_keys(keys: str | bytes | Iterable[str | bytes] | None) -> tuple
     return tuple(result)
 
 
-@dataclass
+@dataclass(repr=False)
 class StoreURL:
     """A parsed store URL whose options are read once each, then checked for leftovers.
 
@@ -98,6 +98,10 @@ class StoreURL:
     #: the same option for every store, taken out before a backend reads its own options.
     idle_timeout: float | None = None
     _options: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        # A repr ends up in logs and tracebacks: never with the password in it.
+        return f"StoreURL({redact(self.url)!r})"
 
     @classmethod
     def parse(cls, url: str) -> StoreURL:
@@ -153,7 +157,9 @@ class StoreURL:
         if raw is None:
             return default
         try:
-            value = int(raw, 10)
+            if not _ASCII_INT.fullmatch(raw):  # int() would also take " 1", "1_000" and any script's digits
+                raise ValueError(raw)
+            value = int(raw, 10)  # ValueError past Python's 4300-digit limit too
         except ValueError:
             raise ConfigError(f"store URL option {name}={raw!r} is not an integer", option=name) from None
         if value < minimum:
@@ -164,10 +170,9 @@ class StoreURL:
         raw = self._options.pop(name, None)
         if raw is None:
             return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(f"store URL option {name}={raw!r} is not a number", option=name) from None
+        value = _ascii_float(raw)
+        if value is None:
+            raise ConfigError(f"store URL option {name}={raw!r} is not a number", option=name)
         if not value >= minimum or value == float("inf"):
             raise ConfigError(f"store URL option {name}={raw} must be a finite number >= {minimum}", option=name)
         return value
@@ -189,6 +194,15 @@ class StoreURL:
             raise ConfigError(f"unknown option(s) for {self.scheme}:// store: {names}", option=sorted(self._options)[0])
 
 
+_ASCII_INT = re.compile(r"[+-]?[0-9]+")
+_ASCII_FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def _ascii_float(raw: str) -> float | None:
+    """`raw` as a float if it is a plain ASCII decimal (not ``inf``, ``1_0``, `` 1`` or other scripts' digits)."""
+    return float(raw) if _ASCII_FLOAT.fullmatch(raw) else None
+
+
 #: The store-independent URL options: one meaning whatever the store.
 _IDLE_TIMEOUT_NAMES = ("idle_timeout", "ttl")
 
@@ -203,10 +217,9 @@ def _pop_idle_timeout(options: dict[str, str]) -> float | None:
                           option="idle_timeout")
     name = given[0]
     raw = options.pop(name)
-    try:
-        seconds = float(raw)
-    except ValueError:
-        raise ConfigError(f"store URL option {name}={raw!r} is not a number of seconds", option=name) from None
+    seconds = _ascii_float(raw)
+    if seconds is None:
+        raise ConfigError(f"store URL option {name}={raw!r} is not a number of seconds", option=name)
     if not 0 < seconds < float("inf"):
         raise ConfigError(f"store URL option {name}={raw} must be a positive, finite number of seconds",
                           option=name)

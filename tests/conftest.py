@@ -13,7 +13,7 @@ import pytest
 import redis
 from pymemcache.client.base import Client as MemcacheClient
 
-from testservers import MemcachedServer, RedisCluster, RedisSentinelSet, RedisServer
+from testservers import MemcachedServer, RedisCluster, RedisSentinelSet, RedisServer, redis_command
 
 # --- real backing servers ----------------------------------------------------
 
@@ -101,3 +101,28 @@ def redis_sentinel() -> Iterator[RedisSentinelSet]:
     sentinel_set.start()
     yield sentinel_set
     sentinel_set.stop()
+
+
+# --- a sentinel set shared by tests that never fail it over -------------------
+
+
+@pytest.fixture(scope="session")
+def shared_redis_sentinel() -> Iterator[RedisSentinelSet]:
+    """One sentinel set for the whole run, for tests that leave the roles alone (the store contract).
+
+    Tests that call failover() take the per-test `redis_sentinel` instead.
+    """
+    _require("redis-server")
+    sentinel_set = RedisSentinelSet()
+    sentinel_set.start()
+    yield sentinel_set
+    sentinel_set.stop()
+
+
+@pytest.fixture
+def redis_sentinel_url(shared_redis_sentinel: RedisSentinelSet) -> Iterator[str]:
+    """``redis+sentinel://`` URL of the shared set, its master emptied so each test starts clean."""
+    master = shared_redis_sentinel.master
+    assert master is not None
+    redis_command(master.port, "FLUSHALL")
+    yield shared_redis_sentinel.url

@@ -80,3 +80,10 @@ def test_password_is_redacted_from_errors() -> None:
 def test_non_string_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         StoreURL.parse(None)  # type: ignore[arg-type]
+
+
+def test_a_parsed_url_never_shows_its_password() -> None:
+    from sessionkit.config import StoreURL
+
+    parsed = StoreURL.parse("redis://user:hunter2@host:6379/0")
+    assert "hunter2" not in repr(parsed) and "***" in repr(parsed)

@@ -27,7 +27,7 @@ from pathlib import Path
 from ..config import StoreURL
 from ..errors import ConfigError, StoreError
 from ..flow import MergeResult
-from ..record import CorruptRecord, Record, decode_record, encode_record, merge_data
+from ..record import Record, decode_record, encode_record, merge_data
 from .base import ThreadedAsyncFace
 
 __all__ = ["FileStore"]
@@ -39,7 +39,11 @@ _STALE_TEMP_SECONDS = 300.0
 
 
 class FileStore(ThreadedAsyncFace):
-    """Sessions as files in one directory; safe across threads and processes on one host."""
+    """Sessions as files in one directory; safe across threads and processes on one host.
+
+    `load` and `merge` raise `CorruptRecord` for a file that is not a session
+    record and leave it where it is: whether to delete it is the lifecycle's call.
+    """
 
     def __init__(self, directory: str | os.PathLike[str], *, fsync: bool = False,
                  clock: Callable[[], float] = time.time) -> None:
@@ -104,11 +108,8 @@ class FileStore(ThreadedAsyncFace):
                 if expired:
                     self._unlink(path)
                 return MergeResult.GONE
-            try:
-                current = decode_record(blob)
-            except CorruptRecord:
-                self._unlink(path)
-                return MergeResult.GONE
+            # An unreadable file raises CorruptRecord and stays: the lifecycle decides what happens to it.
+            current = decode_record(blob)
             data = merge_data(current.data, changes)
             if not data:
                 self._unlink(path)

@@ -3,6 +3,10 @@
 A backend's test module subclasses `StoreContract` and overrides the `store`
 fixture. Each test runs twice, once through `run_sync` and the sync face, once
 through `run_async` and the async face, so the two faces cannot drift.
+
+A store that keeps its records outside the process (a server, files) subclasses
+`ServerStoreContract` instead: it also provides a `stored_items` fixture that
+reaches past the store to what it keeps, to plant records the store cannot read.
 """
 
 from __future__ import annotations
@@ -10,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Generator, Iterator
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import pytest
 
 from sessionkit.flow import Create, Delete, Load, Merge, MergeResult, Op, run_async, run_sync
-from sessionkit.record import Record
+from sessionkit.record import CorruptRecord, Record
 
 from ..helpers import run_in_threads
 
@@ -183,3 +187,246 @@ class StoreContract:
         record = face.load(sid(1))
         assert record is not None
         assert len(record.data) == 1 + 8 * 20
+
+    # -- creating over what is there --------------------------------------------------------
+
+    def test_create_over_an_existing_id_replaces_the_whole_record(self, face: Face) -> None:
+        face.create(sid(1), {"a": b"1", "b": b"2"}, created_at=1_000_000.0)
+        assert face.load(sid(1)) is not None  # a store may remember what it loaded: it must not merge into that
+        face.create(sid(1), {"c": b"3"}, created_at=2_000_000.0)
+        assert face.merge(sid(1), {"d": b"4"}) is MergeResult.APPLIED
+        record = face.load(sid(1))
+        assert record is not None and dict(record.data) == {"c": b"3", "d": b"4"}
+        assert record.created_at == pytest.approx(2_000_000.0)
+        face.create(sid(1), {"e": b"5"})
+        record = face.load(sid(1))
+        assert record is not None and dict(record.data) == {"e": b"5"}
+
+    def test_merge_into_an_id_that_a_create_replaced_is_gone(self, face: Face) -> None:
+        """Regeneration racing a write to the old id: the old id must stay gone."""
+        face.create(sid(1), {"user": b'"alice"'})
+        assert face.load(sid(1)) is not None
+        face.create(sid(2), {"user": b'"alice"'}, replaces=(sid(1),))
+        assert face.merge(sid(1), {"cart": b"[1]"}) is MergeResult.GONE
+        assert face.load(sid(1)) is None
+        record = face.load(sid(2))
+        assert record is not None and dict(record.data) == {"user": b'"alice"'}
+
+    # -- expiry and the TTL refresh ------------------------------------------------------------
+
+    def test_load_without_touch_keeps_the_expiry_and_a_touch_or_merge_sets_it_anew(self, face: Face) -> None:
+        """``touch_ttl`` and a merge's ``ttl`` make the expiry now + that, longer or shorter; a plain load keeps it."""
+        face.create(sid(1), {"a": b"1"}, ttl=self.short_ttl + 1)
+        face.create(sid(2), {"a": b"2"}, ttl=60)
+        face.create(sid(3), {"a": b"3"}, ttl=self.short_ttl)
+        face.create(sid(4), {"a": b"4"}, ttl=self.short_ttl + 1)
+        time.sleep(1.0)
+        assert face.load(sid(1)) is not None
+        assert face.load(sid(2), touch_ttl=self.short_ttl) is not None
+        assert face.merge(sid(4), {"b": b"4"}, ttl=60) is MergeResult.APPLIED
+        time.sleep(self.short_ttl + 1.3)
+        assert face.load(sid(1)) is None
+        assert face.load(sid(2)) is None
+        assert face.load(sid(3), touch_ttl=60) is None  # a touch does not bring an expired session back
+        assert face.load(sid(3)) is None
+        record = face.load(sid(4))
+        assert record is not None and dict(record.data) == {"a": b"4", "b": b"4"}
+
+    # -- merging -----------------------------------------------------------------------------------
+
+    def test_merge_that_replaces_every_key_keeps_the_session(self, face: Face) -> None:
+        face.create(sid(1), {"a": b"1", "b": b"2"})
+        assert face.merge(sid(1), {"a": None, "b": None, "c": b"3"}) is MergeResult.APPLIED
+        record = face.load(sid(1))
+        assert record is not None and dict(record.data) == {"c": b"3"}
+
+    def test_an_emptied_session_stays_gone_until_created_again(self, face: Face) -> None:
+        face.create(sid(1), {"a": b"1", "b": b"2"})
+        assert face.merge(sid(1), {"a": None, "b": None, "never-there": None}) is MergeResult.EMPTIED
+        assert face.load(sid(1)) is None
+        assert face.load(sid(1), touch_ttl=60) is None
+        assert face.merge(sid(1), {"a": b"again"}) is MergeResult.GONE
+        assert face.merge(sid(1), {"a": None}) is MergeResult.GONE
+        assert face.load(sid(1)) is None
+        face.create(sid(1), {"b": b"new"})
+        record = face.load(sid(1))
+        assert record is not None and dict(record.data) == {"b": b"new"}
+
+    def test_merge_with_no_changes_keeps_the_data_and_updates_accessed_at(self, face: Face) -> None:
+        face.create(sid(1), {"a": b"1"}, created_at=1_000_000.0)
+        assert face.merge(sid(1), {}) is MergeResult.APPLIED
+        record = face.load(sid(1))
+        assert record is not None and dict(record.data) == {"a": b"1"}
+        assert record.created_at == pytest.approx(1_000_000.0)
+        assert record.accessed_at == pytest.approx(NOW(), abs=5)
+
+    def test_keys_that_look_like_the_stores_own_fields_and_empty_values_round_trip(self, face: Face) -> None:
+        odd = {"m:c": b"x", "m:a": b"", "m:": b"1", "d:": b"2", "d:d:": b"3", "v": b"4", "c": b"5", "a": b"6",
+               "d": b"7", "\x00": b"8", " ": b"9", "😀": b'"\xf0\x9f\x98\x80"', "a.b": b"", ":": b":"}
+        face.create(sid(1), odd)
+        record = face.load(sid(1))
+        assert record is not None and dict(record.data) == odd
+        changes: dict[str, bytes | None] = {"m:c": None, "m:a": b"changed", "d:": None, "\x00": b"", "new": b""}
+        assert face.merge(sid(1), changes) is MergeResult.APPLIED
+        record = face.load(sid(1))
+        expected = {key: value for key, value in {**odd, **changes}.items() if value is not None}
+        assert record is not None and dict(record.data) == expected
+        assert record.created_at > 0
+        every_key: dict[str, bytes | None] = dict.fromkeys(expected)
+        assert face.merge(sid(1), every_key) is MergeResult.EMPTIED
+        assert face.load(sid(1)) is None
+
+    # -- size --------------------------------------------------------------------------------------
+
+    def test_a_large_value_round_trips_through_create_and_merge(self, face: Face) -> None:
+        large = b'"' + b"x" * (384 * 1024) + b'"'
+        binary = bytes(range(256)) * 64  # 16 KiB of every byte value; a text format escapes most of them
+        face.create(sid(1), {"large": large, "binary": binary})
+        record = face.load(sid(1))
+        assert record is not None and dict(record.data) == {"large": large, "binary": binary}
+        assert face.merge(sid(1), {"large": None, "other": large[::-1]}) is MergeResult.APPLIED
+        record = face.load(sid(1))
+        assert record is not None and dict(record.data) == {"binary": binary, "other": large[::-1]}
+
+    def test_thousands_of_keys_create_and_merge_in_one_call_each(self, face: Face) -> None:
+        data = {f"k{i}": str(i).encode() for i in range(3000)}
+        face.create(sid(1), data)
+        record = face.load(sid(1))
+        assert record is not None and dict(record.data) == data
+        changes: dict[str, bytes | None] = {f"k{i}": None for i in range(1200)}
+        changes.update({f"k{i}": b"changed" for i in range(2000, 3000)})
+        changes.update({f"n{i}": b"new" for i in range(1500)})
+        assert face.merge(sid(1), changes) is MergeResult.APPLIED
+        record = face.load(sid(1))
+        expected = {key: value for key, value in {**data, **changes}.items() if value is not None}
+        assert record is not None and dict(record.data) == expected
+        assert face.merge(sid(1), dict.fromkeys(expected)) is MergeResult.EMPTIED
+        assert face.load(sid(1)) is None
+
+    # -- ids ------------------------------------------------------------------------------------------
+
+    def test_ids_the_codec_makes_are_distinct_sessions_even_differing_only_in_case(self, face: Face) -> None:
+        ids = ["A" * 43, "a" * 43, "-" * 43, "_" * 43, "Aa0-_" * 8 + "Aa0", "aA0_-" * 8 + "aA0"]
+        for n, session_id in enumerate(ids):
+            face.create(session_id, {"n": str(n).encode()})
+        for n, session_id in enumerate(ids):
+            record = face.load(session_id)
+            assert record is not None and dict(record.data) == {"n": str(n).encode()}
+        face.delete(ids[0])
+        assert face.load(ids[0]) is None and face.load(ids[1]) is not None
+
+    def test_delete_of_an_id_never_stored_is_harmless(self, face: Face) -> None:
+        face.create(sid(1), {"a": b"1"})
+        face.delete(sid(2))
+        face.delete(sid(2))
+        assert face.load(sid(2)) is None
+        record = face.load(sid(1))
+        assert record is not None and dict(record.data) == {"a": b"1"}
+
+    @pytest.mark.parametrize("odd_id", [
+        "", "x" * 5000, "a b", "x\r\nflush_all", "../" + "0" * 40, "a\x00b", "tab\there", "é" * 43,
+        "session:" + "0" * 43, "*", "{" + "0" * 42 + "}",
+    ])
+    def test_ids_unlike_ours_name_no_session_and_touch_no_other(self, face: Face, odd_id: str) -> None:
+        """A store is only ever asked to create ids the codec made; any other id it is asked about is absent."""
+        face.create(sid(1), {"a": b"1"})
+        assert face.load(odd_id) is None
+        assert face.load(odd_id, touch_ttl=60) is None
+        assert face.merge(odd_id, {"a": b"2"}) is MergeResult.GONE
+        face.delete(odd_id)
+        assert face.load(odd_id) is None
+        record = face.load(sid(1))
+        assert record is not None and dict(record.data) == {"a": b"1"}
+
+
+class StoredItems(Protocol):
+    """Reaches past a store to what it keeps (a server's item, a file), with the server's own client."""
+
+    def plant(self, session_id: str, how: str) -> None:
+        """Replace the stored item of an existing session by one the store cannot read, the `how` way."""
+
+    def raw(self, session_id: str) -> object:
+        """What is stored under the id, exactly as the server or file system holds it; None if nothing."""
+
+
+class ServerStoreContract(StoreContract):
+    """The contract of a store whose records live outside the process, where they can be damaged.
+
+    Other services share the store, files get truncated, a hand edit goes wrong:
+    a record the store cannot read makes `load` and `merge` raise `CorruptRecord`
+    and stays where it is (the lifecycle decides to delete it); `delete` and a
+    `create` that replaces it remove it. Subclasses provide a `stored_items`
+    fixture and name, in `corruptions`, each way it can plant such a record.
+    """
+
+    corruptions: ClassVar[tuple[str, ...]] = ()
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "corruption" in metafunc.fixturenames:
+            assert self.corruptions, f"{type(self).__name__} names no way to plant an unreadable record"
+            metafunc.parametrize("corruption", self.corruptions)
+
+    @pytest.fixture
+    def stored_items(self) -> StoredItems:
+        raise NotImplementedError("a server store's contract provides stored_items")
+
+    def _plant(self, face: Face, stored_items: StoredItems, corruption: str) -> object:
+        face.create(sid(1), {"user": b'"alice"'})
+        face.create(sid(2), {"user": b'"bob"'})
+        stored_items.plant(sid(1), corruption)
+        planted = stored_items.raw(sid(1))
+        assert planted is not None
+        return planted
+
+    def test_load_of_an_unreadable_record_raises_corrupt_record_and_leaves_it(
+        self, face: Face, stored_items: StoredItems, corruption: str
+    ) -> None:
+        planted = self._plant(face, stored_items, corruption)
+        with pytest.raises(CorruptRecord):
+            face.load(sid(1))
+        with pytest.raises(CorruptRecord):
+            face.load(sid(1), touch_ttl=60)
+        assert stored_items.raw(sid(1)) == planted
+        record = face.load(sid(2))  # other sessions, and the connection, are unharmed
+        assert record is not None and dict(record.data) == {"user": b'"bob"'}
+
+    def test_merge_over_an_unreadable_record_raises_corrupt_record_and_leaves_it(
+        self, face: Face, stored_items: StoredItems, corruption: str
+    ) -> None:
+        planted = self._plant(face, stored_items, corruption)
+        with pytest.raises(CorruptRecord):
+            face.merge(sid(1), {"cart": b"[1]"})
+        with pytest.raises(CorruptRecord):
+            face.merge(sid(1), {"user": None})  # one that would empty a readable session
+        with pytest.raises(CorruptRecord):
+            face.merge(sid(1), {})
+        assert stored_items.raw(sid(1)) == planted
+        assert face.merge(sid(2), {"cart": b"[2]"}) is MergeResult.APPLIED
+        record = face.load(sid(2))
+        assert record is not None and dict(record.data) == {"user": b'"bob"', "cart": b"[2]"}
+
+    def test_delete_removes_an_unreadable_record(
+        self, face: Face, stored_items: StoredItems, corruption: str
+    ) -> None:
+        self._plant(face, stored_items, corruption)
+        face.delete(sid(1))
+        assert stored_items.raw(sid(1)) is None
+        assert face.load(sid(1)) is None
+        assert face.merge(sid(1), {"a": b"1"}) is MergeResult.GONE
+
+    def test_create_replacing_an_unreadable_record_removes_it(
+        self, face: Face, stored_items: StoredItems, corruption: str
+    ) -> None:
+        self._plant(face, stored_items, corruption)
+        face.create(sid(3), {"user": b'"alice"'}, replaces=(sid(1),))
+        assert stored_items.raw(sid(1)) is None
+        record = face.load(sid(3))
+        assert record is not None and dict(record.data) == {"user": b'"alice"'}
+
+    def test_create_over_an_unreadable_record_replaces_it(
+        self, face: Face, stored_items: StoredItems, corruption: str
+    ) -> None:
+        self._plant(face, stored_items, corruption)
+        face.create(sid(1), {"fresh": b"1"})
+        record = face.load(sid(1))
+        assert record is not None and dict(record.data) == {"fresh": b"1"}

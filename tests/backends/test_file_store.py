@@ -14,15 +14,45 @@ from sessionkit.backends.file import FileStore
 from sessionkit.flow import MergeResult
 from sessionkit.record import CorruptRecord, Record
 
-from .contract import StoreContract, sid
+from .contract import ServerStoreContract, sid
 
 
-class TestFileContract(StoreContract):
+class SessionFiles:
+    """The files of a file store's directory, read and damaged directly."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def path(self, session_id: str) -> Path:
+        return self.directory / (hashlib.sha256(session_id.encode("utf-8")).hexdigest() + ".session")
+
+    def plant(self, session_id: str, how: str) -> None:
+        path = self.path(session_id)
+        expires = path.stat().st_mtime
+        blob = path.read_bytes()
+        path.write_bytes({"binary": b"\xff\xfe\x00garbage", "truncated": blob[: len(blob) // 2],
+                          "foreign-json": b'{"user":"alice"}', "empty": b""}[how])
+        os.utime(path, (expires, expires))  # still live: unreadable, not expired
+
+    def raw(self, session_id: str) -> bytes | None:
+        try:
+            return self.path(session_id).read_bytes()
+        except FileNotFoundError:
+            return None
+
+
+class TestFileContract(ServerStoreContract):
+    corruptions = ("binary", "truncated", "foreign-json", "empty")
+
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[FileStore]:
         store = open_store(f"file://{tmp_path}/sessions")
         yield store
         store.close()
+
+    @pytest.fixture
+    def stored_items(self, tmp_path: Path) -> SessionFiles:
+        return SessionFiles(tmp_path / "sessions")
 
 
 def session_files(directory: Path) -> list[Path]:
@@ -83,7 +113,7 @@ def test_writes_are_atomic_no_temporary_files_left(tmp_path: Path) -> None:
     assert len(session_files(tmp_path)) == 1
 
 
-def test_corrupt_file_raises_corrupt_record_and_merge_treats_it_as_gone(tmp_path: Path) -> None:
+def test_corrupt_file_raises_corrupt_record_on_load_and_merge_and_stays(tmp_path: Path) -> None:
     store = FileStore(tmp_path)
     store.create(sid(1), Record({"a": b"1"}, 0.0, 0.0), 60)
     (path,) = session_files(tmp_path)
@@ -94,7 +124,10 @@ def test_corrupt_file_raises_corrupt_record_and_merge_treats_it_as_gone(tmp_path
         os.utime(path, (expires, expires))
         with pytest.raises(CorruptRecord):
             store.load(sid(1), None)
-    assert store.merge(sid(1), {"a": b"2"}, 0.0, 60) is MergeResult.GONE
+        with pytest.raises(CorruptRecord):
+            store.merge(sid(1), {"a": b"2"}, 0.0, 60)
+        assert path.read_bytes() == garbage and path.stat().st_mtime == expires  # neither removed nor rewritten
+    store.delete(sid(1))
     assert not path.exists()
 
 

@@ -33,7 +33,7 @@ from sessionkit.record import CorruptRecord, Record, encode_record
 from testservers import MemcachedServer
 
 from ..helpers import run_in_threads
-from .contract import StoreContract, sid
+from .contract import ServerStoreContract, sid
 
 NOW = time.time
 
@@ -131,9 +131,44 @@ def own_ring() -> Iterator[list[MemcachedServer]]:
 # -- the contract, on one server and on a ring of three ------------------------------
 
 
-class TestMemcacheContract(StoreContract):
-    short_ttl = 1.0
+class SessionItems:
+    """Session items read and damaged with a plain pymemcache client, on whichever server holds them."""
 
+    def __init__(self, servers: list[MemcachedServer], prefix: str = "session:") -> None:
+        self.servers = servers
+        self.prefix = prefix
+
+    def plant(self, session_id: str, how: str) -> None:
+        key = self.prefix + session_id
+        client = raw(holder(self.servers, key))
+        try:
+            blob = client.get(key)
+            garbage = {"binary": b"\xff\xfe\x00garbage", "truncated": blob[: len(blob) // 2],
+                       "foreign-json": b'{"user":"alice"}', "protocol-lookalike": b"x\r\nEND\r\nVALUE y 0 1\r\n"}
+            assert client.set(key, garbage[how], expire=60)
+        finally:
+            client.close()
+
+    def raw(self, session_id: str) -> bytes | None:
+        found = []
+        for server in self.servers:
+            client = raw(server)
+            try:
+                value = client.get(self.prefix + session_id)
+            finally:
+                client.close()
+            if value is not None:
+                found.append(value)
+        assert len(found) <= 1, f"{session_id} is on {len(found)} servers"
+        return found[0] if found else None
+
+
+class _MemcacheContract(ServerStoreContract):
+    short_ttl = 1.0
+    corruptions = ("binary", "truncated", "foreign-json", "protocol-lookalike")
+
+
+class TestMemcacheContract(_MemcacheContract):
     @pytest.fixture
     def store(self, memcache_url: str) -> Iterator[MemcacheStore]:
         store = open_store(memcache_url)
@@ -141,10 +176,12 @@ class TestMemcacheContract(StoreContract):
         yield store
         store.close()
 
+    @pytest.fixture
+    def stored_items(self, memcached_server: MemcachedServer, memcache_url: str) -> SessionItems:
+        return SessionItems([memcached_server])
 
-class TestMemcacheRingContract(StoreContract):
-    short_ttl = 1.0
 
+class TestMemcacheRingContract(_MemcacheContract):
     @pytest.fixture
     def store(self, ring: list[MemcachedServer]) -> Iterator[MemcacheStore]:
         for server in ring:
@@ -155,6 +192,10 @@ class TestMemcacheRingContract(StoreContract):
         assert isinstance(store, MemcacheStore) and len(store.servers) == 3
         yield store
         store.close()
+
+    @pytest.fixture
+    def stored_items(self, ring: list[MemcachedServer], store: MemcacheStore) -> SessionItems:
+        return SessionItems(ring)
 
 
 # -- wire behaviour, proven with memcached's own counters ----------------------------

@@ -16,30 +16,96 @@ from sessionkit.adapters.wsgi import SessionMiddleware
 from sessionkit.backends.redis import RedisStore
 from sessionkit.flow import MergeResult
 from sessionkit.record import CorruptRecord
-from testservers import RedisServer, free_port
+from testservers import RedisCluster, RedisSentinelSet, RedisServer, free_port
 
 from ..helpers import KEY, login_app, run_in_threads
-from .contract import StoreContract, sid
+from .contract import ServerStoreContract, sid
 
 
-class TestRedisContract(StoreContract):
+class SessionKeys:
+    """Session keys read and damaged with a plain redis-py client, as another service could."""
+
+    def __init__(self, client: Any, prefix: str = "session:") -> None:
+        self.client = client
+        self.prefix = prefix
+
+    def plant(self, session_id: str, how: str) -> None:
+        key = self.prefix + session_id
+        expires_in = self.client.pttl(key)
+        assert expires_in > 0
+        self.client.delete(key)
+        if how == "garbage-times":
+            self.client.hset(key, mapping={b"m:c": b"\xff\xfe\x00", b"m:a": b"garbage", b"d:user": b'"alice"'})
+        elif how == "no-creation-time":  # what a half-written or foreign hash looks like
+            self.client.hset(key, mapping={b"d:user": b'"alice"'})
+        elif how == "string":
+            self.client.set(key, b"\xff\xfe\x00garbage")
+        elif how == "list":
+            self.client.rpush(key, b"garbage")
+        else:
+            raise ValueError(how)
+        self.client.pexpire(key, expires_in)  # still live: unreadable, not expired
+
+    def raw(self, session_id: str) -> tuple[bytes, object] | None:
+        key = self.prefix + session_id
+        kind = self.client.type(key)
+        if kind == b"none":
+            return None
+        if kind == b"hash":
+            return kind, self.client.hgetall(key)
+        if kind == b"list":
+            return kind, self.client.lrange(key, 0, -1)
+        return kind, self.client.get(key)
+
+
+class _RedisContract(ServerStoreContract):
     short_ttl = 0.5
+    corruptions = ("garbage-times", "no-creation-time", "string", "list")
 
+
+class TestRedisContract(_RedisContract):
     @pytest.fixture
     def store(self, redis_url: str) -> Iterator[RedisStore]:
         store = open_store(redis_url)
         yield store
         store.close()
 
+    @pytest.fixture
+    def stored_items(self, redis_url: str) -> Iterator[SessionKeys]:
+        client = redis.Redis.from_url(redis_url)
+        yield SessionKeys(client)
+        client.close()
 
-class TestRedisClusterContract(StoreContract):
-    short_ttl = 0.5
 
+class TestRedisClusterContract(_RedisContract):
     @pytest.fixture
     def store(self, redis_cluster_url: str) -> Iterator[RedisStore]:
         store = open_store(redis_cluster_url)
         yield store
         store.close()
+
+    @pytest.fixture
+    def stored_items(self, redis_cluster: RedisCluster, redis_cluster_url: str) -> Iterator[SessionKeys]:
+        client = redis.RedisCluster(startup_nodes=[redis.cluster.ClusterNode(host, port)
+                                                   for host, port in redis_cluster.startup_nodes])
+        yield SessionKeys(client)
+        client.close()
+
+
+class TestRedisSentinelContract(_RedisContract):
+    @pytest.fixture
+    def store(self, redis_sentinel_url: str) -> Iterator[RedisStore]:
+        store = open_store(redis_sentinel_url)
+        assert isinstance(store, RedisStore) and store.kind == "sentinel"
+        yield store
+        store.close()
+
+    @pytest.fixture
+    def stored_items(self, shared_redis_sentinel: RedisSentinelSet, redis_sentinel_url: str) -> Iterator[SessionKeys]:
+        assert shared_redis_sentinel.master is not None
+        client = redis.Redis(host=shared_redis_sentinel.master.host, port=shared_redis_sentinel.master.port)
+        yield SessionKeys(client)
+        client.close()
 
 
 # -- a small app, as the seeds' writer/reader services use sessions ---------------------

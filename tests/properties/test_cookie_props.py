@@ -8,6 +8,7 @@ header a client would split or misread.
 from __future__ import annotations
 
 import hmac
+import re
 
 from hypothesis import event, example, given
 from hypothesis import strategies as st
@@ -129,9 +130,13 @@ def test_keyed_sha256_is_hmac_sha256(key: bytes, message: bytes) -> None:
     assert KeyedSha256(key).digest(message) == hmac.digest(key, message, "sha256")
 
 
-_token = st.from_regex(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", fullmatch=True)
-_cookie_value = st.from_regex(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*", fullmatch=True)
-_attribute = st.from_regex(r"[\x20-\x3A\x3C-\x7E]*", fullmatch=True)
+#: RFC 6265 §4.1.1: a cookie name is a token; a value, cookie-octets; an attribute value, any CHAR but CTLs and ";".
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_COOKIE_OCTETS = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*")
+_ATTRIBUTE = re.compile(r"[\x20-\x3A\x3C-\x7E]*")
+_token = st.from_regex(_TOKEN, fullmatch=True)
+_cookie_value = st.from_regex(_COOKIE_OCTETS, fullmatch=True)
+_attribute = st.from_regex(_ATTRIBUTE, fullmatch=True)
 
 
 @given(
@@ -144,22 +149,28 @@ def test_dump_cookie_refuses_or_renders_a_header_whose_pair_parses_back(
     name: str, value: str, path: str | None, domain: str | None, max_age: int | None,
     secure: bool, httponly: bool, partitioned: bool, samesite: codec_module.SameSite | None,
 ) -> None:
+    bad = {"cookie_name": not _TOKEN.fullmatch(name), "cookie_value": not _COOKIE_OCTETS.fullmatch(value),
+           "cookie_domain": bool(domain) and not _ATTRIBUTE.fullmatch(domain or ""),
+           "cookie_path": bool(path) and not _ATTRIBUTE.fullmatch(path or "")}
     try:
         header = dump_cookie(name, value, max_age=max_age, path=path, domain=domain, secure=secure,
                              httponly=httponly, samesite=samesite, partitioned=partitioned)
     except ConfigError as exc:
         event(f"refused: {exc.option}")
+        assert bad[str(exc.option)], exc.option  # the part it names is the bad one
         return
-    except ValueError:
+    except ValueError as exc:
         event("refused: value or size")
+        assert bad["cookie_value"] or f"over {codec_module.MAX_COOKIE_BYTES}" in str(exc)
         return
     event("rendered")
+    assert not any(bad.values())
     assert not {"\r", "\n", "\x00"} & set(header)
     assert header.isascii() and len(header) <= codec_module.MAX_COOKIE_BYTES
     assert parse_cookie_header(header, name)[0] == value
 
 
-# -- known bug --------------------------------------------------------------------------------
+# -- once a bug, kept fixed ----------------------------------------------------------------------
 
 
 @given(wild_text)

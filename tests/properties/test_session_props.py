@@ -219,7 +219,7 @@ class SessionBooks(RuleBasedStateMachine):
     def save_then_next_request(self) -> None:
         """Merge the changes into the stored bytes, as the store does, and load them in a new request.
 
-        Changes made after a save in the *same* request are the xfail tests below.
+        Changes made while the response streams, after the save began, are tested below through the ASGI adapter.
         """
         self._load(merge_data(self.raw, self.session.changes()))
 
@@ -244,7 +244,7 @@ SessionBooks.TestCase.settings = settings(stateful_step_count=30)
 TestSessionBooks = SessionBooks.TestCase
 
 
-# -- known bug ------------------------------------------------------------------------------------
+# -- once a bug, kept fixed -------------------------------------------------------------------------
 
 KEY = b"k" * 32
 
