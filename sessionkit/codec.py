@@ -10,6 +10,7 @@ we issue is ignored before any cryptography runs.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -189,6 +190,13 @@ _NO_COOKIE = Incoming(None, present=False)
 _BAD_COOKIE = Incoming(None, present=True)
 
 
+@functools.lru_cache(maxsize=1024)
+def _http_date(seconds: int) -> str:
+    """An HTTP date (RFC 9110 IMF-fixdate), remembered: a session's cookie expires at one fixed second,
+    and formatting a date costs more than the rest of the header."""
+    return formatdate(seconds, usegmt=True)
+
+
 def dump_cookie(
     name: str,
     value: str,
@@ -229,8 +237,7 @@ def dump_cookie(
         if max_age == 0:
             parts.append("Expires=Thu, 01 Jan 1970 00:00:00 GMT")
         else:
-            expires = (time.time() if now is None else now) + max_age
-            parts.append(f"Expires={formatdate(expires, usegmt=True)}")
+            parts.append(f"Expires={_http_date(int((time.time() if now is None else now) + max_age))}")
     if secure:
         parts.append("Secure")
     if httponly:
