@@ -350,7 +350,10 @@ class Session(dict[str, Any]):
     def __getitem__(self, key: str) -> Any:
         state = self.state
         if not state.touched:
-            state.ensure_loaded(self)
+            if state.loaded:
+                state.touched = True  # the common case, without a call: loaded before the app ran
+            else:
+                state.ensure_loaded(self)
         value = dict.__getitem__(self, key)
         if not isinstance(value, _IMMUTABLE):
             _watch(state, key)
@@ -359,7 +362,10 @@ class Session(dict[str, Any]):
     def get(self, key: str, default: Any = None) -> Any:
         state = self.state
         if not state.touched:
-            state.ensure_loaded(self)
+            if state.loaded:
+                state.touched = True  # the common case, without a call: loaded before the app ran
+            else:
+                state.ensure_loaded(self)
         value = dict.get(self, key, _MISSING)
         if value is _MISSING:
             return default
@@ -440,7 +446,10 @@ class Session(dict[str, Any]):
             _check_key(key)
         state = self.state
         if not state.touched:
-            state.ensure_loaded(self)
+            if state.loaded:
+                state.touched = True  # the common case, without a call: loaded before the app ran
+            else:
+                state.ensure_loaded(self)
         dict.__setitem__(self, key, value)
         _change(state, key)
 
