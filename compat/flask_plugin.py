@@ -1,106 +1,107 @@
-"""pytest plugin: every Flask app in the run gets sessionkit's session interface.
+"""Flask's own session tests with sessionkit swapped in: the `SPEC` and the pytest plugin that swaps.
 
-Loaded with ``-p compat.flask_plugin`` into a run of Flask's own tests. It sets
-``flask.Flask.session_interface`` (the class attribute Flask's apps read) to a
-`SessionKitInterface` with no manager of its own, so each app's sessions are
-configured from that app's config when a request opens them, which is what
-Flask's tests exercise (they change ``SECRET_KEY``, ``SESSION_COOKIE_*`` and
-``SESSION_REFRESH_EACH_REQUEST`` between requests).
+Loaded with ``-p compat.flask_plugin`` into a run of Flask's tests, it sets
+``flask.Flask.session_interface`` (the class attribute every app reads) to a
+`compat_interface`: sessionkit's `SessionKitInterface` with no manager of its
+own, so each app's sessions are configured from that app's config when a
+request opens them, which is what Flask's tests exercise (they change
+``SECRET_KEY``, ``SESSION_COOKIE_*`` and ``SESSION_REFRESH_EACH_REQUEST``
+between requests). Two things differ from a plain app:
 
-Two things differ from a plain app, both printed in the run's header:
+- every app's store is the run's (``SESSIONKIT_COMPAT_URL``);
+- a key under 32 bytes (Flask's tests use ``"test key"``), once checked to be
+  refused by the adapter, is replaced by its SHA-256 hex digest (`stretch_key`).
 
-- the store is ``SESSIONKIT_COMPAT_URL`` (default ``memory://``) for every app;
-- a secret key under 32 bytes (Flask's tests use ``"test key"``) is stretched to
-  64 hex characters with SHA-256, since sessionkit refuses short keys. Distinct
-  keys stay distinct and equal keys equal, so key rotation is tested as written.
-
-Expected failures come from `compat.flask_expected` and are strict: a listed
-test that passes fails the run, and so does a listed name no test has.
+Its `SPEC` lists the deliberate differences, which `compat.harness` marks.
+The module imports Flask only in its hooks: the runner reads the spec first.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-from importlib.metadata import version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import flask
-import pytest
+from sessionkit.errors import SerializationError
 
-from sessionkit.adapters.flask import SessionKitInterface
-from sessionkit.config import MIN_KEY_BYTES
+from .spec import CompatSpec, ExpectedFailure, store_url, stretch_key
 
-from .flask_expected import EXPECTED_FAILURES
+if TYPE_CHECKING:
+    import pytest
 
-__all__ = ["CompatInterface", "stretch_key"]
+    from sessionkit.adapters.flask import SessionKitInterface
 
-_ORIGINAL = flask.Flask.session_interface
+__all__ = ["SPEC", "compat_interface"]
+
+TEST_BASIC = "tests/test_basic.py"
+
+SPEC = CompatSpec(
+    package="flask",
+    members=("pyproject.toml", "tests/conftest.py", TEST_BASIC, "tests/test_session_interface.py"),
+    targets=(TEST_BASIC, "tests/test_session_interface.py", "-k", "session"),
+    config="pyproject.toml",
+    plugin="compat.flask_plugin",
+    # Flask's conftest uses pytest's MonkeyPatch internals that pytest 9.1 changed; its lock file pins 9.0.
+    requirements=("pytest>=8,<9.1",),
+    expected_failures={
+        f"{TEST_BASIC}::test_session_using_samesite_attribute": ExpectedFailure(
+            "SESSION_COOKIE_SAMESITE = None (Flask's default) sends SameSite=Lax, sessionkit's safe default, "
+            "not a cookie without SameSite"),
+        f"{TEST_BASIC}::test_session_cookie_setting": ExpectedFailure(
+            "a permanent session's cookie expires at the session's absolute end (PERMANENT_SESSION_LIFETIME "
+            "from creation): re-sending it on a read would not move that date, so a read sends no Set-Cookie; "
+            "SESSION_REFRESH_EACH_REQUEST refreshes the idle timeout in the store instead"),
+        f"{TEST_BASIC}::test_session_refresh_vary": ExpectedFailure(
+            "a request that never uses the session sends no Set-Cookie (see test_session_cookie_setting), "
+            "so its response does not vary by Cookie (the test's headers['Vary'] is a KeyError)", KeyError),
+        f"{TEST_BASIC}::test_session_special_types": ExpectedFailure(
+            "the default serializer stores JSON types only: setting bytes (the test's first value it cannot "
+            "store) raises SerializationError; tuple, Markup, UUID and datetime would not come back as themselves",
+            SerializationError),
+        f"{TEST_BASIC}::test_session_secret_key_fallbacks": ExpectedFailure(
+            "a cookie that fails to verify (the key changed) is expired on the response, so putting the old "
+            "key back as a fallback finds no cookie to verify"),
+    },
+)
 
 
-def stretch_key(key: str | bytes) -> str | bytes:
-    """`key` if sessionkit accepts its length, else a 64-character key derived from it alone."""
-    raw = key.encode("utf-8") if isinstance(key, str) else key
-    if len(raw) >= MIN_KEY_BYTES:
-        return key
-    return hashlib.sha256(b"sessionkit-compat:" + raw).hexdigest()
+def _refuse(key: str | bytes) -> None:
+    """Build a session for an app whose ``SECRET_KEY`` is `key` (a short key must raise `ConfigError`)."""
+    import flask
+
+    from sessionkit.adapters.flask import SessionKitInterface
+
+    app = flask.Flask("sessionkit_compat_key_check")
+    app.secret_key = key
+    SessionKitInterface().manager_for(app)
 
 
-class CompatInterface(SessionKitInterface):
-    """sessionkit's interface, on the run's store, with Flask's short test keys stretched."""
+def compat_interface(url: str) -> SessionKitInterface:
+    """sessionkit's interface on the store `url`, with Flask's tests' short keys stretched."""
+    import flask
 
-    def __init__(self, url: str) -> None:
-        super().__init__()
-        self.url = url
+    from sessionkit.adapters.flask import SessionKitInterface
 
-    def get_store_url(self, app: flask.Flask) -> str:
-        return self.url
+    class CompatInterface(SessionKitInterface):
+        def get_store_url(self, app: flask.Flask) -> str:
+            return url
 
-    def get_secret_keys(self, app: flask.Flask) -> tuple[str | bytes, ...]:
-        return tuple(stretch_key(key) for key in super().get_secret_keys(app))
+        def get_secret_keys(self, app: flask.Flask) -> tuple[str | bytes, ...]:
+            return tuple(stretch_key(key, _refuse, "SECRET_KEY") for key in super().get_secret_keys(app))
+
+    return CompatInterface()
 
 
-def store_url() -> str:
-    return os.environ.get("SESSIONKIT_COMPAT_URL", "memory://")
+_original: list[Any] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    flask.Flask.session_interface = CompatInterface(store_url())
+    import flask
+
+    _original.append(flask.Flask.session_interface)
+    flask.Flask.session_interface = compat_interface(store_url())
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    flask.Flask.session_interface = _ORIGINAL
+    import flask
 
-
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    return [f"sessionkit swapped in for Flask {version('flask')}'s session interface: store {store_url()}; "
-            f"keys under {MIN_KEY_BYTES} bytes stretched (SHA-256)"]
-
-
-def expected_failures() -> dict[str, str]:
-    """Test id -> reason, for this run's store."""
-    scheme = store_url().partition(":")[0]
-    return {name: entry.reason for name, entry in EXPECTED_FAILURES.items()
-            if (entry.schemes is None or scheme in entry.schemes) and (entry.when is None or entry.when())}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the expected failures strict xfail; refuse a listed name its file does not have (stale list).
-
-    Runs before ``-k`` deselects anything, so a narrower run still checks the whole list.
-    """
-    expected = expected_failures()
-    collected = {item.nodeid for item in items}
-    files = {nodeid.partition("::")[0] for nodeid in collected}
-    stale = sorted(name for name in expected if name.partition("::")[0] in files and name not in collected)
-    if stale:
-        raise pytest.UsageError(f"expected failures that Flask's tests no longer have (stale list?): {stale}")
-    for item in items:
-        reason = expected.get(item.nodeid)
-        if reason is not None:
-            item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: Any) -> None:
-    flask.Flask.session_interface = _ORIGINAL
+    if _original:
+        flask.Flask.session_interface = _original.pop()

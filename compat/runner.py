@@ -1,23 +1,25 @@
 """Run a framework's own session tests with sessionkit swapped in.
 
 Usage: ``python -m compat.runner FRAMEWORK [--store NAME]... [-- PYTEST_ARGS]``
+(``scripts/framework-compat`` runs it in a venv of its own per framework,
+``tox -e compat-FRAMEWORK`` in its env).
 
-Generic: everything framework-specific is the ``SPEC`` (a `CompatSpec`) of
-``compat/FRAMEWORK_plugin.py``, which is also the pytest plugin that does the
-swap. The runner
+Generic: what differs per framework is the ``SPEC`` (a `compat.spec.CompatSpec`)
+of ``compat/FRAMEWORK_plugin.py``, which is also the pytest plugin that does the
+swap; `compat.harness` marks the spec's expected failures. The runner
 
-1. finds the newest version of the framework in tox.ini's matrix and installs
-   it (with the test-only packages the spec names) if the interpreter lacks it
-   (``scripts/framework-compat`` runs it in a venv of its own, tox in its env:
-   those packages change the framework's behaviour for other tests);
+1. installs, where this interpreter lacks them, the newest version of the
+   framework in tox.ini's matrix and the spec's test-time requirements;
 2. downloads the sdist of the installed version from PyPI, once, into
    ``.compat-cache/`` (gitignored), and extracts only the spec's members: the
    tests run against the very code they were written for;
 3. runs them with the framework's own pytest config, once per store; a server
-   store (redis) is a real redis-server started by `testservers`.
+   store (redis) is a real redis-server of the run's own, and a run on it that
+   left no session in it fails (the swap did not take effect).
 
 It exits non-zero if any run fails, including a listed expected failure that
-passed: the plugin marks those strict.
+passed or is no longer collected. A download that fails ends the run with one
+line saying what to do.
 """
 
 from __future__ import annotations
@@ -27,21 +29,26 @@ import importlib
 import importlib.metadata
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-__all__ = ["main", "newest_in_matrix"]
+from .spec import SPEC_VARIABLE, URL_VARIABLE, CompatSpec
+
+__all__ = ["CACHE", "main", "newest_in_matrix", "sdist"]
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".compat-cache"
+#: Key prefix of the sessions a redis run stores, counted after the run.
+PREFIX = "compat:"
 
 
 def newest_in_matrix(package: str, tox_ini: Path = ROOT / "tox.ini") -> Requirement:
@@ -72,44 +79,59 @@ def _installed(name: str) -> str | None:
         return None
 
 
-def ensure_installed(requirement: Requirement, extras: Sequence[str]) -> str:
-    """Install `requirement` and `extras` into this interpreter where missing; the framework's installed version."""
+def _pip(arguments: Sequence[str], what: str, cache: Path) -> None:
+    """Run this interpreter's pip quietly; on failure, keep its output in a log and end with one line."""
+    result = subprocess.run(  # noqa: S603 - this interpreter's pip, with the spec's and tox.ini's names
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", *arguments],
+        capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        cache.mkdir(parents=True, exist_ok=True)
+        log = cache / "pip.log"
+        log.write_text(result.stdout + result.stderr)
+        raise SystemExit(f"framework-compat: pip could not {what} (its output: {log}); this needs access to PyPI "
+                         "(or a PIP_INDEX_URL mirror): check the network and run again")
+
+
+def ensure_installed(requirements: Sequence[Requirement], cache: Path = CACHE) -> None:
+    """Install each of `requirements` this interpreter lacks, or has in a version outside it."""
     wanted = []
-    version = _installed(requirement.name)
-    if version is None or not requirement.specifier.contains(version, prereleases=True):
-        wanted.append(str(requirement))
-    wanted += [extra for extra in extras if _installed(Requirement(extra).name) is None]
+    for requirement in requirements:
+        version = _installed(requirement.name)
+        if version is None or not requirement.specifier.contains(version, prereleases=True):
+            wanted.append(str(requirement))
     if wanted:
         print(f"==> pip install {' '.join(wanted)}", flush=True)
-        subprocess.run(  # noqa: S603 - this interpreter's pip, with the spec's and tox.ini's names
-            [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", *wanted], check=True)
-    installed = _installed(requirement.name)
-    assert installed is not None
-    return installed
+        _pip(["install", "-q", *wanted], f"install {' '.join(wanted)}", cache)
 
 
-def sdist(package: str, version: str) -> Path:
-    """The sdist of `package` `version`, downloaded once into the cache."""
-    folder = CACHE / "sdists"
+def sdist(package: str, version: str, cache: Path = CACHE) -> Path:
+    """The sdist of `package` `version`, downloaded once into `cache`."""
+    folder = cache / "sdists"
+    wanted = f"{package}-{version}.tar.gz".lower().replace("_", "-")
     for candidate in folder.glob("*.tar.gz"):
-        if candidate.name.lower().replace("_", "-") == f"{package}-{version}.tar.gz".lower():
+        if candidate.name.lower().replace("_", "-") == wanted:
             return candidate
-    folder.mkdir(parents=True, exist_ok=True)
     print(f"==> pip download {package}=={version} (sdist)", flush=True)
-    subprocess.run([sys.executable, "-m", "pip", "download",  # noqa: S603 - a pinned name==version "-q", "--disable-pip-version-check", "--no-deps",
-                    "--no-binary", ":all:", f"{package}=={version}", "-d", str(folder)],
-                   check=True)
-    return sdist(package, version)
+    _pip(["download", "-q", "--no-deps", "--no-binary", ":all:", "-d", str(folder), f"{package}=={version}"],
+         f"download the sdist of {package}=={version}", cache)
+    for candidate in folder.glob("*.tar.gz"):
+        if candidate.name.lower().replace("_", "-") == wanted:
+            return candidate
+    raise SystemExit(f"framework-compat: pip download left no {wanted} in {folder}")
 
 
 def extract(archive: Path, members: Sequence[str], dest: Path) -> Path:
-    """Only `members` of the sdist, written under `dest` (nothing else of the archive is trusted or kept)."""
+    """Only `members` of the sdist, written afresh under `dest` (nothing else of the archive is trusted or kept)."""
+    shutil.rmtree(dest, ignore_errors=True)
     with tarfile.open(archive) as tar:
         top = tar.getnames()[0].split("/")[0]
         for member in members:
-            source = tar.extractfile(f"{top}/{member}")
+            try:
+                source = tar.extractfile(f"{top}/{member}")
+            except KeyError:
+                source = None
             if source is None:
-                raise SystemExit(f"{archive.name} has no {member}")
+                raise SystemExit(f"framework-compat: {archive.name} has no file {member}")
             target = dest / member
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(source.read())
@@ -117,52 +139,66 @@ def extract(archive: Path, members: Sequence[str], dest: Path) -> Path:
 
 
 @contextmanager
-def store_url(store: str) -> Iterator[str]:
-    """A URL for `store`; a server store is a fresh server of our own for the run."""
+def store_url(store: str) -> Iterator[tuple[str, Callable[[], int] | None]]:
+    """A URL for `store`, and for a server store a count of the sessions in it (a fresh server of the run's own)."""
     if store in ("memory", "cookie"):
-        yield f"{store}://"
+        yield f"{store}://", None
         return
     if store != "redis":
         raise SystemExit(f"unknown store {store!r} (memory, cookie, redis)")
     sys.path.insert(0, str(ROOT))
+    import redis
+
     from testservers import RedisServer
 
     server = RedisServer()
     server.start()
+    client = redis.Redis.from_url(server.url)
     try:
-        yield server.url
+        yield f"{server.url}?prefix={PREFIX}", lambda: len(client.keys(PREFIX + "*"))
     finally:
+        client.close()
         server.stop()
 
 
-def run(spec: Any, tree: Path, url: str, pytest_args: Sequence[str]) -> int:
-    env = {**os.environ, "SESSIONKIT_COMPAT_URL": url,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "pytest", "-c", spec.config, "-p", "no:cacheprovider", "-p", spec.plugin,
-               "-rfExX", *spec.targets, *pytest_args]
-    print(f"==> {url}: {' '.join(command[1:])}", flush=True)
-    return subprocess.run(command, cwd=tree, env=env, check=False).returncode  # noqa: S603 - pytest, our arguments
+def run(spec: CompatSpec, tree: Path, store: str, pytest_args: Sequence[str]) -> int:
+    """pytest on the spec's targets, in a process of its own, with sessionkit on `store`; its exit status."""
+    with store_url(store) as (url, stored):
+        env = {**os.environ, URL_VARIABLE: url, SPEC_VARIABLE: spec.plugin,
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        command = [sys.executable, "-m", "pytest", "-c", spec.config, "--rootdir", ".", "-p", "no:cacheprovider",
+                   "-p", "compat.harness", "-p", spec.plugin, "-rfEX", *spec.targets, *pytest_args]
+        print(f"==> {spec.package} on {url}: pytest {' '.join(command[3:])}", flush=True)
+        code = subprocess.run(command, cwd=tree, env=env, check=False).returncode  # noqa: S603 - pytest, our arguments
+        if stored is not None:
+            count = stored()
+            print(f"==> {count} session(s) in the server under {PREFIX!r}", flush=True)
+            if code == 0 and count == 0:
+                print("==> no session reached the server: the swap did not take effect", file=sys.stderr)
+                code = 1
+        return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="compat.runner", description="Run a framework's own session tests "
                                      "with sessionkit swapped in; arguments after -- go to pytest.")
     parser.add_argument("framework", help="a module compat/FRAMEWORK_plugin.py with a SPEC")
-    parser.add_argument("--store", action="append", help="memory, cookie or redis (default: the spec's stores)")
+    parser.add_argument("--store", action="append", choices=("memory", "cookie", "redis"),
+                        help="a store to run on, repeatable (default: the spec's stores)")
     argv = list(sys.argv[1:] if argv is None else argv)
     pytest_args = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
-    spec = importlib.import_module(f"compat.{args.framework}_plugin").SPEC
-    requirement = newest_in_matrix(spec.package)
-    version = ensure_installed(requirement, spec.requirements)
-    print(f"==> {spec.package} {version} (tox.ini's newest: {requirement})", flush=True)
+    started = time.monotonic()
+    spec: CompatSpec = importlib.import_module(f"compat.{args.framework}_plugin").SPEC
+    framework = newest_in_matrix(spec.package)
+    ensure_installed([framework, *map(Requirement, spec.requirements)])
+    version = importlib.metadata.version(spec.package)
+    pytest_version = importlib.metadata.version("pytest")
+    print(f"==> {spec.package} {version} (tox.ini's newest: {framework}), pytest {pytest_version}", flush=True)
     tree = extract(sdist(spec.package, version), spec.members, CACHE / f"{spec.package}-{version}")
-    results = {}
-    for store in args.store or spec.stores:
-        with store_url(store) as url:
-            results[store] = run(spec, tree, url, pytest_args)
-    print("==> " + ", ".join(f"{store}: {'ok' if code == 0 else f'FAILED ({code})'}"
-                             for store, code in results.items()), flush=True)
+    results = {store: run(spec, tree, store, pytest_args) for store in args.store or spec.stores}
+    summary = ", ".join(f"{store}: {'ok' if code == 0 else f'FAILED ({code})'}" for store, code in results.items())
+    print(f"==> {spec.package} {version}: {summary} ({time.monotonic() - started:.0f}s)", flush=True)
     return 0 if all(code == 0 for code in results.values()) else 1
 
 

@@ -6,70 +6,45 @@ Loaded with ``-p compat.starlette_plugin`` before Starlette's
 the tests build from a dict) with sessionkit's, on the store
 ``SESSIONKIT_COMPAT_URL`` names. The tests themselves run unchanged.
 
-Four things are done to them, all printed at the end of the run:
+Three things are done to them, all printed at the end of the run:
 
 - Starlette's tests sign with ``secret_key="example"``; sessionkit refuses keys
   under 32 bytes. Each such key is first checked to be refused (a
-  `ConfigError` naming ``secret_key``), then replaced by its SHA-256 hex digest,
-  so apps built with the same short key still share one key.
-- `EXPECTED_FAILURES`, the deliberate differences, are marked strict xfail with
-  the exception they must fail with: one that passes, or fails otherwise, fails
-  the run, and so does one that was not collected.
+  `ConfigError` naming ``secret_key``), then replaced by its SHA-256 hex digest
+  (`compat.spec.stretch_key`), so apps built with the same short key still
+  share one key.
 - On a server store, each middleware's connections of an event loop are
   closed when that loop shuts down, as the app's lifespan shutdown would (the
   tests run none, and the test client runs each request on a loop of its own).
 - Starlette's blockbuster fixture (blocking calls in the event loop are errors)
   is told about `ONE_TIME_BLOCKING`, as its conftest does for mimetypes.
+
+Its `SPEC` lists the deliberate differences, which `compat.harness` marks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
 import weakref
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
-from typing import Any
-
-import pytest
+from typing import TYPE_CHECKING, Any
 
 from sessionkit.errors import ConfigError
 
-__all__ = ["EXPECTED_FAILURES", "SPEC", "CompatSpec", "ExpectedFailure"]
+from .spec import CompatSpec, ExpectedFailure, store_url, stretch_key
 
-URL_VARIABLE = "SESSIONKIT_COMPAT_URL"
+if TYPE_CHECKING:
+    import pytest
+
+__all__ = ["ONE_TIME_BLOCKING", "SPEC"]
+
 TEST_FILE = "tests/middleware/test_session.py"
 
-
-@dataclass(frozen=True)
-class ExpectedFailure:
-    """One of Starlette's tests that fails on purpose, and why (documented in docs/frameworks/migrating.md)."""
-
-    reason: str
-    #: The exception the test must fail with (a different failure is a new failure).
-    raises: type[BaseException] = AssertionError
-
-
-@dataclass(frozen=True)
-class CompatSpec:
-    """What the generic runner (`compat.runner`) needs to run one framework's own tests."""
-
-    #: The distribution, as PyPI and tox.ini's matrix name it.
-    package: str
-    #: Files to take from the sdist's tree: the tests and the config they need.
-    members: tuple[str, ...]
-    #: What to run, relative to the extracted tree.
-    targets: tuple[str, ...]
-    #: The pytest config file (relative): the project's own settings (warnings are errors, strict markers).
-    config: str
-    #: This plugin's module.
-    plugin: str
-    #: Test-only packages the framework's tests import, beyond sessionkit's test extra.
-    requirements: tuple[str, ...] = ()
-    #: Stores to run on: ``cookie://`` (the adapter's default), ``memory://``, and a server store.
-    stores: tuple[str, ...] = field(default=("cookie", "memory", "redis"))
-
+_ATTRIBUTE_CASE = ("sessionkit renders cookie attribute names in their canonical form (Path, Domain, Partitioned, "
+                   "as RFC 6265 and werkzeug spell them); the test looks for Starlette's lower-case spelling, "
+                   "which browsers treat the same (RFC 6265 section 5.2)")
+_NO_EMPTY_LIFETIME = ("max_age <= 0 is a ConfigError: a session that ends as it starts would store a record per "
+                      "request that no cookie can name again")
 
 SPEC = CompatSpec(
     package="starlette",
@@ -78,54 +53,34 @@ SPEC = CompatSpec(
     targets=(TEST_FILE,),
     config="pyproject.toml",
     plugin="compat.starlette_plugin",
-    requirements=("httpx2", "blockbuster"),
+    # Starlette's test client runs on httpx2 when it is installed; its conftest uses blockbuster;
+    # its SessionMiddleware module (replaced, but imported) needs itsdangerous.
+    requirements=("pytest>=8", "httpx2", "blockbuster", "itsdangerous"),
+    expected_failures={
+        f"{TEST_FILE}::test_partitioned_session[asyncio-True]": ExpectedFailure(_ATTRIBUTE_CASE),
+        f"{TEST_FILE}::test_session_cookie_subpath[asyncio]": ExpectedFailure(_ATTRIBUTE_CASE),
+        f"{TEST_FILE}::test_domain_cookie[asyncio]": ExpectedFailure(_ATTRIBUTE_CASE),
+        f"{TEST_FILE}::test_session_expires[asyncio]": ExpectedFailure(_NO_EMPTY_LIFETIME, ConfigError),
+        f"{TEST_FILE}::test_session_zero_max_age[asyncio]": ExpectedFailure(_NO_EMPTY_LIFETIME, ConfigError),
+        f"{TEST_FILE}::test_session_tracks_modification": ExpectedFailure(
+            "every read of a sessionkit session marks it accessed, a pop of a missing key too (the answer depends on "
+            "the session); request.session marks it accessed anyway, in Starlette as here"),
+    },
+    # cookie:// is the middleware's default store.
+    stores=("cookie", "memory", "redis"),
 )
 
-_ATTRIBUTE_CASE = ("sessionkit renders cookie attribute names in their canonical form (Path, Domain, Partitioned, "
-                   "as RFC 6265 and werkzeug spell them); the test looks for Starlette's lower-case spelling, "
-                   "which browsers treat the same (RFC 6265 section 5.2)")
-_NO_EMPTY_LIFETIME = ("max_age <= 0 is a ConfigError: a session that ends as it starts would store a record per "
-                      "request that no cookie can name again")
+def _refuse(key: str | bytes) -> None:
+    """Build a manager from Starlette's arguments with `key` (a short key must raise `ConfigError`)."""
+    from sessionkit.adapters.starlette import manager_from_starlette
 
-#: Starlette test node ids (relative to the extracted tree) that fail on purpose, on every store.
-EXPECTED_FAILURES: dict[str, ExpectedFailure] = {
-    f"{TEST_FILE}::test_partitioned_session[asyncio-True]": ExpectedFailure(_ATTRIBUTE_CASE),
-    f"{TEST_FILE}::test_session_cookie_subpath[asyncio]": ExpectedFailure(_ATTRIBUTE_CASE),
-    f"{TEST_FILE}::test_domain_cookie[asyncio]": ExpectedFailure(_ATTRIBUTE_CASE),
-    f"{TEST_FILE}::test_session_expires[asyncio]": ExpectedFailure(_NO_EMPTY_LIFETIME, ConfigError),
-    f"{TEST_FILE}::test_session_zero_max_age[asyncio]": ExpectedFailure(_NO_EMPTY_LIFETIME, ConfigError),
-    f"{TEST_FILE}::test_session_tracks_modification": ExpectedFailure(
-        "every read of a sessionkit session marks it accessed, a pop of a missing key too (the answer depends on "
-        "the session); request.session marks it accessed anyway, in Starlette as here"),
-}
-
-_stretched: list[int] = []
-
-
-def _url() -> str:
-    url = os.environ.get(URL_VARIABLE)
-    if not url:
-        raise pytest.UsageError(f"{URL_VARIABLE} must name the store to run on (memory://, cookie://, redis://…)")
-    return url
+    manager_from_starlette(key, url="memory://")
 
 
 def _usable_key(secret_key: Any) -> Any:
     """A short key, after checking sessionkit refuses it, as its SHA-256 hex digest; any other key as it is."""
-    from sessionkit.adapters.starlette import manager_from_starlette
-    from sessionkit.config import MIN_KEY_BYTES
-
-    raw = str(secret_key).encode("utf-8")
-    if len(raw) >= MIN_KEY_BYTES:
-        return secret_key
-    try:
-        manager_from_starlette(secret_key, url="memory://")
-    except ConfigError as exc:
-        if exc.option != "secret_key":
-            raise
-    else:
-        raise AssertionError(f"sessionkit accepted a {len(raw)}-byte secret_key: the harness must not stretch it")
-    _stretched.append(len(raw))
-    return hashlib.sha256(raw).hexdigest()
+    key = secret_key if isinstance(secret_key, bytes) else str(secret_key)  # str() reads a Starlette Secret
+    return stretch_key(key, _refuse, "secret_key")
 
 
 def _install() -> None:
@@ -133,7 +88,7 @@ def _install() -> None:
 
     from sessionkit.adapters import starlette as adapter
 
-    url = _url()
+    url = store_url()
     # A server store keeps connections per event loop; memory:// and cookie:// keep none (and
     # memory://'s close empties it, which a loop ending does not mean: the test client runs
     # every request on a loop of its own).
@@ -230,24 +185,9 @@ def pytest_configure(config: pytest.Config) -> None:
     _allow_one_time_blocking()
 
 
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    collected = {item.nodeid for item in items}
-    missing = sorted(set(EXPECTED_FAILURES) - collected)
-    if missing and not config.option.keyword and not config.option.markexpr:
-        raise pytest.UsageError(f"expected failures not collected (renamed upstream?): {missing}")
-    for item in items:
-        expected = EXPECTED_FAILURES.get(item.nodeid)
-        if expected is not None:
-            item.add_marker(pytest.mark.xfail(strict=True, raises=expected.raises, reason=expected.reason))
-
-
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     write = terminalreporter.write_line
-    write(f"sessionkit compat: store {_url()}; starlette.middleware.sessions.SessionMiddleware and Session "
-          "are sessionkit's")
+    write("sessionkit compat: starlette.middleware.sessions.SessionMiddleware and Session are sessionkit's")
     write(f"sessionkit compat: blocking calls allowed (once per client) in {list(ONE_TIME_BLOCKING)}")
     if _closed:
         write(f"sessionkit compat: {len(_closed)} store connection pool(s) closed at their event loop's shutdown")
-    if _stretched:
-        write(f"sessionkit compat: {len(_stretched)} middleware(s) given a secret_key under 32 bytes "
-              f"(sizes {sorted(set(_stretched))}): each refused with ConfigError, then run with its SHA-256 hex digest")
