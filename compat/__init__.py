@@ -1,9 +1,10 @@
 """Frameworks' own session tests, run with sessionkit swapped in for their session.
 
-`python -m compat.run flask` downloads the framework's sdist (the newest release
-``tox.ini`` tests against), extracts its tests and runs the session ones with a
-pytest plugin of ours (`compat.flask_plugin`) that makes sessionkit every app's
-session interface, on ``memory://`` and on a real redis-server. Tests that fail
-on purpose are listed, each with its reason, in `compat.flask_expected`; the run
-fails on any other failure, and on any listed test that passes.
+`compat.runner` (``scripts/framework-compat FRAMEWORK``; ``scripts/test`` runs
+every framework) is generic: it installs the newest release of the framework
+that ``tox.ini`` tests, downloads its sdist, extracts its session tests and runs
+them on each store with `compat.harness` and the framework's plugin,
+``compat/FRAMEWORK_plugin.py``, whose ``SPEC`` (a `compat.spec.CompatSpec`)
+says what to run and which tests fail on purpose, and why. The run fails on any
+other failure, on a listed test that passes, and on a listed test that is gone.
 """

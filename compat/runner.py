@@ -33,7 +33,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -188,7 +187,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     pytest_args = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
-    started = time.monotonic()
     spec: CompatSpec = importlib.import_module(f"compat.{args.framework}_plugin").SPEC
     framework = newest_in_matrix(spec.package)
     ensure_installed([framework, *map(Requirement, spec.requirements)])
@@ -198,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tree = extract(sdist(spec.package, version), spec.members, CACHE / f"{spec.package}-{version}")
     results = {store: run(spec, tree, store, pytest_args) for store in args.store or spec.stores}
     summary = ", ".join(f"{store}: {'ok' if code == 0 else f'FAILED ({code})'}" for store, code in results.items())
-    print(f"==> {spec.package} {version}: {summary} ({time.monotonic() - started:.0f}s)", flush=True)
+    print(f"==> {spec.package} {version}: {summary}", flush=True)
     return 0 if all(code == 0 for code in results.values()) else 1
 
 
