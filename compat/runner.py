@@ -111,7 +111,9 @@ def sdist(package: str, version: str, cache: Path = CACHE) -> Path:
         if candidate.name.lower().replace("_", "-") == wanted:
             return candidate
     print(f"==> pip download {package}=={version} (sdist)", flush=True)
-    _pip(["download", "-q", "--no-deps", "--no-binary", ":all:", "-d", str(folder), f"{package}=={version}"],
+    # --no-binary for the package alone: with :all:, pip would build the sdist's build backend
+    # (hatchling and its dependencies) from sources too, to read its metadata (minutes, not seconds).
+    _pip(["download", "-q", "--no-deps", "--no-binary", package, "-d", str(folder), f"{package}=={version}"],
          f"download the sdist of {package}=={version}", cache)
     for candidate in folder.glob("*.tar.gz"):
         if candidate.name.lower().replace("_", "-") == wanted:
