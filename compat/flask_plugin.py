@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sessionkit.errors import SerializationError
-
 from .spec import CompatSpec, ExpectedFailure, store_url, stretch_key
 
 if TYPE_CHECKING:
@@ -52,10 +50,6 @@ SPEC = CompatSpec(
         f"{TEST_BASIC}::test_session_refresh_vary": ExpectedFailure(
             "a request that never uses the session sends no Set-Cookie (see test_session_cookie_setting), "
             "so its response does not vary by Cookie (the test's headers['Vary'] is a KeyError)", KeyError),
-        f"{TEST_BASIC}::test_session_special_types": ExpectedFailure(
-            "the default serializer stores JSON types only: setting bytes (the test's first value it cannot "
-            "store) raises SerializationError; tuple, Markup, UUID and datetime would not come back as themselves",
-            SerializationError),
         f"{TEST_BASIC}::test_session_secret_key_fallbacks": ExpectedFailure(
             "a cookie that fails to verify (the key changed) is expired on the response, so putting the old "
             "key back as a fallback finds no cookie to verify"),
