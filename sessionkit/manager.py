@@ -274,7 +274,10 @@ class SessionManager:
             op = strategy.load(state.incoming, state.now)
             result = None if op is None else (yield op)
             check = strategy.loaded
-            record, missing = (result, "idle") if check is None else check(state.incoming, state.now, result)
+            if check is None:
+                record, missing = result, "idle"
+            else:
+                record, missing = check(state.incoming, state.now, result)
         except CorruptRecord as exc:
             log.warning("session %s: unreadable stored record (%s); starting a fresh session",
                         id_hash(session_id), exc)
