@@ -33,6 +33,8 @@ Loader = Callable[["Session"], None]
 
 #: "No keys yet": the one empty set every new session shares until its first change.
 _NOTHING: frozenset[str] = frozenset()
+#: "Nothing stored yet": the baseline of a new session (replaced, never changed).
+_NO_BYTES: Mapping[str, bytes] = MappingProxyType({})
 
 # The session is a dict whose methods keep books; the books read its storage directly.
 _get = dict.get
@@ -53,32 +55,9 @@ class SessionState:
     never hold a second copy of it.
     """
 
-    # What every session starts with, as class attributes: a request sets only what is
-    # its own, which keeps a session's creation (on every request) cheap.
-    #: The id the data is (or will be) stored under; None until loaded or asked for.
-    id: str | None = None
-    is_new = True
-    #: Each key's bytes as the store holds them: what changes are measured against (replaced, never changed).
-    baseline: Mapping[str, bytes] = MappingProxyType({})
-    regenerated = False
-    invalidated = False
-    #: The request read or wrote the session (the response then varies by cookie).
-    touched = False
-    #: The store failed on load and the manager chose to serve an unsaved session.
-    degraded = False
-    #: Write every key at the next save, changed or not (Flask's ``session.modified = True``).
-    force_write = False
-    #: The response's save was decided (done, failed or skipped): only later changes may be saved.
-    settled = False
-    #: The name of a framework's old session cookie this session was migrated from, to expire.
-    legacy_cookie: str | None = None
-    #: Keys the app set or deleted. Empty and shared until the first one: most requests
-    #: change nothing, and a session is made on every request.
-    changed: set[str] | frozenset[str] = _NOTHING
-    #: Keys whose mutable values the app was handed (re-encoded at save: in-place changes); as `changed`.
-    watched: set[str] | frozenset[str] = _NOTHING
-    #: Ids to delete from the store at save (regenerated or invalidated ones).
-    doomed: list[str] | tuple[str, ...] = ()
+    __slots__ = ("accessed_at", "baseline", "changed", "created_at", "data", "degraded", "doomed",
+                 "force_write", "https", "id", "incoming", "invalidated", "is_new", "legacy_cookie", "loaded",
+                 "loader", "now", "persistent_key", "regenerated", "serializer", "settled", "touched", "watched")
 
     def __init__(self, incoming: Incoming, data: dict[str, Any], serializer: Serializer, loader: Loader | None,
                  now: float, https: bool, persistent_key: str | None) -> None:
@@ -93,6 +72,29 @@ class SessionState:
         self.now = self.created_at = self.accessed_at = now
         #: Nothing left to load: a request without a verified cookie has nothing to load.
         self.loaded = incoming.session_id is None
+        #: The id the data is (or will be) stored under; None until loaded or asked for.
+        self.id: str | None = None
+        self.is_new = True
+        #: Each key's bytes as the store holds them: what changes are measured against (replaced, never changed).
+        self.baseline: Mapping[str, bytes] = _NO_BYTES
+        #: Keys the app set or deleted, and keys whose mutable values the app was handed (re-encoded at
+        #: save: in-place changes). Both are the shared empty `_NOTHING` until their first key: most
+        #: requests change nothing, and a session is made on every request.
+        self.changed: set[str] | frozenset[str] = _NOTHING
+        self.watched: set[str] | frozenset[str] = _NOTHING
+        #: Ids to delete from the store at save (regenerated or invalidated ones).
+        self.doomed: list[str] | tuple[str, ...] = ()
+        self.regenerated = self.invalidated = False
+        #: The request read or wrote the session (the response then varies by cookie).
+        self.touched = False
+        #: The store failed on load and the manager chose to serve an unsaved session.
+        self.degraded = False
+        #: Write every key at the next save, changed or not (Flask's ``session.modified = True``).
+        self.force_write = False
+        #: The response's save was decided (done, failed or skipped): only later changes may be saved.
+        self.settled = False
+        #: The name of a framework's old session cookie this session was migrated from, to expire.
+        self.legacy_cookie: str | None = None
         #: The data key whose truthiness makes the cookie persistent (None: always persistent).
         self.persistent_key = persistent_key
 
@@ -178,7 +180,8 @@ class SessionState:
 
     def is_quiet(self) -> bool:
         """A stored session with nothing to write and no cookie to re-sign: saving is a no-op."""
-        return not (self.is_new or self.incoming.stale_key or self.has_pending())
+        return not (self.is_new or self.incoming.stale_key or self.changed or self.watched or self.doomed
+                    or self.regenerated or self.invalidated or self.force_write)  # has_pending, inlined
 
     def persistent_cookie(self) -> bool:
         """True: the cookie carries Max-Age; False: it ends when the browser closes."""

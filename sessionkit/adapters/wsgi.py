@@ -51,11 +51,9 @@ class SessionMiddleware:
         def session_start_response(status: str, headers: list[tuple[str, str]],
                                    exc_info: ExcInfo = None) -> Callable[[bytes], object]:
             nonlocal started
-            try:
-                code = int(status[:3])  # "404 Not Found"
-            except ValueError:
-                code = 500  # an unreadable status counts as a server error
-            extra = manager.save(session, code)
+            # Only "is it a 5xx" matters: compared as text ("404 Not Found" < "500"), an unreadable
+            # status line counts as a server error.
+            extra = manager.save(session, 200 if "100" <= status < "500" else 500)
             started = True
             return start_response(status, merge_headers(headers, extra) if extra else headers, exc_info)
 
