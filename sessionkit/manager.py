@@ -339,9 +339,9 @@ class SessionManager:
             return [_VARY]
         if self.strategy.quiet_is_free and state.is_quiet():
             return [_VARY]
-        old_ids = tuple(state.doomed)
-        old_stored = None if state.is_new else state.id
-        invalidated, regenerated = state.invalidated, state.regenerated
+        # What the events will need to say, taken before the save changes it (only when someone listens).
+        before = ((tuple(state.doomed), None if state.is_new else state.id, state.invalidated, state.regenerated)
+                  if self.events.active else None)
         try:
             saved = yield from self.strategy.save(state, self._clock())
         except StoreError as exc:
@@ -351,10 +351,10 @@ class SessionManager:
             if raise_it:
                 raise
             log.error("session %s: the store failed on save (%s); the response goes out without saving it",
-                      id_hash(old_stored or state.id or "?"), exc)
+                      id_hash(state.id or state.incoming.session_id or "?"), exc)
             return [_VARY]
-        if self.events.active and saved.outcome != "nothing":
-            for event in self._saved_events(saved, state, old_ids, old_stored, invalidated, regenerated):
+        if before is not None and saved.outcome != "nothing":
+            for event in self._saved_events(saved, state, *before):
                 yield Emit(event, self.events)
         cookies = saved.cookies
         if state.legacy_cookie is not None and saved.outcome == "created":

@@ -198,12 +198,13 @@ class SessionState:
         """What the store holds is now the baseline for later changes."""
         # The app may still hold the mutable values it read or stored, and change them
         # later (while a body streams): keep watching those, forget the rest.
-        data = self.data
-        watched = {key for key in self.watched if not isinstance(_get(data, key, None), _IMMUTABLE)}  # None: gone
-        for key in self.changed:
-            if not isinstance(_get(data, key, None), _IMMUTABLE):
-                watched.add(key)
-        self.watched = watched or _NOTHING
+        if self.watched or self.changed:
+            data = self.data
+            watched = set()
+            for key in (*self.watched, *self.changed):
+                if not isinstance(_get(data, key, None), _IMMUTABLE):  # None: the key is gone
+                    watched.add(key)
+            self.watched = watched or _NOTHING
         self.doomed = ()
         self.changed = _NOTHING
         self.regenerated = self.invalidated = self.force_write = False
@@ -454,7 +455,11 @@ class Session(dict[str, Any]):
             else:
                 state.ensure_loaded(self)
         dict.__setitem__(self, key, value)
-        _change(state, key)
+        changed = state.changed  # `_change`, inlined on the most common write
+        if changed is _NOTHING:
+            state.changed = {key}
+        else:
+            changed.add(key)  # type: ignore[union-attr]
 
     def __delitem__(self, key: str) -> None:
         state = self.state
