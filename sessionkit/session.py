@@ -360,7 +360,7 @@ class Session(dict[str, Any]):
                 state.ensure_loaded(self)
         value = dict.__getitem__(self, key)
         if not isinstance(value, _IMMUTABLE):
-            _watch(state, key)
+            state.watched = _with(state.watched, key)
         return value
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -374,7 +374,7 @@ class Session(dict[str, Any]):
         if value is _MISSING:
             return default
         if not isinstance(value, _IMMUTABLE):
-            _watch(state, key)
+            state.watched = _with(state.watched, key)
         return value
 
     def __contains__(self, key: object) -> bool:
@@ -441,7 +441,7 @@ class Session(dict[str, Any]):
         state.ensure_loaded(self)
         for key, value in dict.items(self):
             if not isinstance(value, _IMMUTABLE):
-                _watch(state, key)
+                state.watched = _with(state.watched, key)
 
     # -- writes: each records the keys it changed ---------------------------------
 
@@ -465,7 +465,7 @@ class Session(dict[str, Any]):
         state = self.state
         state.ensure_loaded(self)
         dict.__delitem__(self, key)
-        _change(state, key)
+        state.changed = _with(state.changed, key)
 
     def clear(self) -> None:
         state = self.state
@@ -477,7 +477,7 @@ class Session(dict[str, Any]):
         state = self.state
         state.ensure_loaded(self)
         if dict.__contains__(self, key):
-            _change(state, key)
+            state.changed = _with(state.changed, key)
         return dict.pop(self, key, *default)
 
     def popitem(self) -> tuple[str, Any]:
@@ -485,7 +485,7 @@ class Session(dict[str, Any]):
         state = self.state
         state.ensure_loaded(self)
         key, value = dict.popitem(self)
-        _change(state, key)
+        state.changed = _with(state.changed, key)
         return key, value
 
     def setdefault(self, key: str, default: Any = None) -> Any:
@@ -495,7 +495,7 @@ class Session(dict[str, Any]):
             return self[key]
         self[key] = default
         if not isinstance(default, _IMMUTABLE):
-            _watch(state, key)
+            state.watched = _with(state.watched, key)
         return default
 
     def update(self, other: Any = (), /, **more: Any) -> None:
@@ -518,22 +518,12 @@ class Session(dict[str, Any]):
 _MISSING: Any = object()
 
 
-def _change(state: SessionState, key: str) -> None:
-    """Record that `key` changed (its set is made at the first change: most requests change nothing)."""
-    changed = state.changed
-    if changed is _NOTHING:
-        state.changed = {key}
-    else:
-        changed.add(key)  # type: ignore[union-attr]
-
-
-def _watch(state: SessionState, key: str) -> None:
-    """Record that the mutable value under `key` was handed out (as `_change`)."""
-    watched = state.watched
-    if watched is _NOTHING:
-        state.watched = {key}
-    else:
-        watched.add(key)  # type: ignore[union-attr]
+def _with(keys: set[str] | frozenset[str], key: str) -> set[str]:
+    """`keys` with `key` added: the set itself, made at the first key (most requests add none)."""
+    if keys is _NOTHING:
+        return {key}
+    keys.add(key)  # type: ignore[union-attr]
+    return keys  # type: ignore[return-value]
 
 
 def _check_key(key: object) -> None:
