@@ -121,7 +121,8 @@ class StoreURL:
             hostname = parts.hostname if single else None
         except ValueError as exc:
             raise ConfigError(f"store URL {redact(url)!r} is malformed: {exc}", option="url") from exc
-        if not parts.scheme:
+        # RFC 3986 §3.1, checked here: Python 3.10's urlsplit also takes a scheme starting with a digit.
+        if not _SCHEME.fullmatch(parts.scheme):
             raise ConfigError(f"store URL {redact(url)!r} has no scheme (e.g. memory://)", option="url")
         if parts.fragment:
             raise ConfigError(f"store URL {redact(url)!r} must not have a #fragment", option="url")
@@ -194,6 +195,7 @@ class StoreURL:
             raise ConfigError(f"unknown option(s) for {self.scheme}:// store: {names}", option=sorted(self._options)[0])
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 _ASCII_INT = re.compile(r"[+-]?[0-9]+")
 _ASCII_FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
