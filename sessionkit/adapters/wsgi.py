@@ -33,7 +33,7 @@ def environ_is_https(manager: SessionManager, environ: Environ, scheme: str | No
 
 
 class SessionMiddleware:
-    """Give a WSGI app a lazily loaded session at ``environ["sessionkit.session"]``."""
+    """Give a WSGI app its session at ``environ["sessionkit.session"]`` (loaded up front when the cookie verifies)."""
 
     def __init__(self, app: WSGIApp, manager: SessionManager) -> None:
         self.app = app
