@@ -222,9 +222,8 @@ class SessionManager:
     # -- the lifecycle, written once ---------------------------------------------
 
     def new_session(self, cookie_header: str | None, *, https: bool = False,
-                    loader: Callable[[Session], None] | None = None,
                     session_class: type[Session] = Session) -> Session:
-        """A lazy session for a request's `Cookie` header; nothing is read yet.
+        """A session for a request's `Cookie` header, not loaded yet (`open`/`aopen` load it).
 
         `session_class` lets an adapter hand its framework a `Session` subclass
         that speaks the framework's dialect (Flask's `permanent`, `new`).
@@ -235,7 +234,7 @@ class SessionManager:
             legacy = self._read_legacy(cookie_header)
         if incoming.present and incoming.session_id is None and legacy is None:
             self._invalid_cookie(cookie_header or "")
-        session = session_class(incoming, self.serializer, loader, self._clock(), https=https)
+        session = session_class(incoming, self.serializer, None, self._clock(), https=https)
         if legacy is not None:
             name, data = legacy
             session.update(data)  # a new session with the old data: stored, and its cookie set, on save
@@ -329,15 +328,14 @@ class SessionManager:
         logout or regenerate (which must reach the store, or fail loudly).
         """
         state = session.state
+        quick = self._quick_save(state, status)
+        if quick is not None:
+            return quick
         state.settled = True
-        if not state.touched:
-            return []
         # A logout or regenerate is pending: the store must confirm it, or the request fails.
         confirm = bool(state.doomed) or state.invalidated or state.regenerated
         if status >= 500 or (state.degraded and not confirm):
             state.forget_pending()
-            return [_VARY]
-        if self.strategy.quiet_is_free and state.is_quiet():
             return [_VARY]
         # What the events will need to say, taken before the save changes it (only when someone listens).
         before = ((tuple(state.doomed), None if state.is_new else state.id, state.invalidated, state.regenerated)
