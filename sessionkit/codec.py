@@ -190,11 +190,16 @@ _NO_COOKIE = Incoming(None, present=False)
 _BAD_COOKIE = Incoming(None, present=True)
 
 
+#: 9999-12-31 23:59:59 UTC, the last second an IMF-fixdate's four-digit year can name.
+_LAST_HTTP_DATE = 253_402_300_799
+
+
 @functools.lru_cache(maxsize=1024)
 def _http_date(seconds: int) -> str:
     """An HTTP date (RFC 9110 IMF-fixdate), remembered: a session's cookie expires at one fixed second,
-    and formatting a date costs more than the rest of the header."""
-    return formatdate(seconds, usegmt=True)
+    and formatting a date costs more than the rest of the header. A later second is written as the
+    last one a date can name (browsers cap a cookie's life at 400 days anyway, RFC 6265bis §5.5)."""
+    return formatdate(min(seconds, _LAST_HTTP_DATE), usegmt=True)
 
 
 def dump_cookie(

@@ -176,6 +176,13 @@ def test_a_lifetime_comes_with_expires_as_werkzeug_renders_it(max_age: int) -> N
     assert sorted(ours.split("; ")) == sorted(theirs.split("; "))
 
 
+@pytest.mark.parametrize("max_age", [251_606_267_949, 67_768_034_395_643_941, 2**63])
+def test_a_lifetime_past_year_9999_expires_on_its_last_second(max_age: int) -> None:
+    """A date cannot name a later second (and the platform's time_t may not hold it): no error, the last date."""
+    header = dump_cookie("a", "b", max_age=max_age, now=1_800_000_000, samesite=None, httponly=False, path=None)
+    assert header == f"a=b; Max-Age={max_age}; Expires=Fri, 31 Dec 9999 23:59:59 GMT"
+
+
 def test_a_browser_session_cookie_has_neither_max_age_nor_expires() -> None:
     assert dump_cookie("a", "b", samesite=None, httponly=False, path=None) == "a=b"
     assert "Expires" not in codec().render("x" * 43, max_age=None, https=False)

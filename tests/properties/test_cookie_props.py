@@ -145,6 +145,10 @@ _attribute = st.from_regex(_ATTRIBUTE, fullmatch=True)
     secure=st.booleans(), httponly=st.booleans(), partitioned=st.booleans(),
     samesite=st.sampled_from(["lax", "strict", "none", None]),
 )
+@example(name="n", value="", path=None, domain=None, max_age=251_606_267_949, secure=False,  # past year 9999
+         httponly=False, partitioned=False, samesite=None)
+@example(name="n", value="", path=None, domain=None, max_age=2**63, secure=False,  # past time_t
+         httponly=False, partitioned=False, samesite=None)
 def test_dump_cookie_refuses_or_renders_a_header_whose_pair_parses_back(
     name: str, value: str, path: str | None, domain: str | None, max_age: int | None,
     secure: bool, httponly: bool, partitioned: bool, samesite: codec_module.SameSite | None,
