@@ -24,7 +24,7 @@ from typing import Literal, NamedTuple, Protocol
 
 from .codec import MAX_COOKIE_BYTES, CookieCodec, Incoming, ResponseCookie, new_session_id, parse_cookie_header
 from .errors import SessionTooLarge
-from .flow import Create, Delete, Flow, Load, Merge, MergeResult
+from .flow import Create, Delete, Flow, Load, Merge, MergeResult, touch_interval
 from .record import CorruptRecord, Record, merge_data
 from .session import SessionState
 from .tokens import TokenCodec
@@ -235,7 +235,7 @@ class CookieSessions:
             return Saved([ResponseCookie(self._part(part), None) for part in range(issued)],
                          "ended" if ended else "nothing")
         # Rolling: re-issue once a tenth of the idle timeout has passed, not on every read.
-        refresh_due = lifetimes.rolling and now - state.accessed_at >= lifetimes.idle / 10
+        refresh_due = lifetimes.rolling and now - state.accessed_at >= touch_interval(lifetimes.idle)
         # `data` holds every key's bytes already: compare them with what came in, not re-encode.
         if not (state.is_new or incoming.stale_key or refresh_due or data != dict(state.baseline)):
             return Saved([], "nothing")

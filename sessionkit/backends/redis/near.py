@@ -1,0 +1,333 @@
+"""The near cache in front of `RedisStore` (``?near_cache=N``): what each store call does with it.
+
+A read served from the cache sends nothing to Redis. A read that misses (or
+whose entry is past its staleness bound or due a TTL refresh) goes to Redis on
+the key's tracked lane (`tracking.Lanes`) and fills the cache; writes go to
+Redis as always (the same per-key merge script, so nothing is lost and a
+logout still wins) and refresh the process's own entry with what Redis holds
+after the write. While the invalidation channel is down, every call returns
+`BYPASS` and the store takes its ordinary path: the cache is never served blind.
+
+The TTL refresh: a hit does no round trip, so a rolling session's expiry is
+pushed out only by reads that reach Redis, and one is made once
+`touch_interval` (a tenth of the idle timeout, `sessionkit.flow`) has passed
+since this process last refreshed it. A session therefore expires between
+``idle - touch_interval`` and ``idle`` after its last request, never later; the
+absolute timeout is the lifecycle's check on every load, hit or miss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import weakref
+from dataclasses import replace
+from collections.abc import Mapping
+from typing import Any, Final
+
+from redis.exceptions import InvalidResponse
+
+from ...flow import MergeResult, touch_interval
+from ...record import NO_META, CorruptRecord, Record
+from .clients import ClientSettings, make_client
+from .layout import (
+    CREATE_TRACKED,
+    LOAD_TRACKED,
+    MERGE_CORRUPT,
+    MERGE_RESULTS,
+    MERGE_TRACKED,
+    Script,
+    decode_fields,
+    merge_args,
+    milliseconds,
+    record_args,
+    tracked_reply,
+)
+from .nearcache import NearCache
+from .tracking import AsyncLanes, ChannelDown, Lanes, Listener
+
+__all__ = ["BYPASS", "NearFront"]
+
+
+class _Bypass:
+    def __repr__(self) -> str:
+        return "BYPASS"
+
+
+#: What a call returns when the cache cannot be used: the store takes its ordinary path.
+BYPASS: Final[Any] = _Bypass()
+
+_LOAD = Script(LOAD_TRACKED)
+_CREATE = Script(CREATE_TRACKED)
+_MERGE = Script(MERGE_TRACKED)
+
+
+def _valid_until(sent_at: float, pttl: int) -> float:
+    """Until when Redis keeps the key, by this process's clock, from a PTTL read after `sent_at`."""
+    if pttl == -1:  # no expiry (not one of ours, but readable): only the staleness bound applies
+        return math.inf
+    return sent_at + pttl / 1000 if pttl > 0 else sent_at
+
+
+def _merged(reply: Any) -> tuple[int, Any]:
+    """The MERGE_TRACKED reply's result code and, when applied, its tracked read."""
+    if not isinstance(reply, list) or not reply or type(reply[0]) is not int:
+        raise InvalidResponse("the merge script's reply is not {result, ...}")
+    return reply[0], reply[1:]
+
+
+def _copy(record: Record) -> Record:
+    """A record the caller can no longer change (the cache hands it to every later request)."""
+    return Record(dict(record.data), record.created_at, record.accessed_at,
+                  dict(record.meta) if record.meta else NO_META)
+
+
+class NearFront:
+    """The near cache and the connections that keep it coherent, for both faces of one store."""
+
+    def __init__(self, settings: ClientSettings, max_entries: int, staleness: float) -> None:
+        # RESP2 whatever the redis-py (8 defaults to RESP3): invalidations come as pub/sub messages,
+        # and a tracked connection's replies are never interleaved with pushes.
+        self.settings = replace(settings, options={**settings.options, "protocol": 2})
+        self.cache = NearCache(max_entries, staleness)
+        self._size = int(settings.options["max_connections"])
+        self._lock = threading.Lock()
+        self._listener: Listener | None = None
+        self._lanes: Lanes | None = None
+        self._async_lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncLanes] = (
+            weakref.WeakKeyDictionary())
+
+    @property
+    def listener(self) -> Listener:
+        listener = self._listener
+        if listener is None:
+            with self._lock:
+                if self._listener is None:
+                    client = make_client(self.settings, asynchronous=False)  # for its connection settings
+                    self._listener = Listener(self.cache, client, self.settings.timeout)
+                listener = self._listener
+        listener.ensure_started()
+        return listener
+
+    def _sync(self) -> Lanes:
+        lanes = self._lanes
+        if lanes is None:
+            listener = self.listener
+            with self._lock:
+                if self._lanes is None:
+                    client = make_client(self.settings, asynchronous=False)
+                    self._lanes = Lanes(client, listener, self._size, self.settings.retries, self.settings.timeout)
+                lanes = self._lanes
+        return lanes
+
+    def _async(self) -> AsyncLanes:
+        loop = asyncio.get_running_loop()
+        lanes = self._async_lanes.get(loop)
+        if lanes is None:
+            client = make_client(self.settings, asynchronous=True)
+            lanes = self._async_lanes[loop] = AsyncLanes(
+                client, self.listener, self._size, self.settings.retries, self.settings.timeout)
+        return lanes
+
+    # -- the sync face ------------------------------------------------------------------
+
+    def load(self, key: bytes, touch_ttl: float | None) -> Any:
+        """The record, None, or `BYPASS`."""
+        cache = self.cache
+        now = cache.clock()
+        interval = None if touch_ttl is None else touch_interval(touch_ttl)
+        record, touched_at = cache.read(key, now, interval)
+        if record is not None:
+            return record
+        lanes = self._sync()
+        ticket = cache.begin(key)
+        if ticket is None:
+            return BYPASS
+        ttl_ms = 0  # refresh the TTL only when due (it evicts the entry in every other process)
+        if touch_ttl is not None and (touched_at is None or now - touched_at >= touch_interval(touch_ttl)):
+            ttl_ms = milliseconds(touch_ttl)
+        try:
+            fields, pttl = tracked_reply(_LOAD.run(lanes, [key], [ttl_ms]))
+            record = decode_fields(fields)
+        except ChannelDown:
+            cache.finish(key, ticket, None)
+            return BYPASS
+        except BaseException:
+            cache.finish(key, ticket, None)
+            raise
+        cache.finish(key, ticket, record, _valid_until(now, pttl), now if ttl_ms else (touched_at or now))
+        return record
+
+    def create(self, key: bytes, record: Record, ttl: float, keys: list[bytes], extra: list[bytes]) -> Any:
+        """Create on the key's lane and cache what was written; None, or `BYPASS`."""
+        cache = self.cache
+        cache.invalidate(keys[1:] + extra)
+        lanes = self._sync()
+        ticket = cache.begin(key)
+        if ticket is None:
+            return BYPASS
+        now = cache.clock()
+        try:
+            pttl = _CREATE.run(lanes, keys, [milliseconds(ttl), *record_args(record)])
+            for old in extra:
+                lanes.delete(old)
+        except ChannelDown:
+            cache.finish(key, ticket, None)
+            return BYPASS
+        except BaseException:
+            cache.finish(key, ticket, None)
+            raise
+        cache.invalidate(keys[1:] + extra)
+        self._cache_written(key, ticket, record, now, pttl)
+        return None
+
+    def merge(self, key: bytes, changes: Mapping[str, bytes | None], accessed_at: float, ttl: float) -> Any:
+        """Merge on the key's lane and cache what Redis holds after it; the `MergeResult`, or `BYPASS`."""
+        cache = self.cache
+        lanes = self._sync()
+        ticket = cache.begin(key)
+        if ticket is None:
+            return BYPASS
+        now = cache.clock()
+        try:
+            code, read = _merged(_MERGE.run(lanes, [key], merge_args(changes, accessed_at, ttl)))
+        except ChannelDown:
+            cache.finish(key, ticket, None)
+            return BYPASS
+        except BaseException:
+            cache.finish(key, ticket, None)
+            raise
+        return self._merge_done(key, ticket, now, code, read)
+
+    def delete(self, key: bytes) -> Any:
+        """Delete on the key's lane and drop the entry; None, or `BYPASS`."""
+        cache = self.cache
+        cache.invalidate([key])
+        try:
+            self._sync().delete(key)
+        except ChannelDown:
+            return BYPASS
+        finally:
+            cache.invalidate([key])
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            lanes, self._lanes = self._lanes, None
+        if listener is not None:
+            listener.stop()
+        if lanes is not None:
+            lanes.close()
+
+    # -- the async face -------------------------------------------------------------------
+
+    async def aload(self, key: bytes, touch_ttl: float | None) -> Any:
+        cache = self.cache
+        now = cache.clock()
+        interval = None if touch_ttl is None else touch_interval(touch_ttl)
+        record, touched_at = cache.read(key, now, interval)
+        if record is not None:
+            return record
+        lanes = self._async()
+        ticket = cache.begin(key)
+        if ticket is None:
+            return BYPASS
+        ttl_ms = 0  # refresh the TTL only when due (it evicts the entry in every other process)
+        if touch_ttl is not None and (touched_at is None or now - touched_at >= touch_interval(touch_ttl)):
+            ttl_ms = milliseconds(touch_ttl)
+        try:
+            fields, pttl = tracked_reply(await _LOAD.arun(lanes, [key], [ttl_ms]))
+            record = decode_fields(fields)
+        except ChannelDown:
+            cache.finish(key, ticket, None)
+            return BYPASS
+        except BaseException:
+            cache.finish(key, ticket, None)
+            raise
+        cache.finish(key, ticket, record, _valid_until(now, pttl), now if ttl_ms else (touched_at or now))
+        return record
+
+    async def acreate(self, key: bytes, record: Record, ttl: float, keys: list[bytes], extra: list[bytes]) -> Any:
+        cache = self.cache
+        cache.invalidate(keys[1:] + extra)
+        lanes = self._async()
+        ticket = cache.begin(key)
+        if ticket is None:
+            return BYPASS
+        now = cache.clock()
+        try:
+            pttl = await _CREATE.arun(lanes, keys, [milliseconds(ttl), *record_args(record)])
+            for old in extra:
+                await lanes.delete(old)
+        except ChannelDown:
+            cache.finish(key, ticket, None)
+            return BYPASS
+        except BaseException:
+            cache.finish(key, ticket, None)
+            raise
+        cache.invalidate(keys[1:] + extra)
+        self._cache_written(key, ticket, record, now, pttl)
+        return None
+
+    async def amerge(self, key: bytes, changes: Mapping[str, bytes | None], accessed_at: float,
+                     ttl: float) -> Any:
+        cache = self.cache
+        lanes = self._async()
+        ticket = cache.begin(key)
+        if ticket is None:
+            return BYPASS
+        now = cache.clock()
+        try:
+            code, read = _merged(await _MERGE.arun(lanes, [key], merge_args(changes, accessed_at, ttl)))
+        except ChannelDown:
+            cache.finish(key, ticket, None)
+            return BYPASS
+        except BaseException:
+            cache.finish(key, ticket, None)
+            raise
+        return self._merge_done(key, ticket, now, code, read)
+
+    async def adelete(self, key: bytes) -> Any:
+        cache = self.cache
+        cache.invalidate([key])
+        try:
+            await self._async().delete(key)
+        except ChannelDown:
+            return BYPASS
+        finally:
+            cache.invalidate([key])
+        return None
+
+    async def aclose(self) -> None:
+        lanes = self._async_lanes.pop(asyncio.get_running_loop(), None)
+        if lanes is not None:
+            await lanes.close()
+
+    # -- shared ----------------------------------------------------------------------------
+
+    def _cache_written(self, key: bytes, ticket: Any, record: Record, now: float, pttl: Any) -> None:
+        if type(pttl) is not int:
+            self.cache.finish(key, ticket, None)
+            raise InvalidResponse("the create script's reply is not a PTTL")
+        self.cache.finish(key, ticket, _copy(record), _valid_until(now, pttl), now)
+
+    def _merge_done(self, key: bytes, ticket: Any, now: float, code: int, read: list[Any]) -> MergeResult:
+        cache = self.cache
+        if code != 1:
+            cache.finish(key, ticket, None)
+            if code == MERGE_CORRUPT:
+                raise CorruptRecord("session hash lacks a readable creation time; nothing was merged")
+            try:
+                return MERGE_RESULTS[code]
+            except KeyError:
+                raise InvalidResponse(f"the merge script answered {code}") from None
+        try:
+            fields, pttl = tracked_reply(read)
+            record = decode_fields(fields)
+        except (InvalidResponse, CorruptRecord):
+            cache.finish(key, ticket, None)  # applied; what it reads back is not cacheable
+            return MergeResult.APPLIED
+        cache.finish(key, ticket, record, _valid_until(now, pttl), now)
+        return MergeResult.APPLIED
