@@ -9,11 +9,13 @@ after the write. While the invalidation channel is down, every call returns
 `BYPASS` and the store takes its ordinary path: the cache is never served blind.
 
 The TTL refresh: a hit does no round trip, so a rolling session's expiry is
-pushed out only by reads that reach Redis, and one is made once
-`touch_interval` (a tenth of the idle timeout, `sessionkit.flow`) has passed
-since this process last refreshed it. A session therefore expires between
-``idle - touch_interval`` and ``idle`` after its last request, never later; the
-absolute timeout is the lifecycle's check on every load, hit or miss.
+pushed out only by reads that reach Redis. An entry whose expiry in Redis has
+fallen more than `touch_interval` (a tenth of the idle timeout,
+`sessionkit.flow`) below what a refresh would set is not served: that read
+goes to Redis and refreshes it. A session therefore expires between
+``idle - touch_interval`` and ``idle`` after its last request, never later (an
+entry is never served past the expiry Redis reported). The absolute timeout is
+the lifecycle's check on every load, hit or miss.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ import asyncio
 import math
 import threading
 import weakref
-from dataclasses import replace
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Final
 
 from redis.exceptions import InvalidResponse
 
-from ...flow import MergeResult, touch_interval
+from ...flow import MergeResult
 from ...record import NO_META, CorruptRecord, Record
 from .clients import ClientSettings, make_client
 from .layout import (
@@ -63,7 +65,7 @@ _CREATE = Script(CREATE_TRACKED)
 _MERGE = Script(MERGE_TRACKED)
 
 
-def _valid_until(sent_at: float, pttl: int) -> float:
+def _expires_at(sent_at: float, pttl: int) -> float:
     """Until when Redis keeps the key, by this process's clock, from a PTTL read after `sent_at`."""
     if pttl == -1:  # no expiry (not one of ours, but readable): only the staleness bound applies
         return math.inf
@@ -136,17 +138,15 @@ class NearFront:
         """The record, None, or `BYPASS`."""
         cache = self.cache
         now = cache.clock()
-        interval = None if touch_ttl is None else touch_interval(touch_ttl)
-        record, touched_at = cache.read(key, now, interval)
+        record, due = cache.read(key, now, touch_ttl)
         if record is not None:
             return record
         lanes = self._sync()
         ticket = cache.begin(key)
         if ticket is None:
             return BYPASS
-        ttl_ms = 0  # refresh the TTL only when due (it evicts the entry in every other process)
-        if touch_ttl is not None and (touched_at is None or now - touched_at >= touch_interval(touch_ttl)):
-            ttl_ms = milliseconds(touch_ttl)
+        # Refresh the TTL only when due: it evicts the entry in every other process.
+        ttl_ms = milliseconds(touch_ttl) if due and touch_ttl is not None else 0
         try:
             fields, pttl = tracked_reply(_LOAD.run(lanes, [key], [ttl_ms]))
             record = decode_fields(fields)
@@ -156,7 +156,7 @@ class NearFront:
         except BaseException:
             cache.finish(key, ticket, None)
             raise
-        cache.finish(key, ticket, record, _valid_until(now, pttl), now if ttl_ms else (touched_at or now))
+        cache.finish(key, ticket, record, _expires_at(now, pttl))
         return record
 
     def create(self, key: bytes, record: Record, ttl: float, keys: list[bytes], extra: list[bytes]) -> Any:
@@ -226,17 +226,15 @@ class NearFront:
     async def aload(self, key: bytes, touch_ttl: float | None) -> Any:
         cache = self.cache
         now = cache.clock()
-        interval = None if touch_ttl is None else touch_interval(touch_ttl)
-        record, touched_at = cache.read(key, now, interval)
+        record, due = cache.read(key, now, touch_ttl)
         if record is not None:
             return record
         lanes = self._async()
         ticket = cache.begin(key)
         if ticket is None:
             return BYPASS
-        ttl_ms = 0  # refresh the TTL only when due (it evicts the entry in every other process)
-        if touch_ttl is not None and (touched_at is None or now - touched_at >= touch_interval(touch_ttl)):
-            ttl_ms = milliseconds(touch_ttl)
+        # Refresh the TTL only when due: it evicts the entry in every other process.
+        ttl_ms = milliseconds(touch_ttl) if due and touch_ttl is not None else 0
         try:
             fields, pttl = tracked_reply(await _LOAD.arun(lanes, [key], [ttl_ms]))
             record = decode_fields(fields)
@@ -246,7 +244,7 @@ class NearFront:
         except BaseException:
             cache.finish(key, ticket, None)
             raise
-        cache.finish(key, ticket, record, _valid_until(now, pttl), now if ttl_ms else (touched_at or now))
+        cache.finish(key, ticket, record, _expires_at(now, pttl))
         return record
 
     async def acreate(self, key: bytes, record: Record, ttl: float, keys: list[bytes], extra: list[bytes]) -> Any:
@@ -311,7 +309,7 @@ class NearFront:
         if type(pttl) is not int:
             self.cache.finish(key, ticket, None)
             raise InvalidResponse("the create script's reply is not a PTTL")
-        self.cache.finish(key, ticket, _copy(record), _valid_until(now, pttl), now)
+        self.cache.finish(key, ticket, _copy(record), _expires_at(now, pttl))
 
     def _merge_done(self, key: bytes, ticket: Any, now: float, code: int, read: list[Any]) -> MergeResult:
         cache = self.cache
@@ -329,5 +327,5 @@ class NearFront:
         except (InvalidResponse, CorruptRecord):
             cache.finish(key, ticket, None)  # applied; what it reads back is not cacheable
             return MergeResult.APPLIED
-        cache.finish(key, ticket, record, _valid_until(now, pttl), now)
+        cache.finish(key, ticket, record, _expires_at(now, pttl))
         return MergeResult.APPLIED

@@ -13,7 +13,9 @@ An entry is served only while all of these hold:
   lost: Redis forgets a key's readers once it has told them, see `begin`);
 - its staleness bound (``near_cache_ttl=``) has not passed, nor the expiry
   Redis reported for the key;
-- with a rolling idle timeout, its TTL refresh is not due (`touch_interval`).
+- with a rolling idle timeout, its TTL refresh is not due: the expiry Redis
+  holds is within `touch_interval` of what a refresh would set (a tenth of the
+  idle timeout). A read that goes to Redis refreshes the TTL only when due.
 
 What counts as an invalidation message is decided by `read_message`, which
 takes anything the socket gives and never raises.
@@ -27,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+from ...flow import touch_interval
 from ...record import Record
 
 __all__ = ["CHANNEL", "Entry", "Message", "NearCache", "NearCacheStats", "Ticket", "read_message"]
@@ -53,14 +56,15 @@ class NearCacheStats(NamedTuple):
 
 
 class Entry:
-    """One cached session: the record, until when it may be served, and when its TTL was last refreshed."""
+    """One cached session: the record, until when it may be served, and when Redis expires its key."""
 
-    __slots__ = ("record", "touched_at", "valid_until")
+    __slots__ = ("expires_at", "record", "valid_until")
 
-    def __init__(self, record: Record, valid_until: float, touched_at: float) -> None:
+    def __init__(self, record: Record, valid_until: float, expires_at: float) -> None:
         self.record = record
         self.valid_until = valid_until
-        self.touched_at = touched_at
+        #: By this process's clock, and no later than Redis's: measured from before the command was sent.
+        self.expires_at = expires_at
 
 
 class Ticket:
@@ -91,20 +95,29 @@ class NearCache:
 
     # -- reads ------------------------------------------------------------------------
 
-    def read(self, key: bytes, now: float, touch_interval: float | None) -> tuple[Record | None, float | None]:
-        """``(record, None)`` for a hit; ``(None, touched_at)`` for a miss, with when the entry
-        (if any) last refreshed the TTL, so a read that goes to Redis only refreshes it when due."""
+    def read(self, key: bytes, now: float, touch_ttl: float | None) -> tuple[Record | None, bool]:
+        """``(record, False)`` for a hit; ``(None, refresh_due)`` for a miss.
+
+        With `touch_ttl`, a refresh is due unless the expiry Redis holds is
+        between ``touch_ttl - touch_interval(touch_ttl)`` and ``touch_ttl`` from
+        now (what a refresh would set, give or take the interval); an entry due
+        one is not served, and the read that goes to Redis refreshes it.
+        """
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
                 self._misses += 1
-                return None, None
-            if now < entry.valid_until and (touch_interval is None or now - entry.touched_at < touch_interval):
+                return None, touch_ttl is not None
+            due = False
+            if touch_ttl is not None:
+                left = entry.expires_at - now
+                due = left > touch_ttl or left < touch_ttl - touch_interval(touch_ttl)
+            if now < entry.valid_until and not due:
                 self._entries.move_to_end(key)
                 self._hits += 1
-                return entry.record, None
+                return entry.record, False
             self._misses += 1
-            return None, entry.touched_at
+            return None, due
 
     def begin(self, key: bytes) -> Ticket | None:
         """Register a read or write of `key` about to be sent; None when the cache is bypassed (offline)."""
@@ -119,8 +132,7 @@ class NearCache:
                 tickets.append(ticket)
             return ticket
 
-    def finish(self, key: bytes, ticket: Ticket, record: Record | None, valid_until: float = 0.0,
-               touched_at: float = 0.0) -> bool:
+    def finish(self, key: bytes, ticket: Ticket, record: Record | None, expires_at: float = 0.0) -> bool:
         """End `ticket`; cache `record` if nothing invalidated it since `begin`. True if it was cached."""
         with self._lock:
             tickets = self._inflight.get(key)
@@ -137,8 +149,8 @@ class NearCache:
                 return False
             if ticket.dead or not self._online or ticket.generation != self.generation:
                 return False
-            valid_until = min(valid_until, self.clock() + self.staleness)
-            self._entries[key] = Entry(record, valid_until, touched_at)
+            valid_until = min(expires_at, self.clock() + self.staleness)
+            self._entries[key] = Entry(record, valid_until, expires_at)
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)

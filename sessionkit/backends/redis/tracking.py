@@ -85,6 +85,8 @@ def connection_factory(client: redis.Redis | redis.asyncio.Redis) -> Callable[[]
         raise ValueError("the near cache's connections must speak RESP2")
 
     def make() -> Any:
+        # `pool` stays referenced here: a Sentinel connection asks it (through a weak proxy) for the master.
+        assert pool is not None
         return connection_class(**kwargs)
 
     return make
