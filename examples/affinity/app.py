@@ -3,8 +3,8 @@
 Run one per instance (``gunicorn examples.affinity.app:app``) with
 ``SESSIONKIT_URL`` (e.g. ``redis://127.0.0.1:6379/0?near_cache=10000``),
 ``SESSIONKIT_SECRET_KEYS`` and ``INSTANCE`` (a name for the answers).
-GET /login (new id, user set), GET /read, GET /logout answer
-``instance user``; GET /stats answers the near cache's counters as JSON;
+GET /login (new id, user set), GET /read, GET /count (a write: count + 1),
+GET /logout answer ``instance user``; GET /stats answers the near cache's counters as JSON;
 GET /health answers ok.
 """
 
@@ -46,6 +46,8 @@ def routes(environ: dict[str, Any], start_response: Callable[..., Any]) -> Itera
         session["user"] = "alice"
     elif path == "/logout":
         session.invalidate()
+    elif path == "/count":
+        session["count"] = session.get("count", 0) + 1
     elif path != "/read":
         start_response("404 Not Found", headers)
         return [b"not found"]

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from sessionkit import ConfigError, SessionManager, open_store
+from sessionkit import ConfigError, SessionManager, StoreUnavailable, open_store
 from sessionkit.backends.redis import RedisStore
 from sessionkit.backends.redis.layout import tracked_reply
 from sessionkit.backends.redis.nearcache import CHANNEL, NearCache, read_message
@@ -652,3 +652,44 @@ def test_the_seeds_services_share_a_near_cached_session(redis_url: str) -> None:
         assert time.monotonic() < deadline
     auth.app.manager.close()
     app.app.manager.close()
+
+
+# -- Sentinel: a failover is a lost channel ------------------------------------------------------------------
+
+
+def test_sentinel_failover_flushes_the_cache_and_tracking_follows_the_new_master(redis_sentinel: Any) -> None:
+    """A demoted master keeps its clients connected, so the listener asks Sentinel where the master is once
+    per heartbeat: the answer moving is a lost channel (flush, bypass, re-track on the new master)."""
+    store = online(open_store(near_url(redis_sentinel.url, timeout=0.5, connect_timeout=0.5,  # type: ignore[arg-type]
+                                       retries=3)))
+    cache = store.near_cache
+    assert cache is not None
+    store.create(sid(1), Record({"v": b"1"}, time.time(), time.time()), 60)
+    assert cached(store, sid(1))
+    master = redis.Redis(host="127.0.0.1", port=redis_sentinel.master.port)
+    assert master.wait(1, 2000) == 1  # the replica has it before the master goes
+    old_master = redis_sentinel.master.port
+    flushes = cache.stats().flushes
+    redis_sentinel.failover()
+    assert redis_sentinel.master.port != old_master
+    new_master = redis.Redis(host="127.0.0.1", port=redis_sentinel.master.port)
+    new_master.hset(store.prefix + sid(1).encode(), "d:v", b"2")  # changed on the new master
+    wait_for(lambda: cache.stats().flushes > flushes, timeout=5)  # the move noticed: everything dropped
+    deadline = time.monotonic() + 15
+    while True:  # the store's own writes reach the new master; the cache comes back online
+        try:
+            if store.merge(sid(1), {"w": b"1"}, time.time(), 60) is MergeResult.APPLIED and cache.online:
+                break
+        except StoreUnavailable:  # the failover's own outage, until the new master answers
+            pass
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    record = store.load(sid(1), None)
+    assert record is not None and dict(record.data) == {"v": b"2", "w": b"1"}
+    assert store.load(sid(1), None) == record and cached(store, sid(1))
+    new_master.hset(store.prefix + sid(1).encode(), "d:v", b"3")  # tracked on the new master now
+    wait_for(lambda: not cached(store, sid(1)))
+    assert store.load(sid(1), None).data["v"] == b"3"  # type: ignore[union-attr]
+    store.close()
+    master.close()
+    new_master.close()

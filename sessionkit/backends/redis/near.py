@@ -107,7 +107,8 @@ class NearFront:
             with self._lock:
                 if self._listener is None:
                     client = make_client(self.settings, asynchronous=False)  # for its connection settings
-                    self._listener = Listener(self.cache, client, self.settings.timeout)
+                    where = client.connection_pool.get_master_address if self.settings.kind == "sentinel" else None
+                    self._listener = Listener(self.cache, client, self.settings.timeout, where)
                 listener = self._listener
         listener.ensure_started()
         return listener

@@ -99,9 +99,14 @@ class Listener:
     Started on first use and restarted after a fork.
     """
 
-    def __init__(self, cache: NearCache, client: redis.Redis, timeout: float) -> None:
+    def __init__(self, cache: NearCache, client: redis.Redis, timeout: float,
+                 master_address: Callable[[], Any] | None = None) -> None:
         self.cache = cache
         self._make = connection_factory(client)
+        #: Sentinel: where the master is now. A demoted master keeps its clients connected, so a
+        #: failover is noticed by asking, once per heartbeat; the answer moving means the channel is lost.
+        self._master_address = master_address
+        self._connected_to: tuple[str, int] | None = None
         self._timeout = timeout
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -181,6 +186,8 @@ class Listener:
         name = f"sessionkit-invalidations-{secrets.token_hex(8)}"
         connection.connect()
         self.connects += 1
+        if self._master_address is not None:
+            self._connected_to = (str(connection.host), int(connection.port))
         connection.send_command("CLIENT", "SETNAME", name)
         if connection.read_response() != b"OK":
             raise ValueError("CLIENT SETNAME was refused")
@@ -198,7 +205,13 @@ class Listener:
 
     def _listen(self, connection: Any) -> None:
         pinged_at: float | None = None
+        checked_at = time.monotonic()
         while not (self._stop.is_set() or self._reset.is_set()):
+            if self._master_address is not None and time.monotonic() - checked_at >= HEARTBEAT:
+                checked_at = time.monotonic()
+                host, port = self._master_address()
+                if (str(host), int(port)) != self._connected_to:
+                    raise ConnectionError("the master moved (a failover): tracking starts over on the new one")
             if connection.can_read(timeout=HEARTBEAT):
                 message = read_message(connection.read_response())
                 if message.kind == "keys":
