@@ -693,3 +693,68 @@ def test_sentinel_failover_flushes_the_cache_and_tracking_follows_the_new_master
     store.close()
     master.close()
     new_master.close()
+
+
+# -- threads and tasks in one process -------------------------------------------------------------------------
+
+
+def test_threads_writing_and_reading_through_one_cache_lose_nothing_and_agree_with_redis(redis_url: str) -> None:
+    """8 threads merge their own keys into 4 shared sessions while reading them back, and another
+    client writes too: every write survives, and each thread always reads its own last write."""
+    store = online(open_store(near_url(redis_url, max_connections=4)))  # type: ignore[arg-type]
+    raw = redis.Redis.from_url(redis_url)
+    ids = [sid(n) for n in range(4)]
+    for session_id in ids:
+        store.create(session_id, Record({"seed": b"0"}, time.time(), time.time()), 60)
+    errors: list[str] = []
+
+    def worker(n: int) -> None:
+        rng = random.Random(n)
+        for i in range(60):
+            session_id = rng.choice(ids)
+            value = f"{n}-{i}".encode()
+            assert store.merge(session_id, {f"t{n}": value}, time.time(), 60) is MergeResult.APPLIED
+            record = store.load(session_id, 60.0)
+            if record is None or record.data.get(f"t{n}") != value:
+                errors.append(f"thread {n} wrote {value!r} to {session_id} and read {record}")
+            if n == 0 and i % 10 == 0:
+                raw.hset(store.prefix + session_id.encode(), "d:outside", str(i).encode())
+
+    from ..helpers import run_in_threads
+
+    run_in_threads(worker, 8)
+    assert errors == []
+    time.sleep(0.05)
+    for session_id in ids:
+        in_redis = {key[2:].decode(): value for key, value in raw.hgetall(store.prefix + session_id.encode()).items()
+                    if key.startswith(b"d:")}
+        record = store.load(session_id, None)
+        assert record is not None and dict(record.data) == in_redis
+    stats = store.near_cache.stats()  # type: ignore[union-attr]
+    assert stats.hits > 0
+    raw.close()
+    store.close()
+
+
+def test_many_tasks_on_one_event_loop_share_the_cache(redis_url: str) -> None:
+    store = online(open_store(near_url(redis_url, max_connections=3)))  # type: ignore[arg-type]
+
+    async def main() -> None:
+        for n in range(20):
+            await store.acreate(sid(n), Record({"n": str(n).encode()}, time.time(), time.time()), 60)
+
+        async def task(n: int) -> None:
+            for i in range(10):
+                session_id = sid((n + i) % 20)
+                assert await store.amerge(session_id, {f"t{n}": b"1"}, time.time(), 60) is MergeResult.APPLIED
+                record = await store.aload(session_id, None)
+                assert record is not None and record.data[f"t{n}"] == b"1"
+
+        await asyncio.gather(*(task(n) for n in range(50)))
+        for n in range(20):
+            record = await store.aload(sid(n), None)
+            assert record is not None and record.data["n"] == str(n).encode()
+        await store.aclose()
+
+    asyncio.run(main())
+    store.close()

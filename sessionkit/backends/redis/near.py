@@ -134,83 +134,91 @@ class NearFront:
         return lanes
 
     # -- the sync face ------------------------------------------------------------------
+    #
+    # Each miss or write holds the session's lane from sending the command until the cache is
+    # updated (see `tracking.Held`), and registers a ticket so an invalidation landing meanwhile
+    # keeps what it read out of the cache. `ChannelDown` (tracking not set up: nothing was sent)
+    # means `BYPASS`.
 
     def load(self, key: bytes, touch_ttl: float | None) -> Any:
         """The record, None, or `BYPASS`."""
         cache = self.cache
-        now = cache.clock()
-        record, due = cache.read(key, now, touch_ttl)
+        record, due = cache.read(key, cache.clock(), touch_ttl)
         if record is not None:
             return record
         lanes = self._sync()
-        ticket = cache.begin(key)
-        if ticket is None:
-            return BYPASS
         # Refresh the TTL only when due: it evicts the entry in every other process.
         ttl_ms = milliseconds(touch_ttl) if due and touch_ttl is not None else 0
         try:
-            fields, pttl = tracked_reply(_LOAD.run(lanes, [key], [ttl_ms]))
-            record = decode_fields(fields)
+            with lanes.hold(key) as lane:
+                ticket = cache.begin(key)
+                if ticket is None:
+                    return BYPASS
+                sent = cache.clock()
+                try:
+                    fields, pttl = tracked_reply(_LOAD.run(lane, [key], [ttl_ms]))
+                    record = decode_fields(fields)
+                except BaseException:
+                    cache.finish(key, ticket, None)
+                    raise
+                cache.finish(key, ticket, record, _expires_at(sent, pttl))
+                return record
         except ChannelDown:
-            cache.finish(key, ticket, None)
             return BYPASS
-        except BaseException:
-            cache.finish(key, ticket, None)
-            raise
-        cache.finish(key, ticket, record, _expires_at(now, pttl))
-        return record
 
-    def create(self, key: bytes, record: Record, ttl: float, keys: list[bytes], extra: list[bytes]) -> Any:
-        """Create on the key's lane and cache what was written; None, or `BYPASS`."""
+    def create(self, key: bytes, record: Record, ttl: float, keys: list[bytes]) -> Any:
+        """Create (deleting the replaced `keys[1:]`) and cache what was written; None, or `BYPASS`."""
         cache = self.cache
-        cache.invalidate(keys[1:] + extra)
+        cache.invalidate(keys[1:])
         lanes = self._sync()
-        ticket = cache.begin(key)
-        if ticket is None:
-            return BYPASS
-        now = cache.clock()
         try:
-            pttl = _CREATE.run(lanes, keys, [milliseconds(ttl), *record_args(record)])
-            for old in extra:
-                lanes.delete(old)
+            with lanes.hold(key) as lane:
+                ticket = cache.begin(key)
+                if ticket is None:
+                    return BYPASS
+                sent = cache.clock()
+                try:
+                    pttl = _CREATE.run(lane, keys, [milliseconds(ttl), *record_args(record)])
+                except BaseException:
+                    cache.finish(key, ticket, None)
+                    raise
+                cache.invalidate(keys[1:])
+                self._cache_written(key, ticket, record, sent, pttl)
+                return None
         except ChannelDown:
-            cache.finish(key, ticket, None)
             return BYPASS
-        except BaseException:
-            cache.finish(key, ticket, None)
-            raise
-        cache.invalidate(keys[1:] + extra)
-        self._cache_written(key, ticket, record, now, pttl)
-        return None
 
     def merge(self, key: bytes, changes: Mapping[str, bytes | None], accessed_at: float, ttl: float) -> Any:
-        """Merge on the key's lane and cache what Redis holds after it; the `MergeResult`, or `BYPASS`."""
+        """Merge and cache what Redis holds after it; the `MergeResult`, or `BYPASS`."""
         cache = self.cache
         lanes = self._sync()
-        ticket = cache.begin(key)
-        if ticket is None:
-            return BYPASS
-        now = cache.clock()
         try:
-            code, read = _merged(_MERGE.run(lanes, [key], merge_args(changes, accessed_at, ttl)))
+            with lanes.hold(key) as lane:
+                ticket = cache.begin(key)
+                if ticket is None:
+                    return BYPASS
+                sent = cache.clock()
+                try:
+                    code, read = _merged(_MERGE.run(lane, [key], merge_args(changes, accessed_at, ttl)))
+                except BaseException:
+                    cache.finish(key, ticket, None)
+                    raise
+                return self._merge_done(key, ticket, sent, code, read)
         except ChannelDown:
-            cache.finish(key, ticket, None)
             return BYPASS
-        except BaseException:
-            cache.finish(key, ticket, None)
-            raise
-        return self._merge_done(key, ticket, now, code, read)
 
     def delete(self, key: bytes) -> Any:
-        """Delete on the key's lane and drop the entry; None, or `BYPASS`."""
+        """Delete and drop the entry; None, or `BYPASS`."""
         cache = self.cache
         cache.invalidate([key])
         try:
-            self._sync().delete(key)
+            with self._sync().hold(key) as lane:
+                try:
+                    lane.delete(key)
+                finally:
+                    cache.invalidate([key])
         except ChannelDown:
             return BYPASS
-        finally:
-            cache.invalidate([key])
         return None
 
     def close(self) -> None:
@@ -222,81 +230,83 @@ class NearFront:
         if lanes is not None:
             lanes.close()
 
-    # -- the async face -------------------------------------------------------------------
+    # -- the async face: the same, awaited ------------------------------------------------------
 
     async def aload(self, key: bytes, touch_ttl: float | None) -> Any:
         cache = self.cache
-        now = cache.clock()
-        record, due = cache.read(key, now, touch_ttl)
+        record, due = cache.read(key, cache.clock(), touch_ttl)
         if record is not None:
             return record
         lanes = self._async()
-        ticket = cache.begin(key)
-        if ticket is None:
-            return BYPASS
-        # Refresh the TTL only when due: it evicts the entry in every other process.
         ttl_ms = milliseconds(touch_ttl) if due and touch_ttl is not None else 0
         try:
-            fields, pttl = tracked_reply(await _LOAD.arun(lanes, [key], [ttl_ms]))
-            record = decode_fields(fields)
+            async with lanes.hold(key) as lane:
+                ticket = cache.begin(key)
+                if ticket is None:
+                    return BYPASS
+                sent = cache.clock()
+                try:
+                    fields, pttl = tracked_reply(await _LOAD.arun(lane, [key], [ttl_ms]))
+                    record = decode_fields(fields)
+                except BaseException:
+                    cache.finish(key, ticket, None)
+                    raise
+                cache.finish(key, ticket, record, _expires_at(sent, pttl))
+                return record
         except ChannelDown:
-            cache.finish(key, ticket, None)
             return BYPASS
-        except BaseException:
-            cache.finish(key, ticket, None)
-            raise
-        cache.finish(key, ticket, record, _expires_at(now, pttl))
-        return record
 
-    async def acreate(self, key: bytes, record: Record, ttl: float, keys: list[bytes], extra: list[bytes]) -> Any:
+    async def acreate(self, key: bytes, record: Record, ttl: float, keys: list[bytes]) -> Any:
         cache = self.cache
-        cache.invalidate(keys[1:] + extra)
+        cache.invalidate(keys[1:])
         lanes = self._async()
-        ticket = cache.begin(key)
-        if ticket is None:
-            return BYPASS
-        now = cache.clock()
         try:
-            pttl = await _CREATE.arun(lanes, keys, [milliseconds(ttl), *record_args(record)])
-            for old in extra:
-                await lanes.delete(old)
+            async with lanes.hold(key) as lane:
+                ticket = cache.begin(key)
+                if ticket is None:
+                    return BYPASS
+                sent = cache.clock()
+                try:
+                    pttl = await _CREATE.arun(lane, keys, [milliseconds(ttl), *record_args(record)])
+                except BaseException:
+                    cache.finish(key, ticket, None)
+                    raise
+                cache.invalidate(keys[1:])
+                self._cache_written(key, ticket, record, sent, pttl)
+                return None
         except ChannelDown:
-            cache.finish(key, ticket, None)
             return BYPASS
-        except BaseException:
-            cache.finish(key, ticket, None)
-            raise
-        cache.invalidate(keys[1:] + extra)
-        self._cache_written(key, ticket, record, now, pttl)
-        return None
 
     async def amerge(self, key: bytes, changes: Mapping[str, bytes | None], accessed_at: float,
                      ttl: float) -> Any:
         cache = self.cache
         lanes = self._async()
-        ticket = cache.begin(key)
-        if ticket is None:
-            return BYPASS
-        now = cache.clock()
         try:
-            code, read = _merged(await _MERGE.arun(lanes, [key], merge_args(changes, accessed_at, ttl)))
+            async with lanes.hold(key) as lane:
+                ticket = cache.begin(key)
+                if ticket is None:
+                    return BYPASS
+                sent = cache.clock()
+                try:
+                    code, read = _merged(await _MERGE.arun(lane, [key], merge_args(changes, accessed_at, ttl)))
+                except BaseException:
+                    cache.finish(key, ticket, None)
+                    raise
+                return self._merge_done(key, ticket, sent, code, read)
         except ChannelDown:
-            cache.finish(key, ticket, None)
             return BYPASS
-        except BaseException:
-            cache.finish(key, ticket, None)
-            raise
-        return self._merge_done(key, ticket, now, code, read)
 
     async def adelete(self, key: bytes) -> Any:
         cache = self.cache
         cache.invalidate([key])
         try:
-            await self._async().delete(key)
+            async with self._async().hold(key) as lane:
+                try:
+                    await lane.delete(key)
+                finally:
+                    cache.invalidate([key])
         except ChannelDown:
             return BYPASS
-        finally:
-            cache.invalidate([key])
         return None
 
     async def aclose(self) -> None:

@@ -193,7 +193,8 @@ class RedisStore:
     def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
         keys, extra = self._create_keys(session_id, replaces)
         with _CREATE_ERRORS:
-            if self._near is not None and self._near.create(keys[0], record, ttl, keys, extra) is not BYPASS:
+            # `extra` is only ever filled on a cluster, which has no near cache.
+            if self._near is not None and self._near.create(keys[0], record, ttl, keys) is not BYPASS:
                 return
             _CREATE.run(self._sync(), keys, [milliseconds(ttl), *record_args(record)])
             if extra:
@@ -244,7 +245,7 @@ class RedisStore:
     async def acreate(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
         keys, extra = self._create_keys(session_id, replaces)
         with _CREATE_ERRORS:
-            if self._near is not None and await self._near.acreate(keys[0], record, ttl, keys, extra) is not BYPASS:
+            if self._near is not None and await self._near.acreate(keys[0], record, ttl, keys) is not BYPASS:
                 return
             await _CREATE.arun(self._async(), keys, [milliseconds(ttl), *record_args(record)])
             if extra:

@@ -41,7 +41,7 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import redis
@@ -55,7 +55,7 @@ from redis.retry import Retry
 from .nearcache import CHANNEL, NearCache, read_message
 from .pool import PoolFull
 
-__all__ = ["AsyncLanes", "ChannelDown", "Lanes", "Listener"]
+__all__ = ["AsyncHeld", "AsyncLanes", "ChannelDown", "Held", "Lanes", "Listener"]
 
 log = logging.getLogger("sessionkit")
 
@@ -258,6 +258,52 @@ class _Lane:
         self.generation = -1
 
 
+class Held:
+    """A lane held by one caller: commands on it, in the `Script` interface, until it is released.
+
+    The caller updates the cache *before* releasing it: within one process and face, a
+    session's commands and the cache updates they make then happen in the order Redis ran
+    them (its own writes send it no invalidation, so nothing else would put them in order).
+    """
+
+    __slots__ = ("_lane", "_lanes")
+
+    def __init__(self, lanes: Any, lane: _Lane) -> None:
+        self._lanes = lanes
+        self._lane = lane
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        return self.execute("EVALSHA", sha, numkeys, *keys_and_args)
+
+    def script_load(self, source: str) -> Any:
+        return self.execute("SCRIPT", "LOAD", source)
+
+    def delete(self, *keys: bytes) -> Any:
+        return self.execute("DEL", *keys)
+
+    def execute(self, *args: Any) -> Any:
+        """Send one command; raises `ChannelDown` if tracking cannot be set up (nothing was sent then)."""
+        return self._lanes.execute(self._lane, args)
+
+
+class AsyncHeld(Held):
+    """`Held` for `AsyncLanes`: the same commands, awaitable."""
+
+    __slots__ = ()
+
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        return await self.execute("EVALSHA", sha, numkeys, *keys_and_args)
+
+    async def script_load(self, source: str) -> Any:
+        return await self.execute("SCRIPT", "LOAD", source)
+
+    async def delete(self, *keys: bytes) -> Any:
+        return await self.execute("DEL", *keys)
+
+    async def execute(self, *args: Any) -> Any:
+        return await self._lanes.execute(self._lane, args)
+
+
 class Lanes:
     """The sync face's tracked connections: one lane per key hash, each a connection and a lock."""
 
@@ -269,37 +315,32 @@ class Lanes:
         self._lanes = [_Lane(threading.Lock()) for _ in range(size)]
         _ALL_LANES.add(self)
 
-    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
-        """EVALSHA on the lane of the first key (the `Script` interface)."""
-        return self.call(keys_and_args[0], "EVALSHA", sha, numkeys, *keys_and_args)
-
-    def script_load(self, source: str) -> Any:
-        return self.call(b"", "SCRIPT", "LOAD", source)
-
-    def delete(self, key: bytes) -> Any:
-        return self.call(key, "DEL", key)
-
-    def call(self, key: bytes, *args: Any) -> Any:
-        """Send one command on `key`'s lane; raises `ChannelDown` if tracking cannot be set up."""
+    @contextlib.contextmanager
+    def hold(self, key: bytes) -> Iterator[Held]:
+        """`key`'s lane, for this caller alone (waiting up to the timeout for it)."""
         lane = self._lanes[_lane_index(key, len(self._lanes))]
         if not lane.lock.acquire(timeout=self._timeout):
             raise PoolFull(f"the near cache's connection for this session stayed busy for {self._timeout:g}s")
         try:
-            attempts = 0
-            while True:
-                try:
-                    connection = self._ready(lane)
-                    connection.send_packed_command(connection.pack_command(*args))
-                    return connection.read_response()
-                except ResponseError:
-                    raise  # the reply was read whole: the connection is fine
-                except BaseException as exc:
-                    self._close(lane)
-                    if not isinstance(exc, _LOST) or isinstance(exc, PoolFull) or attempts >= self._retries:
-                        raise
-                    attempts += 1
+            yield Held(self, lane)
         finally:
             lane.lock.release()
+
+    def execute(self, lane: _Lane, args: tuple[Any, ...]) -> Any:
+        """One command on a held lane: retried on a fresh connection after a lost one."""
+        attempts = 0
+        while True:
+            try:
+                connection = self._ready(lane)
+                connection.send_packed_command(connection.pack_command(*args))
+                return connection.read_response()
+            except ResponseError:
+                raise  # the reply was read whole: the connection is fine
+            except BaseException as exc:
+                self._close(lane)
+                if not isinstance(exc, _LOST) or isinstance(exc, PoolFull) or attempts >= self._retries:
+                    raise
+                attempts += 1
 
     def _ready(self, lane: _Lane) -> Any:
         """The lane's connection, tracking for the listener's current generation."""
@@ -360,18 +401,9 @@ class AsyncLanes:
         self._retries = retries
         self._timeout = timeout
         self._lanes = [_Lane(asyncio.Lock()) for _ in range(size)]
-        self._pid = os.getpid()
 
-    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
-        return await self.call(keys_and_args[0], "EVALSHA", sha, numkeys, *keys_and_args)
-
-    async def script_load(self, source: str) -> Any:
-        return await self.call(b"", "SCRIPT", "LOAD", source)
-
-    async def delete(self, key: bytes) -> Any:
-        return await self.call(key, "DEL", key)
-
-    async def call(self, key: bytes, *args: Any) -> Any:
+    @contextlib.asynccontextmanager
+    async def hold(self, key: bytes) -> AsyncIterator[AsyncHeld]:
         lane = self._lanes[_lane_index(key, len(self._lanes))]
         try:
             await asyncio.wait_for(lane.lock.acquire(), self._timeout)
@@ -379,21 +411,24 @@ class AsyncLanes:
             raise PoolFull(f"the near cache's connection for this session stayed busy for {self._timeout:g}s"
                            ) from None
         try:
-            attempts = 0
-            while True:
-                try:
-                    connection = await self._ready(lane)
-                    await connection.send_packed_command(connection.pack_command(*args))
-                    return await connection.read_response()
-                except ResponseError:
-                    raise
-                except BaseException as exc:
-                    await self._close(lane)
-                    if not isinstance(exc, _LOST) or isinstance(exc, PoolFull) or attempts >= self._retries:
-                        raise
-                    attempts += 1
+            yield AsyncHeld(self, lane)
         finally:
             lane.lock.release()
+
+    async def execute(self, lane: _Lane, args: tuple[Any, ...]) -> Any:
+        attempts = 0
+        while True:
+            try:
+                connection = await self._ready(lane)
+                await connection.send_packed_command(connection.pack_command(*args))
+                return await connection.read_response()
+            except ResponseError:
+                raise
+            except BaseException as exc:
+                await self._close(lane)
+                if not isinstance(exc, _LOST) or isinstance(exc, PoolFull) or attempts >= self._retries:
+                    raise
+                attempts += 1
 
     async def _ready(self, lane: _Lane) -> Any:
         state = self._listener.state
