@@ -310,9 +310,13 @@ class NearFront:
         return None
 
     async def aclose(self) -> None:
+        """Close this event loop's connections and the listener (it starts again on the next use)."""
         lanes = self._async_lanes.pop(asyncio.get_running_loop(), None)
         if lanes is not None:
             await lanes.close()
+        listener = self._listener
+        if listener is not None:
+            listener.stop(wait=False)  # never block the loop: the thread ends on its own
 
     # -- shared ----------------------------------------------------------------------------
 

@@ -122,25 +122,30 @@ class Listener:
         if self._thread is not None:
             return
         with self._lock:
-            if self._thread is None and not self._stop.is_set():
-                thread = threading.Thread(target=self._run, name="sessionkit-redis-invalidations", daemon=True)
+            if self._thread is None:
+                self._stop = threading.Event()  # a stopped listener starts again on the next use
+                thread = threading.Thread(target=self._run, args=(self._stop,), name="sessionkit-redis-invalidations",
+                                          daemon=True)
                 self._thread = thread
                 thread.start()
 
     def reset(self) -> None:
         """Drop the channel and make a new one (a lane found the redirect no longer valid)."""
+        with self._lock:
+            self._reset.set()
+            self.state = None
         self.cache.go_offline()
-        self.state = None
-        self._reset.set()
         self._disconnect()
 
-    def stop(self) -> None:
-        self._stop.set()
+    def stop(self, *, wait: bool = True) -> None:
+        """Close the channel and end the thread (`wait`: until it has ended)."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            self._stop.set()
+            self.state = None
         self.cache.go_offline()
-        self.state = None
         self._disconnect()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if wait and thread is not None and thread is not threading.current_thread():
             thread.join(timeout=2 * HEARTBEAT + self._timeout)
 
     def forget(self) -> None:
@@ -157,32 +162,35 @@ class Listener:
             with contextlib.suppress(Exception):  # already closed by the other thread: nothing to release
                 connection.disconnect()
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
         delay = _BACKOFF[0]
-        while not self._stop.is_set():
+        while not stop.is_set():
             self._reset.clear()
             connection: Any = None
             try:
                 connection = self._connection = self._make()
-                self._subscribe(connection)
+                self._subscribe(connection, stop)
                 delay = _BACKOFF[0]
-                self._listen(connection)
+                self._listen(connection, stop)
             except Exception as exc:  # whatever went wrong, the channel is lost: flush, then reconnect
-                if not self._stop.is_set():
+                if not stop.is_set():
                     log.warning("near cache: the invalidation channel is down (%s); reads go to Redis until "
                                 "it is back", exc)
             finally:
-                self.state = None
-                self.cache.go_offline()
-                self._connection = None
+                with self._lock:
+                    current = self._connection is connection  # not yet replaced by a restarted listener
+                    if current:
+                        self._connection = self.state = None
+                if current:
+                    self.cache.go_offline()
                 if connection is not None:
                     with contextlib.suppress(Exception):  # a half-open connection: nothing more to release
                         connection.disconnect()
-            if self._stop.wait(delay):
+            if stop.wait(delay):
                 break
             delay = min(delay * 2, _BACKOFF[1])
 
-    def _subscribe(self, connection: Any) -> None:
+    def _subscribe(self, connection: Any, stop: threading.Event) -> None:
         name = f"sessionkit-invalidations-{secrets.token_hex(8)}"
         connection.connect()
         self.connects += 1
@@ -198,15 +206,16 @@ class Listener:
         connection.send_command("SUBSCRIBE", CHANNEL)
         if read_message(connection.read_response()).kind != "subscribed":
             raise ValueError("SUBSCRIBE was not confirmed")
-        if self._reset.is_set() or self._stop.is_set():
-            raise ValueError("reset while subscribing")
-        generation = self.cache.go_online()
-        self.state = (generation, client_id, name)
+        with self._lock:  # against a stop or reset meanwhile: they take the lock to say so
+            if self._reset.is_set() or stop.is_set():
+                raise ValueError("reset while subscribing")
+            generation = self.cache.go_online()
+            self.state = (generation, client_id, name)
 
-    def _listen(self, connection: Any) -> None:
+    def _listen(self, connection: Any, stop: threading.Event) -> None:
         pinged_at: float | None = None
         checked_at = time.monotonic()
-        while not (self._stop.is_set() or self._reset.is_set()):
+        while not (stop.is_set() or self._reset.is_set()):
             if self._master_address is not None and time.monotonic() - checked_at >= HEARTBEAT:
                 checked_at = time.monotonic()
                 host, port = self._master_address()
