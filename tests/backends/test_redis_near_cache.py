@@ -20,6 +20,7 @@ from sessionkit import ConfigError, SessionManager, StoreUnavailable, open_store
 from sessionkit.backends.redis import RedisStore
 from sessionkit.backends.redis.layout import tracked_reply
 from sessionkit.backends.redis.nearcache import CHANNEL, NearCache, read_message
+from sessionkit.backends.redis.tracking import ChannelDown, check_tracking
 from sessionkit.flow import MergeResult
 from sessionkit.record import Record
 from testservers import RedisServer, free_port
@@ -520,6 +521,29 @@ def test_every_reply_shape_on_the_invalidation_connection_has_one_meaning(reply:
 def test_a_tracked_read_of_any_other_shape_is_a_redis_error(reply: Any) -> None:
     with pytest.raises(redis.RedisError):
         tracked_reply(reply)
+
+
+_STATE = (3, 7, "sessionkit-invalidations-00ff")
+
+
+@pytest.mark.parametrize(("enabled", "listed"), [
+    (redis.ResponseError("ERR The client ID you want redirect to does not exist"), b""),
+    (b"OK", b""),  # no such client on this server
+    (b"OK", b"id=7 addr=127.0.0.1:1 name=someone-else sub=1"),  # the id is another client's (a failover)
+    (b"OK", b"id=7 addr=127.0.0.1:1 name=sessionkit-invalidations-00ff-not sub=1"),
+    (b"OK", b"id=7 name=xsessionkit-invalidations-00ff"),
+    (b"OK", redis.ResponseError("NOPERM this user has no permissions to run the 'client|list' command")),
+    (b"OK", None), (b"OK", 7), (b"OK", [b"name=sessionkit-invalidations-00ff"]),
+    (b"QUEUED", b"id=7 name=sessionkit-invalidations-00ff"), (None, b"id=7 name=sessionkit-invalidations-00ff"),
+])
+def test_tracking_is_trusted_only_when_redirected_to_our_own_listener(enabled: Any, listed: Any) -> None:
+    with pytest.raises(ChannelDown):
+        check_tracking(_STATE, enabled, listed)
+
+
+def test_tracking_redirected_to_our_listener_is_accepted() -> None:
+    check_tracking(_STATE, b"OK", b"id=7 addr=127.0.0.1:1 laddr=127.0.0.1:2 name=sessionkit-invalidations-00ff "
+                                  b"flags=P sub=1 resp=2\n")
 
 
 # -- the cache's own rules ---------------------------------------------------------------------------------

@@ -5,9 +5,16 @@ client tracking, Redis 6+, used here as Redis 7.0 offers it): a connection
 with ``CLIENT TRACKING ON REDIRECT <id> NOLOOP`` has every key it reads
 remembered; when any client changes one, Redis publishes the key on
 ``__redis__:invalidate`` to the client ``<id>`` — the `Listener`, one
-connection per store and process, subscribed to that channel in RESP2 (which
-every supported redis-py speaks; RESP3 pushes would need the client's private
-hooks). Redis then forgets the key's readers until one reads it again.
+connection per store and process, subscribed to that channel in RESP2. Redis
+then forgets the key's readers until one reads it again.
+
+Why not redis-py's own means: ``Redis.client_tracking_on`` sends ``CLIENT
+TRACKING`` on whichever pooled connection is free, but tracking is a setting
+of one connection, so it must be sent on each connection that reads, when it
+connects. And RESP2 with a redirect works the same on every redis-py from 5
+to 8, while RESP3 invalidations arrive as pushes on the reading connections
+themselves, interleaved with replies, handled differently by each major (8
+also defaults to RESP3: these connections ask for RESP2 explicitly).
 
 Why `Lanes` rather than a pool: ``NOLOOP`` spares a connection the
 invalidations for its *own* writes, but a write on one connection still
@@ -55,7 +62,7 @@ from redis.retry import Retry
 from .nearcache import CHANNEL, NearCache, read_message
 from .pool import PoolFull
 
-__all__ = ["AsyncHeld", "AsyncLanes", "ChannelDown", "Held", "Lanes", "Listener"]
+__all__ = ["AsyncHeld", "AsyncLanes", "ChannelDown", "Held", "Lanes", "Listener", "check_tracking", "tracking_commands"]
 
 log = logging.getLogger("sessionkit")
 
@@ -242,13 +249,17 @@ def _lane_index(key: bytes, size: int) -> int:
     return zlib.crc32(key) % size
 
 
-def _tracking_commands(state: tuple[int, int, str]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+def tracking_commands(state: tuple[int, int, str]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """What a lane sends to start tracking for the listener `state` names, and to check whom it redirects to."""
     _, client_id, _ = state
     return (("CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "NOLOOP"), ("CLIENT", "LIST", "ID", client_id))
 
 
-def _check_tracking(state: tuple[int, int, str], enabled: Any, listed: Any) -> None:
-    """The replies to `_tracking_commands`: tracking on, redirected to our listener on this server."""
+def check_tracking(state: tuple[int, int, str], enabled: Any, listed: Any) -> None:
+    """The replies to `tracking_commands`: tracking on, redirected to our listener on this server.
+
+    Raises `ChannelDown` for anything else (an error reply, no such client, another client's line).
+    """
     if enabled != b"OK":
         raise ChannelDown("CLIENT TRACKING was refused")
     if not isinstance(listed, bytes):
@@ -363,7 +374,7 @@ class Lanes:
             self._close(lane)
         connection = lane.connection = self._make()
         connection.connect()
-        enable, check = _tracking_commands(state)
+        enable, check = tracking_commands(state)
         connection.send_packed_command(connection.pack_commands([enable, check]))
         try:
             enabled = connection.read_response()
@@ -374,7 +385,7 @@ class Lanes:
         except ResponseError as exc:
             listed = exc
         try:
-            _check_tracking(state, enabled, listed)
+            check_tracking(state, enabled, listed)
         except ChannelDown:
             self._listener.reset()
             raise
@@ -450,7 +461,7 @@ class AsyncLanes:
             await self._close(lane)
         connection = lane.connection = self._make()
         await connection.connect()
-        enable, check = _tracking_commands(state)
+        enable, check = tracking_commands(state)
         await connection.send_packed_command(connection.pack_commands([enable, check]))
         try:
             enabled = await connection.read_response()
@@ -461,7 +472,7 @@ class AsyncLanes:
         except ResponseError as exc:
             listed = exc
         try:
-            _check_tracking(state, enabled, listed)
+            check_tracking(state, enabled, listed)
         except ChannelDown:
             self._listener.reset()
             raise
