@@ -574,7 +574,7 @@ def test_an_invalidation_during_a_read_keeps_that_read_out_of_the_cache() -> Non
     assert cache.finish(b"k", ticket, record, clock.now + 60) is False
     ticket = cache.begin(b"k")
     assert ticket is not None and cache.finish(b"k", ticket, record, clock.now + 60) is True
-    assert cache.read(b"k", clock.now, None) == (record, False)
+    assert cache.get(b"k", clock.now, None) is record
 
 
 def test_offline_nothing_is_begun_or_served() -> None:
@@ -585,7 +585,7 @@ def test_offline_nothing_is_begun_or_served() -> None:
     assert ticket is not None
     cache.finish(b"k", ticket, Record({"a": b"1"}, 1.0, 1.0), cache.clock() + 60)
     cache.go_offline()
-    assert cache.read(b"k", cache.clock(), None)[0] is None and len(cache) == 0
+    assert cache.get(b"k", cache.clock(), None) is None and len(cache) == 0
 
 
 def test_entries_are_served_within_the_staleness_bound_and_the_redis_expiry_only() -> None:
@@ -597,10 +597,10 @@ def test_entries_are_served_within_the_staleness_bound_and_the_redis_expiry_only
         ticket = cache.begin(key)
         assert ticket is not None
         cache.finish(key, ticket, record, clock.now + expires_in)
-    assert cache.read(b"short", clock.now + 1.9, None)[0] is record
-    assert cache.read(b"short", clock.now + 2.0, None)[0] is None  # Redis has expired it by now
-    assert cache.read(b"long", clock.now + 4.9, None)[0] is record
-    assert cache.read(b"long", clock.now + 5.0, None)[0] is None  # the staleness bound
+    assert cache.get(b"short", clock.now + 1.9, None) is record
+    assert cache.get(b"short", clock.now + 2.0, None) is None  # Redis has expired it by now
+    assert cache.get(b"long", clock.now + 4.9, None) is record
+    assert cache.get(b"long", clock.now + 5.0, None) is None  # the staleness bound
 
 
 def test_a_ttl_refresh_is_due_a_tenth_of_the_idle_timeout_after_the_last() -> None:
@@ -610,10 +610,14 @@ def test_a_ttl_refresh_is_due_a_tenth_of_the_idle_timeout_after_the_last() -> No
     ticket = cache.begin(b"k")
     assert ticket is not None
     cache.finish(b"k", ticket, Record({"a": b"1"}, 1.0, 1.0), clock.now + 100.0)  # just refreshed to 100 s
-    assert cache.read(b"k", clock.now + 9.9, 100.0)[0] is not None  # 90.1 s left: no refresh due
-    assert cache.read(b"k", clock.now + 10.1, 100.0) == (None, True)  # 89.9 s left: due
-    assert cache.read(b"k", clock.now, 50.0) == (None, True)  # a shorter idle timeout wants it shortened
-    assert cache.read(b"k", clock.now + 1, None)[0] is not None  # no rolling refresh asked: served
+    assert cache.get(b"k", clock.now + 9.9, 100.0) is not None  # 90.1 s left: no refresh due
+    assert not cache.refresh_due(b"k", clock.now + 9.9, 100.0)
+    assert cache.get(b"k", clock.now + 10.1, 100.0) is None  # 89.9 s left: due
+    assert cache.refresh_due(b"k", clock.now + 10.1, 100.0)
+    assert cache.get(b"k", clock.now, 50.0) is None  # a shorter idle timeout wants it shortened
+    assert cache.refresh_due(b"k", clock.now, 50.0)
+    assert cache.get(b"k", clock.now + 1, None) is not None  # no rolling refresh asked: served
+    assert cache.refresh_due(b"other", clock.now, 100.0) and not cache.refresh_due(b"other", clock.now, None)
 
 
 def test_memory_stays_bounded_at_near_cache_entries(redis_url: str) -> None:

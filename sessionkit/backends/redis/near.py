@@ -140,12 +140,9 @@ class NearFront:
     # keeps what it read out of the cache. `ChannelDown` (tracking not set up: nothing was sent)
     # means `BYPASS`.
 
-    def load(self, key: bytes, touch_ttl: float | None) -> Any:
-        """The record, None, or `BYPASS`."""
+    def load(self, key: bytes, touch_ttl: float | None, due: bool) -> Any:
+        """After a miss: read from Redis and fill the cache; the record, None, or `BYPASS`."""
         cache = self.cache
-        record, due = cache.read(key, cache.clock(), touch_ttl)
-        if record is not None:
-            return record
         lanes = self._sync()
         # Refresh the TTL only when due: it evicts the entry in every other process.
         ttl_ms = milliseconds(touch_ttl) if due and touch_ttl is not None else 0
@@ -232,11 +229,8 @@ class NearFront:
 
     # -- the async face: the same, awaited ------------------------------------------------------
 
-    async def aload(self, key: bytes, touch_ttl: float | None) -> Any:
+    async def aload(self, key: bytes, touch_ttl: float | None, due: bool) -> Any:
         cache = self.cache
-        record, due = cache.read(key, cache.clock(), touch_ttl)
-        if record is not None:
-            return record
         lanes = self._async()
         ttl_ms = milliseconds(touch_ttl) if due and touch_ttl is not None else 0
         try:

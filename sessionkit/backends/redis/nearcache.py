@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from ...flow import touch_interval
+from ...flow import TOUCH_DIVISOR
 from ...record import Record
 
 __all__ = ["CHANNEL", "Entry", "Message", "NearCache", "NearCacheStats", "Ticket", "read_message"]
@@ -95,29 +95,33 @@ class NearCache:
 
     # -- reads ------------------------------------------------------------------------
 
-    def read(self, key: bytes, now: float, touch_ttl: float | None) -> tuple[Record | None, bool]:
-        """``(record, False)`` for a hit; ``(None, refresh_due)`` for a miss.
+    def get(self, key: bytes, now: float, touch_ttl: float | None) -> Record | None:
+        """The record if it may be served now (a hit), else None (a miss: see `refresh_due`).
 
-        With `touch_ttl`, a refresh is due unless the expiry Redis holds is
-        between ``touch_ttl - touch_interval(touch_ttl)`` and ``touch_ttl`` from
-        now (what a refresh would set, give or take the interval); an entry due
-        one is not served, and the read that goes to Redis refreshes it.
+        With `touch_ttl` (a rolling idle timeout), an entry is served only while
+        the expiry Redis holds is between ``touch_ttl - touch_interval(touch_ttl)``
+        and ``touch_ttl`` from now: what a refresh would set, give or take the
+        interval. Otherwise the read goes to Redis, which refreshes it.
         """
         with self._lock:
             entry = self._entries.get(key)
-            if entry is None:
-                self._misses += 1
-                return None, touch_ttl is not None
-            due = False
-            if touch_ttl is not None:
-                left = entry.expires_at - now
-                due = left > touch_ttl or left < touch_ttl - touch_interval(touch_ttl)
-            if now < entry.valid_until and not due:
-                self._entries.move_to_end(key)
-                self._hits += 1
-                return entry.record, False
+            if entry is not None and now < entry.valid_until:
+                if touch_ttl is None or touch_ttl - touch_ttl / TOUCH_DIVISOR <= entry.expires_at - now <= touch_ttl:
+                    self._entries.move_to_end(key)
+                    self._hits += 1
+                    return entry.record
             self._misses += 1
-            return None, due
+            return None
+
+    def refresh_due(self, key: bytes, now: float, touch_ttl: float | None) -> bool:
+        """After a miss: whether the read that goes to Redis must refresh the TTL (see `get`)."""
+        if touch_ttl is None:
+            return False
+        entry = self._entries.get(key)
+        if entry is None:
+            return True
+        left = entry.expires_at - now
+        return left > touch_ttl or left < touch_ttl - touch_ttl / TOUCH_DIVISOR
 
     def begin(self, key: bytes) -> Ticket | None:
         """Register a read or write of `key` about to be sent; None when the cache is bypassed (offline)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -54,6 +55,8 @@ __all__ = ["RedisStore"]
 _LOAD_AND_TOUCH = Script(LOAD_AND_TOUCH)
 _CREATE = Script(CREATE)
 _MERGE = Script(MERGE)
+
+_monotonic = time.monotonic
 
 #: Seconds a near-cache entry is served without asking Redis again, should an invalidation go missing.
 DEFAULT_NEAR_CACHE_TTL = 5.0
@@ -178,12 +181,19 @@ class RedisStore:
     # -- the sync face --------------------------------------------------------------
 
     def load(self, session_id: str, touch_ttl: float | None) -> Record | None:
-        key = self._key(session_id)
+        key = self.prefix + session_id.encode("utf-8")
+        near = self._near
+        if near is not None:
+            cache = near.cache
+            now = _monotonic()
+            record = cache.get(key, now, touch_ttl)
+            if record is not None:
+                return record  # a hit: nothing sent
+            with _LOAD_ERRORS:
+                loaded = near.load(key, touch_ttl, cache.refresh_due(key, now, touch_ttl))
+            if loaded is not BYPASS:
+                return loaded  # type: ignore[no-any-return]
         with _LOAD_ERRORS:
-            if self._near is not None:
-                record = self._near.load(key, touch_ttl)
-                if record is not BYPASS:
-                    return record  # type: ignore[no-any-return]
             if touch_ttl is None:
                 reply = self._sync().hgetall(key)
             else:
@@ -230,12 +240,19 @@ class RedisStore:
     # -- the async face -------------------------------------------------------------
 
     async def aload(self, session_id: str, touch_ttl: float | None) -> Record | None:
-        key = self._key(session_id)
+        key = self.prefix + session_id.encode("utf-8")
+        near = self._near
+        if near is not None:
+            cache = near.cache
+            now = _monotonic()
+            record = cache.get(key, now, touch_ttl)
+            if record is not None:
+                return record  # a hit: nothing sent
+            with _LOAD_ERRORS:
+                loaded = await near.aload(key, touch_ttl, cache.refresh_due(key, now, touch_ttl))
+            if loaded is not BYPASS:
+                return loaded  # type: ignore[no-any-return]
         with _LOAD_ERRORS:
-            if self._near is not None:
-                record = await self._near.aload(key, touch_ttl)
-                if record is not BYPASS:
-                    return record  # type: ignore[no-any-return]
             if touch_ttl is None:
                 reply = await self._async().hgetall(key)
             else:
