@@ -786,3 +786,24 @@ def test_many_tasks_on_one_event_loop_share_the_cache(redis_url: str) -> None:
 
     asyncio.run(main())
     store.close()
+
+
+def test_after_aclose_the_sync_face_brings_the_channel_back(redis_url: str) -> None:
+    """An ASGI shutdown (aclose) stops the listener; the store still works, and caches again on its next use."""
+    store = online(open_store(near_url(redis_url)))  # type: ignore[arg-type]
+    cache = store.near_cache
+    assert cache is not None
+    store.create(sid(1), Record({"v": b"1"}, time.time(), time.time()), 60)
+
+    async def use_then_close() -> None:
+        assert await store.aload(sid(1), None) is not None
+        await store.aclose()
+
+    asyncio.run(use_then_close())
+    assert not cache.online and len(cache) == 0
+    record = store.load(sid(1), None)  # bypasses while the channel comes back
+    assert record is not None and record.data["v"] == b"1"
+    wait_for(lambda: cache.online)
+    store.load(sid(1), None)
+    assert cached(store, sid(1))
+    store.close()

@@ -114,9 +114,9 @@ class NearFront:
         return listener
 
     def _sync(self) -> Lanes:
+        listener = self.listener  # (re)started if a close or an aclose stopped it
         lanes = self._lanes
         if lanes is None:
-            listener = self.listener
             with self._lock:
                 if self._lanes is None:
                     client = make_client(self.settings, asynchronous=False)
@@ -125,12 +125,13 @@ class NearFront:
         return lanes
 
     def _async(self) -> AsyncLanes:
+        listener = self.listener
         loop = asyncio.get_running_loop()
         lanes = self._async_lanes.get(loop)
         if lanes is None:
             client = make_client(self.settings, asynchronous=True)
             lanes = self._async_lanes[loop] = AsyncLanes(
-                client, self.listener, self._size, self.settings.retries, self.settings.timeout)
+                client, listener, self._size, self.settings.retries, self.settings.timeout)
         return lanes
 
     # -- the sync face ------------------------------------------------------------------
