@@ -12,7 +12,8 @@ Four parts, each on servers this run starts (and stops by pid):
    ``GET`` per request. Verdicts are per-round ratios of *added* µs (over the
    row's own bare app), median over rounds: a warm near-cache read ≤ 1.5 times a
    ``memory://`` read; the ``GET`` floor ≥ 4 times a warm near-cache read; a write
-   with the near cache ≤ 1.10 times one without.
+   with the near cache ≤ 1.10 times one without. Then the merge alone
+   (``store.merge``, no load before it), with and without the near cache.
 2. **Invalidation latency**: this process keeps 200 sessions in its near cache
    (a reader thread reloads what is invalidated) while a writer *process*
    changes them at 1,000 writes/s; meanwhile a probe changes one more cached
@@ -125,6 +126,43 @@ def _get_floor(kind: str, host: str, port: int) -> Setup:
                  aclose=aclose)
 
 
+def merge_part(server: RedisServer, rounds: int, merges: int, rng: random.Random) -> dict[str, Any]:
+    """The merge alone (no load before it), with and without the near cache, interleaved by round.
+
+    With the near cache the merge script also reads the session back (to refresh this
+    process's entry); this is what that costs on its own.
+    """
+    stores = {name: SessionManager(url, secret_keys=[SECRET_KEY]).store
+              for name, url in (("without", server.url), ("with near cache", f"{server.url}?near_cache=10000"))}
+    for store in stores.values():
+        store.load("0" * 43, None)
+    time.sleep(0.2)
+    now = time.time()
+    data = {"user": b'"alice"', "count": b"0"}
+    samples: dict[str, list[float]] = {name: [] for name in stores}
+    try:
+        for _ in range(rounds):
+            order = list(stores)
+            rng.shuffle(order)
+            for name in order:
+                store = stores[name]
+                session_id = "m" * 43
+                store.create(session_id, Record(data, now, now), 600)
+                started = time.perf_counter_ns()
+                for n in range(merges):
+                    store.merge(session_id, {"count": str(n).encode()}, now, 600)
+                samples[name].append((time.perf_counter_ns() - started) / merges / 1000)
+    finally:
+        for store in stores.values():
+            store.close()
+    ratio = statistics.median(a / b for a, b in zip(samples["with near cache"], samples["without"], strict=True))
+    print(f"\n== the merge alone (store.merge, sync face): {rounds} rounds x {merges}")
+    for name, values in samples.items():
+        print(f"  {name:16} median {statistics.median(values):7.1f} µs")
+    print(f"  with / without, per round, median: {ratio:.2f}")
+    return {"samples": samples, "ratio": ratio}
+
+
 def wait_online(setups: list[Setup]) -> None:
     """Near-cache rows: wait until the invalidation channel is up (before that, reads bypass the cache)."""
     for setup in setups:
@@ -190,23 +228,23 @@ def requests_part(server: RedisServer, rounds: int, requests: int, rng: random.R
 
 
 def _writer(url: str, keys: list[bytes], rate: float, stop: Any, written: Any) -> None:
-    """A separate process changing the cached sessions at `rate` writes per second (a batch every 10 ms)."""
+    """A separate process changing the cached sessions at `rate` writes per second on average.
+
+    Every 10 ms it sends, pipelined, the writes due by then, so a late wake-up is made up for.
+    """
     client = redis.Redis.from_url(url)
-    tick = 0.01
-    per_tick = max(1, round(rate * tick))
-    next_at = time.monotonic()
+    started = time.monotonic()
     count = 0
     rng = random.Random(7)
     while not stop.is_set():
-        pipe = client.pipeline(transaction=False)
-        for _ in range(per_tick):
-            pipe.hset(rng.choice(keys), b"d:n", str(count).encode())
-            count += 1
-        pipe.execute()
-        next_at += tick
-        delay = next_at - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+        due = int((time.monotonic() - started) * rate) - count
+        if due > 0:
+            pipe = client.pipeline(transaction=False)
+            for _ in range(due):
+                pipe.hset(rng.choice(keys), b"d:n", str(count).encode())
+                count += 1
+            pipe.execute()
+        time.sleep(0.01)
     written.value = count
 
 
@@ -424,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     server.start()
     try:
         report["requests"] = requests_part(server, args.rounds, args.requests, random.Random(seed))
+        report["merge"] = merge_part(server, args.rounds, args.requests // 2, random.Random(seed))
         report["latency"] = latency_part(server, args.latency_samples, args.write_rate)
         if not args.skip_memory:
             report["memory"] = memory_part(server)

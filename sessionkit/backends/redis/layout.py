@@ -109,12 +109,11 @@ create()
 return redis.call('PTTL', KEYS[1])
 """
 
-#: MERGE, then {result} or, applied, {1, HGETALL, PTTL}: what the store holds now, read after the write.
+#: MERGE, then {result, PTTL} (the read that keeps the key tracked; the caller knows what it wrote).
 MERGE_TRACKED = "local function merge()\n" + MERGE + """
 end
 local result = merge()
-if result ~= 1 then return {result} end
-return {result, redis.call('HGETALL', KEYS[1]), redis.call('PTTL', KEYS[1])}
+return {result, redis.call('PTTL', KEYS[1])}
 """
 
 

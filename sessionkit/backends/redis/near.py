@@ -4,8 +4,9 @@ A read served from the cache sends nothing to Redis. A read that misses (or
 whose entry is past its staleness bound or due a TTL refresh) goes to Redis on
 the key's tracked lane (`tracking.Lanes`) and fills the cache; writes go to
 Redis as always (the same per-key merge script, so nothing is lost and a
-logout still wins) and refresh the process's own entry with what Redis holds
-after the write. While the invalidation channel is down, every call returns
+logout still wins) and refresh the process's own entry: a create caches the
+record it wrote, a merge applies its changes to the entry it started from.
+While the invalidation channel is down, every call returns
 `BYPASS` and the store takes its ordinary path: the cache is never served blind.
 
 The TTL refresh: a hit does no round trip, so a rolling session's expiry is
@@ -31,7 +32,7 @@ from typing import Any, Final
 from redis.exceptions import InvalidResponse
 
 from ...flow import MergeResult
-from ...record import NO_META, CorruptRecord, Record
+from ...record import NO_META, CorruptRecord, Record, merge_data
 from .clients import ClientSettings, make_client
 from .layout import (
     CREATE_TRACKED,
@@ -72,11 +73,11 @@ def _expires_at(sent_at: float, pttl: int) -> float:
     return sent_at + pttl / 1000 if pttl > 0 else sent_at
 
 
-def _merged(reply: Any) -> tuple[int, Any]:
-    """The MERGE_TRACKED reply's result code and, when applied, its tracked read."""
-    if not isinstance(reply, list) or not reply or type(reply[0]) is not int:
-        raise InvalidResponse("the merge script's reply is not {result, ...}")
-    return reply[0], reply[1:]
+def _merged(reply: Any) -> tuple[int, int]:
+    """The MERGE_TRACKED reply: the merge's result code and the key's PTTL after it."""
+    if not isinstance(reply, list) or len(reply) != 2 or type(reply[0]) is not int or type(reply[1]) is not int:
+        raise InvalidResponse("the merge script's reply is not {result, pttl}")
+    return reply[0], reply[1]
 
 
 def _copy(record: Record) -> Record:
@@ -196,12 +197,13 @@ class NearFront:
                 if ticket is None:
                     return BYPASS
                 sent = cache.clock()
+                base = cache.current(key, sent)  # after `begin`: a change landing from here on spoils the ticket
                 try:
-                    code, read = _merged(_MERGE.run(lane, [key], merge_args(changes, accessed_at, ttl)))
+                    code, pttl = _merged(_MERGE.run(lane, [key], merge_args(changes, accessed_at, ttl)))
                 except BaseException:
                     cache.finish(key, ticket, None)
                     raise
-                return self._merge_done(key, ticket, sent, code, read)
+                return self._merge_done(key, ticket, sent, code, pttl, base, changes, accessed_at)
         except ChannelDown:
             return BYPASS
 
@@ -282,12 +284,13 @@ class NearFront:
                 if ticket is None:
                     return BYPASS
                 sent = cache.clock()
+                base = cache.current(key, sent)  # after `begin`: a change landing from here on spoils the ticket
                 try:
-                    code, read = _merged(await _MERGE.arun(lane, [key], merge_args(changes, accessed_at, ttl)))
+                    code, pttl = _merged(await _MERGE.arun(lane, [key], merge_args(changes, accessed_at, ttl)))
                 except BaseException:
                     cache.finish(key, ticket, None)
                     raise
-                return self._merge_done(key, ticket, sent, code, read)
+                return self._merge_done(key, ticket, sent, code, pttl, base, changes, accessed_at)
         except ChannelDown:
             return BYPASS
 
@@ -321,7 +324,14 @@ class NearFront:
             raise InvalidResponse("the create script's reply is not a PTTL")
         self.cache.finish(key, ticket, _copy(record), _expires_at(now, pttl))
 
-    def _merge_done(self, key: bytes, ticket: Any, now: float, code: int, read: list[Any]) -> MergeResult:
+    def _merge_done(self, key: bytes, ticket: Any, sent: float, code: int, pttl: int, base: Record | None,
+                    changes: Mapping[str, bytes | None], accessed_at: float) -> MergeResult:
+        """Cache what the merge left: the entry it started from with the changes applied.
+
+        Sound because the lane is held and the ticket was begun before `base` was taken: a
+        change by anyone else either came before `base` was read (and was in it), or its
+        invalidation spoils the ticket, or it arrives later and drops the new entry.
+        """
         cache = self.cache
         if code != 1:
             cache.finish(key, ticket, None)
@@ -331,11 +341,9 @@ class NearFront:
                 return MERGE_RESULTS[code]
             except KeyError:
                 raise InvalidResponse(f"the merge script answered {code}") from None
-        try:
-            fields, pttl = tracked_reply(read)
-            record = decode_fields(fields)
-        except (InvalidResponse, CorruptRecord):
-            cache.finish(key, ticket, None)  # applied; what it reads back is not cacheable
-            return MergeResult.APPLIED
-        cache.finish(key, ticket, record, _expires_at(now, pttl))
+        if base is None:
+            cache.finish(key, ticket, None)  # nothing to build on: the next read fetches it
+        else:
+            record = Record(merge_data(base.data, changes), base.created_at, accessed_at, base.meta)
+            cache.finish(key, ticket, record, _expires_at(sent, pttl))
         return MergeResult.APPLIED

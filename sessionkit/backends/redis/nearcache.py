@@ -136,6 +136,12 @@ class NearCache:
                 tickets.append(ticket)
             return ticket
 
+    def current(self, key: bytes, now: float) -> Record | None:
+        """The entry's record if it is still within its bounds (no hit counted): what an own write builds on."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return entry.record if entry is not None and now < entry.valid_until else None
+
     def finish(self, key: bytes, ticket: Ticket, record: Record | None, expires_at: float = 0.0) -> bool:
         """End `ticket`; cache `record` if nothing invalidated it since `begin`. True if it was cached."""
         with self._lock:

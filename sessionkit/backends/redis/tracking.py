@@ -48,7 +48,7 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -279,18 +279,28 @@ class _Lane:
 
 
 class Held:
-    """A lane held by one caller: commands on it, in the `Script` interface, until it is released.
+    """One lane, as a context manager that holds it (its lock) and sends commands on it.
 
     The caller updates the cache *before* releasing it: within one process and face, a
     session's commands and the cache updates they make then happen in the order Redis ran
     them (its own writes send it no invalidation, so nothing else would put them in order).
+    A class, made once per lane, not ``@contextmanager``: it is on every miss and write.
     """
 
-    __slots__ = ("_lane", "_lanes")
+    __slots__ = ("_lane", "_lanes", "_timeout")
 
-    def __init__(self, lanes: Any, lane: _Lane) -> None:
+    def __init__(self, lanes: Any, lane: _Lane, timeout: float) -> None:
         self._lanes = lanes
         self._lane = lane
+        self._timeout = timeout
+
+    def __enter__(self) -> Held:
+        if not self._lane.lock.acquire(timeout=self._timeout):
+            raise PoolFull(f"the near cache's connection for this session stayed busy for {self._timeout:g}s")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lane.lock.release()
 
     def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         return self.execute("EVALSHA", sha, numkeys, *keys_and_args)
@@ -306,10 +316,26 @@ class Held:
         return self._lanes.execute(self._lane, args)
 
 
-class AsyncHeld(Held):
-    """`Held` for `AsyncLanes`: the same commands, awaitable."""
+class AsyncHeld:
+    """`Held` for `AsyncLanes`: ``async with``, and the same commands, awaitable."""
 
-    __slots__ = ()
+    __slots__ = ("_lane", "_lanes", "_timeout")
+
+    def __init__(self, lanes: Any, lane: _Lane, timeout: float) -> None:
+        self._lanes = lanes
+        self._lane = lane
+        self._timeout = timeout
+
+    async def __aenter__(self) -> AsyncHeld:
+        try:
+            await asyncio.wait_for(self._lane.lock.acquire(), self._timeout)
+        except asyncio.TimeoutError:
+            raise PoolFull(f"the near cache's connection for this session stayed busy for {self._timeout:g}s"
+                           ) from None
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lane.lock.release()
 
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         return await self.execute("EVALSHA", sha, numkeys, *keys_and_args)
@@ -333,22 +359,29 @@ class Lanes:
         self._retries = retries
         self._timeout = timeout
         self._lanes = [_Lane(threading.Lock()) for _ in range(size)]
+        self._held = [Held(self, lane, timeout) for lane in self._lanes]
         _ALL_LANES.add(self)
 
-    @contextlib.contextmanager
-    def hold(self, key: bytes) -> Iterator[Held]:
-        """`key`'s lane, for this caller alone (waiting up to the timeout for it)."""
-        lane = self._lanes[_lane_index(key, len(self._lanes))]
-        if not lane.lock.acquire(timeout=self._timeout):
-            raise PoolFull(f"the near cache's connection for this session stayed busy for {self._timeout:g}s")
-        try:
-            yield Held(self, lane)
-        finally:
-            lane.lock.release()
+    def hold(self, key: bytes) -> Held:
+        """`key`'s lane: ``with`` it, the caller has it alone (waiting up to the timeout for it)."""
+        return self._held[_lane_index(key, len(self._held))]
 
     def execute(self, lane: _Lane, args: tuple[Any, ...]) -> Any:
         """One command on a held lane: retried on a fresh connection after a lost one."""
         attempts = 0
+        connection = lane.connection
+        state = self._listener.state
+        if connection is not None and state is not None and lane.generation == state[0]:
+            try:  # the common case: a ready connection, one call
+                connection.send_packed_command(connection.pack_command(*args))
+                return connection.read_response()
+            except ResponseError:
+                raise  # the reply was read whole: the connection is fine
+            except BaseException as exc:
+                self._close(lane)
+                if not isinstance(exc, _LOST) or isinstance(exc, PoolFull) or self._retries < 1:
+                    raise
+                attempts = 1
         while True:
             try:
                 connection = self._ready(lane)
@@ -421,22 +454,26 @@ class AsyncLanes:
         self._retries = retries
         self._timeout = timeout
         self._lanes = [_Lane(asyncio.Lock()) for _ in range(size)]
+        self._held = [AsyncHeld(self, lane, timeout) for lane in self._lanes]
 
-    @contextlib.asynccontextmanager
-    async def hold(self, key: bytes) -> AsyncIterator[AsyncHeld]:
-        lane = self._lanes[_lane_index(key, len(self._lanes))]
-        try:
-            await asyncio.wait_for(lane.lock.acquire(), self._timeout)
-        except asyncio.TimeoutError:
-            raise PoolFull(f"the near cache's connection for this session stayed busy for {self._timeout:g}s"
-                           ) from None
-        try:
-            yield AsyncHeld(self, lane)
-        finally:
-            lane.lock.release()
+    def hold(self, key: bytes) -> AsyncHeld:
+        return self._held[_lane_index(key, len(self._held))]
 
     async def execute(self, lane: _Lane, args: tuple[Any, ...]) -> Any:
         attempts = 0
+        connection = lane.connection
+        state = self._listener.state
+        if connection is not None and state is not None and lane.generation == state[0]:
+            try:
+                await connection.send_packed_command(connection.pack_command(*args))
+                return await connection.read_response()
+            except ResponseError:
+                raise
+            except BaseException as exc:
+                await self._close(lane)
+                if not isinstance(exc, _LOST) or isinstance(exc, PoolFull) or self._retries < 1:
+                    raise
+                attempts = 1
         while True:
             try:
                 connection = await self._ready(lane)
