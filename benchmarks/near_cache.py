@@ -245,7 +245,7 @@ def _writer(url: str, keys: list[bytes], rate: float, stop: Any, written: Any) -
                 count += 1
             pipe.execute()
         time.sleep(0.01)
-    written.value = count
+    written[0], written[1] = count, time.monotonic() - started
 
 
 def latency_part(server: RedisServer, samples: int, rate: float) -> dict[str, Any]:
@@ -273,7 +273,7 @@ def latency_part(server: RedisServer, samples: int, rate: float) -> dict[str, An
     reading = threading.Thread(target=reader, daemon=True)
     reading.start()
     context = multiprocessing.get_context("spawn")
-    stop, written = context.Event(), context.Value("q", 0)
+    stop, written = context.Event(), context.Array("d", 2)  # writes made, over how many seconds
     writer = context.Process(target=_writer, args=(url, keys, rate, stop, written), daemon=True)
     writer.start()
     probe_id = "9" * 43
@@ -282,9 +282,8 @@ def latency_part(server: RedisServer, samples: int, rate: float) -> dict[str, An
     raw = redis.Redis.from_url(url)
     from_ack: list[float] = []
     from_send: list[float] = []
-    started = time.monotonic()
     try:
-        time.sleep(0.5)  # the writer at full rate
+        time.sleep(1.0)  # the writer process started and at full rate
         while len(from_ack) < samples:
             store.load(probe_id, None)
             if probe_key not in cache:
@@ -299,14 +298,13 @@ def latency_part(server: RedisServer, samples: int, rate: float) -> dict[str, An
             from_send.append(gone - sent)
             time.sleep(0.002)
     finally:
-        elapsed = time.monotonic() - started
         stop.set()
         writer.join(10)
         stop_reader.set()
         reading.join(5)
         raw.close()
         store.close()
-    achieved = written.value / elapsed
+    achieved = written[0] / written[1] if written[1] else 0.0
 
     def ms(values: list[float], q: float) -> float:
         ordered = sorted(values)

@@ -18,7 +18,7 @@ import redis
 
 from sessionkit import ConfigError, SessionManager, StoreUnavailable, open_store
 from sessionkit.backends.redis import RedisStore
-from sessionkit.backends.redis.layout import tracked_reply
+from sessionkit.backends.redis.layout import merge_reply, tracked_reply
 from sessionkit.backends.redis.nearcache import CHANNEL, NearCache, read_message
 from sessionkit.backends.redis.tracking import ChannelDown, check_tracking
 from sessionkit.flow import MergeResult
@@ -544,6 +544,14 @@ def test_tracking_is_trusted_only_when_redirected_to_our_own_listener(enabled: A
 def test_tracking_redirected_to_our_listener_is_accepted() -> None:
     check_tracking(_STATE, b"OK", b"id=7 addr=127.0.0.1:1 laddr=127.0.0.1:2 name=sessionkit-invalidations-00ff "
                                   b"flags=P sub=1 resp=2\n")
+
+
+@pytest.mark.parametrize("reply", [None, [], [1], [1, 2, 3], [b"1", 5], [1, b"5"], [1, None], [True, 5], [1, 5.0], b"1",
+                                   {"a": 1}])
+def test_a_merge_reply_of_any_other_shape_is_a_redis_error(reply: Any) -> None:
+    with pytest.raises(redis.RedisError):
+        merge_reply(reply)
+    assert merge_reply([1, 5000]) == (1, 5000)
 
 
 # -- the cache's own rules ---------------------------------------------------------------------------------

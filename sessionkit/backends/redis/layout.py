@@ -26,8 +26,8 @@ from ...flow import MergeResult
 from ...record import CorruptRecord, Record
 
 __all__ = ["CREATE", "CREATE_TRACKED", "DEFAULT_PREFIX", "LOAD_AND_TOUCH", "LOAD_TRACKED", "MERGE", "MERGE_CORRUPT",
-           "MERGE_RESULTS", "MERGE_TRACKED", "Script", "decode_fields", "merge_args", "milliseconds", "record_args",
-           "tracked_reply"]
+           "MERGE_RESULTS", "MERGE_TRACKED", "Script", "decode_fields", "merge_args", "merge_reply", "milliseconds",
+           "record_args", "tracked_reply"]
 
 DEFAULT_PREFIX = "session:"
 _DATA = b"d:"
@@ -125,6 +125,13 @@ def tracked_reply(reply: Any) -> tuple[Sequence[bytes], int]:
     if not isinstance(fields, list) or type(pttl) is not int or not all(type(item) is bytes for item in fields):
         raise InvalidResponse("a tracked read's reply is not {fields, pttl}")
     return fields, pttl
+
+
+def merge_reply(reply: Any) -> tuple[int, int]:
+    """The MERGE_TRACKED reply: the merge's result code and the key's PTTL after it; `InvalidResponse` else."""
+    if not isinstance(reply, list) or len(reply) != 2 or type(reply[0]) is not int or type(reply[1]) is not int:
+        raise InvalidResponse("the merge script's reply is not {result, pttl}")
+    return reply[0], reply[1]
 
 
 #: The MERGE script's reply for a hash it cannot read (it wrote nothing).

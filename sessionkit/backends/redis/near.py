@@ -43,6 +43,7 @@ from .layout import (
     Script,
     decode_fields,
     merge_args,
+    merge_reply,
     milliseconds,
     record_args,
     tracked_reply,
@@ -71,13 +72,6 @@ def _expires_at(sent_at: float, pttl: int) -> float:
     if pttl == -1:  # no expiry (not one of ours, but readable): only the staleness bound applies
         return math.inf
     return sent_at + pttl / 1000 if pttl > 0 else sent_at
-
-
-def _merged(reply: Any) -> tuple[int, int]:
-    """The MERGE_TRACKED reply: the merge's result code and the key's PTTL after it."""
-    if not isinstance(reply, list) or len(reply) != 2 or type(reply[0]) is not int or type(reply[1]) is not int:
-        raise InvalidResponse("the merge script's reply is not {result, pttl}")
-    return reply[0], reply[1]
 
 
 def _copy(record: Record) -> Record:
@@ -199,7 +193,7 @@ class NearFront:
                 sent = cache.clock()
                 base = cache.current(key, sent)  # after `begin`: a change landing from here on spoils the ticket
                 try:
-                    code, pttl = _merged(_MERGE.run(lane, [key], merge_args(changes, accessed_at, ttl)))
+                    code, pttl = merge_reply(_MERGE.run(lane, [key], merge_args(changes, accessed_at, ttl)))
                 except BaseException:
                     cache.finish(key, ticket, None)
                     raise
@@ -286,7 +280,7 @@ class NearFront:
                 sent = cache.clock()
                 base = cache.current(key, sent)  # after `begin`: a change landing from here on spoils the ticket
                 try:
-                    code, pttl = _merged(await _MERGE.arun(lane, [key], merge_args(changes, accessed_at, ttl)))
+                    code, pttl = merge_reply(await _MERGE.arun(lane, [key], merge_args(changes, accessed_at, ttl)))
                 except BaseException:
                     cache.finish(key, ticket, None)
                     raise
