@@ -181,7 +181,7 @@ class RedisStore:
     # -- the sync face --------------------------------------------------------------
 
     def load(self, session_id: str, touch_ttl: float | None) -> Record | None:
-        key = self.prefix + session_id.encode("utf-8")
+        key = self._key(session_id)
         near = self._near
         if near is not None:
             cache = near.cache
@@ -240,7 +240,7 @@ class RedisStore:
     # -- the async face -------------------------------------------------------------
 
     async def aload(self, session_id: str, touch_ttl: float | None) -> Record | None:
-        key = self.prefix + session_id.encode("utf-8")
+        key = self._key(session_id)
         near = self._near
         if near is not None:
             cache = near.cache
