@@ -181,8 +181,10 @@ class Listener:
                 self._listen(connection, stop)
             except Exception as exc:  # whatever went wrong, the channel is lost: flush, then reconnect
                 if not stop.is_set():
-                    log.warning("near cache: the invalidation channel is down (%s); reads go to Redis until "
-                                "it is back", exc)
+                    # Once per outage at WARNING (a dead server must not flood the log), then DEBUG.
+                    level = logging.WARNING if delay == _BACKOFF[0] else logging.DEBUG
+                    log.log(level, "near cache: the invalidation channel is down (%s); reads go to Redis until "
+                            "it is back", exc)
             finally:
                 with self._lock:
                     current = self._connection is connection  # not yet replaced by a restarted listener
