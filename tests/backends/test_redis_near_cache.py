@@ -25,7 +25,7 @@ from sessionkit.flow import MergeResult
 from sessionkit.record import Record
 from testservers import RedisServer, free_port
 
-from ..helpers import KEY
+from ..helpers import KEY, run_in_threads
 from .contract import sid
 from .test_redis_store import SessionKeys, _RedisContract, client
 
@@ -755,8 +755,6 @@ def test_threads_writing_and_reading_through_one_cache_lose_nothing_and_agree_wi
                 errors.append(f"thread {n} wrote {value!r} to {session_id} and read {record}")
             if n == 0 and i % 10 == 0:
                 raw.hset(store.prefix + session_id.encode(), "d:outside", str(i).encode())
-
-    from ..helpers import run_in_threads
 
     run_in_threads(worker, 8)
     assert errors == []
