@@ -1,14 +1,15 @@
 """The session object an application reads and writes, and the books the lifecycle keeps on it.
 
-A `Session` is a `MutableMapping[str, Any]`: the application's view. Everything
+A `Session` is a `dict[str, Any]`: the application's view. Everything
 the lifecycle needs to know about it — what the cookie said, what the store
 held, which keys changed, which mutable values were handed out (so an in-place
 change like ``session["cart"].append(x)`` is saved without being flagged),
 which old ids must be deleted — lives in one `SessionState`, ``session.state``.
 The manager reads and updates that object and nothing else of the session; an
 adapter's subclass changes behaviour only through the named class attributes
-below. The session loads lazily, through a loader the manager gives it, so a
-request that never touches its session costs no store access. It does no I/O.
+below. It does no I/O: the manager fills it (`SessionState.attach`) before the
+app sees it, when the request's cookie verifies; a request without one costs no
+store access.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, ClassVar
 
 from .codec import Incoming, new_session_id
 from .errors import SerializationError
+from .record import Record
 from .serializers import Serializer
 
 __all__ = ["Session", "SessionState"]
@@ -39,6 +41,7 @@ _NO_BYTES: Mapping[str, bytes] = MappingProxyType({})
 # The session is a dict whose methods keep books; the books read its storage directly.
 _get = dict.get
 _getitem = dict.__getitem__
+_setitem = dict.__setitem__
 _contains = dict.__contains__
 _items = dict.items
 _keys = dict.keys
@@ -107,18 +110,23 @@ class SessionState:
             if self.loader is not None:
                 self.loader(session)
 
-    def attach(self, session_id: str, baseline: Mapping[str, bytes], decoded: Mapping[str, Any],
-               created_at: float, accessed_at: float) -> None:
-        """Fill the session with what the store held for `session_id`."""
+    def attach(self, session_id: str, record: Record, loads: Callable[[bytes], Any]) -> None:
+        """Fill the session with what the store held for `session_id`, decoded by `loads`.
+
+        A value that does not decode raises its `ValueError` and leaves the session empty and new.
+        """
+        data = self.data
+        try:
+            for key, value in record.data.items():  # straight into the session: no second dict to copy
+                _setitem(data, key, loads(value))
+        except ValueError:
+            _clear(data)
+            raise
         self.id = session_id
         self.is_new = False
-        self.baseline = baseline
-        data = self.data
-        if _len(data):
-            _clear(data)
-        _update(data, decoded)
-        self.created_at = created_at
-        self.accessed_at = accessed_at
+        self.baseline = record.data
+        self.created_at = record.created_at
+        self.accessed_at = record.accessed_at
 
     def doom(self, session_id: str) -> None:
         """Delete `session_id` from the store when the response is saved."""
@@ -149,18 +157,24 @@ class SessionState:
             return {}
         data = self.data
         baseline = self.baseline
-        if self.force_write:
+        everything = self.force_write
+        if everything:
             keys: set[str] | frozenset[str] = set(_keys(data)) | self.changed
         else:
             keys = self.changed if not self.watched else self.changed | self.watched
         changes: dict[str, bytes | None] = {}
-        for key in keys:
-            if _contains(data, key):
-                encoded = self.encode(key, _getitem(data, key))
-                if self.force_write or baseline.get(key) != encoded:
-                    changes[key] = encoded
-            elif key in baseline:
-                changes[key] = None
+        dumps = self.serializer.dumps
+        key = ""
+        try:
+            for key in keys:
+                if _contains(data, key):
+                    encoded = dumps(_getitem(data, key))
+                    if everything or baseline.get(key) != encoded:
+                        changes[key] = encoded
+                elif key in baseline:
+                    changes[key] = None
+        except SerializationError as exc:
+            raise _in_key(key, exc) from exc
         return changes
 
     def encoded_data(self) -> dict[str, bytes]:
@@ -171,7 +185,7 @@ class SessionState:
         try:
             return self.serializer.dumps(value)
         except SerializationError as exc:
-            raise SerializationError(f"session[{key!r}]: {exc}", key=key) from exc
+            raise _in_key(key, exc) from exc
 
     def has_pending(self) -> bool:
         """Cheap check: could a save now write anything? (Exact answer: `changes()`.)"""
@@ -179,9 +193,13 @@ class SessionState:
                     or self.force_write)
 
     def is_quiet(self) -> bool:
-        """A stored session with nothing to write and no cookie to re-sign: saving is a no-op."""
-        return not (self.is_new or self.incoming.stale_key or self.changed or self.watched or self.doomed
-                    or self.regenerated or self.invalidated or self.force_write)  # has_pending, inlined
+        """A stored session with nothing to write and no cookie to re-sign: saving is a no-op.
+
+        `has_pending`, inlined, less what a stored session cannot have: ids to
+        delete, a regenerate or an invalidate all make the session new again
+        (`restart`) until the save that clears them (`mark_saved`).
+        """
+        return not (self.is_new or self.changed or self.watched or self.force_write or self.incoming.stale_key)
 
     def persistent_cookie(self) -> bool:
         """True: the cookie carries Max-Age; False: it ends when the browser closes."""
@@ -358,7 +376,7 @@ class Session(dict[str, Any]):
                 state.touched = True  # the common case, without a call: loaded before the app ran
             else:
                 state.ensure_loaded(self)
-        value = dict.__getitem__(self, key)
+        value = _getitem(self, key)
         if not isinstance(value, _IMMUTABLE):
             state.watched = _with(state.watched, key)
         return value
@@ -370,7 +388,7 @@ class Session(dict[str, Any]):
                 state.touched = True  # the common case, without a call: loaded before the app ran
             else:
                 state.ensure_loaded(self)
-        value = dict.get(self, key, _MISSING)
+        value = _get(self, key, _MISSING)
         if value is _MISSING:
             return default
         if not isinstance(value, _IMMUTABLE):
@@ -454,7 +472,7 @@ class Session(dict[str, Any]):
                 state.touched = True  # the common case, without a call: loaded before the app ran
             else:
                 state.ensure_loaded(self)
-        dict.__setitem__(self, key, value)
+        _setitem(self, key, value)
         changed = state.changed  # `_change`, inlined on the most common write
         if changed is _NOTHING:
             state.changed = {key}
@@ -524,6 +542,11 @@ def _with(keys: set[str] | frozenset[str], key: str) -> set[str]:
         return {key}
     keys.add(key)  # type: ignore[union-attr]
     return keys  # type: ignore[return-value]
+
+
+def _in_key(key: str, exc: SerializationError) -> SerializationError:
+    """The serializer's error, saying which session key held the value."""
+    return SerializationError(f"session[{key!r}]: {exc}", key=key)
 
 
 def _check_key(key: object) -> None:

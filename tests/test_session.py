@@ -4,6 +4,7 @@ import pytest
 
 from sessionkit import SerializationError, Session
 from sessionkit.codec import Incoming
+from sessionkit.record import Record
 from sessionkit.serializers import JSONSerializer
 
 JSON = JSONSerializer()
@@ -13,7 +14,7 @@ def stored(data: dict[str, object]) -> Session:
     """A session attached to `data` as if loaded from a store."""
     session = Session(Incoming("i" * 43, present=True), JSON, None, 0.0)
     raw = {key: JSON.dumps(value) for key, value in data.items()}
-    session.state.attach("i" * 43, raw, {key: JSON.loads(value) for key, value in raw.items()}, 0.0, 0.0)
+    session.state.attach("i" * 43, Record(raw, 0.0, 0.0), JSON.loads)
     session.state.loaded = True
     return session
 
