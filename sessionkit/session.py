@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import uuid
+import weakref
 from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -58,7 +59,7 @@ class SessionState:
     never hold a second copy of it.
     """
 
-    __slots__ = ("accessed_at", "baseline", "changed", "created_at", "data", "degraded", "doomed",
+    __slots__ = ("accessed_at", "baseline", "changed", "created_at", "data_ref", "degraded", "doomed",
                  "force_write", "https", "id", "incoming", "invalidated", "is_new", "legacy_cookie", "loaded",
                  "loader", "now", "persistent_key", "regenerated", "serializer", "settled", "touched", "watched")
 
@@ -68,7 +69,10 @@ class SessionState:
         self.incoming = incoming
         #: The request came over https (decides `Secure` when the manager's `secure` is None).
         self.https = https
-        self.data = data
+        #: The data, by weak reference: the session and its books form no reference cycle, so both are
+        #: freed when the request drops the session (not at the next garbage collection). Never dead
+        #: while used: only the session's holders reach its books.
+        self.data_ref: Callable[[], dict[str, Any]] = weakref.ref(data)  # type: ignore[assignment]
         self.serializer = serializer
         self.loader = loader
         #: The request's time: timeouts and a new session's clock count from here.
@@ -101,6 +105,11 @@ class SessionState:
         #: The data key whose truthiness makes the cookie persistent (None: always persistent).
         self.persistent_key = persistent_key
 
+    @property
+    def data(self) -> dict[str, Any]:
+        """The session's data: the session itself."""
+        return self.data_ref()
+
     # -- loading ------------------------------------------------------------------
 
     def ensure_loaded(self, session: Session) -> None:
@@ -115,7 +124,7 @@ class SessionState:
 
         A value that does not decode raises its `ValueError` and leaves the session empty and new.
         """
-        data = self.data
+        data = self.data_ref()
         try:
             for key, value in record.data.items():  # straight into the session: no second dict to copy
                 _setitem(data, key, loads(value))
@@ -155,7 +164,7 @@ class SessionState:
         """
         if not self.loaded:
             return {}
-        data = self.data
+        data = self.data_ref()
         baseline = self.baseline
         everything = self.force_write
         if everything:
@@ -179,7 +188,7 @@ class SessionState:
 
     def encoded_data(self) -> dict[str, bytes]:
         """Every key's bytes: what a new (or regenerated) session writes in full."""
-        return {key: self.encode(key, value) for key, value in _items(self.data)}
+        return {key: self.encode(key, value) for key, value in _items(self.data_ref())}
 
     def encode(self, key: str, value: Any) -> bytes:
         try:
@@ -204,7 +213,7 @@ class SessionState:
     def persistent_cookie(self) -> bool:
         """True: the cookie carries Max-Age; False: it ends when the browser closes."""
         key = self.persistent_key
-        return key is None or bool(_get(self.data, key))
+        return key is None or bool(_get(self.data_ref(), key))
 
     def cookie_changes(self, changes: Mapping[str, bytes | None]) -> bool:
         """Whether these changes alter what the cookie says (its lifetime), so it must be sent again."""
@@ -216,13 +225,14 @@ class SessionState:
         """What the store holds is now the baseline for later changes."""
         # The app may still hold the mutable values it read or stored, and change them
         # later (while a body streams): keep watching those, forget the rest.
-        if self.watched or self.changed:
-            data = self.data
-            watched = set()
-            for key in (*self.watched, *self.changed):
+        changed, watched = self.changed, self.watched
+        if changed or watched:
+            data = self.data_ref()
+            keep: set[str] | frozenset[str] = _NOTHING
+            for key in changed if not watched else watched | changed:
                 if not isinstance(_get(data, key, None), _IMMUTABLE):  # None: the key is gone
-                    watched.add(key)
-            self.watched = watched or _NOTHING
+                    keep = _with(keep, key)
+            self.watched = keep
         self.doomed = ()
         self.changed = _NOTHING
         self.regenerated = self.invalidated = self.force_write = False
@@ -237,7 +247,7 @@ class SessionState:
         self.id = None
         self.is_new = True
         self.baseline = {}
-        _clear(self.data)
+        _clear(self.data_ref())
 
     def forget_pending(self) -> None:
         """Drop what this request changed without writing it (a failed or skipped save)."""
@@ -265,7 +275,7 @@ class Session(dict[str, Any]):
     ``_permanent``); by default every session cookie has a Max-Age.
     """
 
-    __slots__ = ("state",)
+    __slots__ = ("__weakref__", "state")
 
     #: The data key that makes the cookie persistent when true; None: always persistent.
     persistent_cookie_key: ClassVar[str | None] = None

@@ -156,3 +156,21 @@ def test_values_read_before_a_save_are_still_watched_after_it() -> None:
     session.state.mark_saved(session.id, {"cart": b"[1]"})
     cart.append(2)  # e.g. while a streamed body is produced, after the response started
     assert session.state.has_pending() and session.changes() == {"cart": b"[1,2]"}
+
+
+def test_a_session_and_its_books_are_freed_without_the_garbage_collector() -> None:
+    """No reference cycle: a request's session goes the moment it is dropped, not at the next collection."""
+    import gc
+    import weakref
+
+    session = stored({"cart": [1]})
+    session["cart"].append(2)
+    session["user"] = "alice"
+    assert session.changes() == {"cart": b"[1,2]", "user": b'"alice"'}
+    gone = weakref.ref(session)
+    gc.disable()
+    try:
+        del session
+        assert gone() is None
+    finally:
+        gc.enable()
