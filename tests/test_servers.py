@@ -197,6 +197,17 @@ def test_http_server_runs_a_command_on_a_free_port_until_stopped() -> None:
         socket.create_connection((server.host, server.port), timeout=1).close()
 
 
+def test_http_server_fills_host_and_port_into_its_environment() -> None:
+    server = HttpServer([sys.executable, "-c", HELLO_SERVER, "{host}", "{port}"], name="hello",
+                        env={"GREETING": "listening on {host}:{port}"})
+    server.start()
+    try:
+        with urllib.request.urlopen(server.url, timeout=5) as response:
+            assert response.read() == f"listening on 127.0.0.1:{server.port}".encode()
+    finally:
+        server.stop()
+
+
 def test_http_server_that_exits_fails_start_with_its_output() -> None:
     server = HttpServer([sys.executable, "-c", "print('no such app'); raise SystemExit(3)"])
     with pytest.raises(RuntimeError, match=r"(?s)exited with code 3.*no such app"):

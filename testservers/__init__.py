@@ -111,6 +111,10 @@ class _Server:
                     f"{self.name} on port {self.port} {error}; log tail:\n{tail}"
                 )
 
+    def running(self) -> bool:
+        """Whether the process we started is still running (it may have exited by itself)."""
+        return self._proc is not None and self._proc.poll() is None
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT; reap and clean up."""
         self._kill()
@@ -265,7 +269,8 @@ class MemcachedServer(_Server):
 class HttpServer(_Server):
     """Any command that serves HTTP (gunicorn, uvicorn ...), on a free port.
 
-    ``{host}`` and ``{port}`` in ``argv`` are filled in at each start;
+    ``{host}`` and ``{port}`` in ``argv`` and in ``env``'s values are filled
+    in at each start (a server that takes its port from ``$PORT``);
     ``env`` is added to our environment for the child. Ready once ``GET
     ready_path`` answers 200. Unlike redis and memcached, a web server's
     workers answer for it, so the reply cannot name our pid: a stranger on
@@ -294,11 +299,14 @@ class HttpServer(_Server):
             f"GET {ready_path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"
         ).encode()
 
+    def _fill(self, text: str) -> str:
+        return text.replace("{host}", self.host).replace("{port}", str(self.port))
+
     def command(self) -> list[str]:
-        return [arg.replace("{host}", self.host).replace("{port}", str(self.port)) for arg in self.argv]
+        return [self._fill(arg) for arg in self.argv]
 
     def environment(self) -> dict[str, str]:
-        return {**os.environ, **self.env}
+        return {**os.environ, **{name: self._fill(value) for name, value in self.env.items()}}
 
     def _answers(self) -> bool:
         status_line = _exchange(self.port, self.probe, b"HTTP/").split(b"\r\n", 1)[0]
