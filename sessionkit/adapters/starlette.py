@@ -162,6 +162,7 @@ class SessionMiddleware(asgi.SessionMiddleware):
     def __init__(
         self,
         app: asgi.ASGIApp,
+        /,  # as Starlette's middleware factory protocol has it: with **options, mypy needs it to match
         secret_key: str | bytes | Secret | Iterable[str | bytes | Secret] | None = None,
         session_cookie: str = "session",
         max_age: float | timedelta | None = DEFAULT_MAX_AGE,
