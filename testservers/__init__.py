@@ -551,7 +551,7 @@ def _wait_for(condition: Callable[[], str | None], timeout: float) -> str | None
         time.sleep(0.05)
 
 
-def _logs(servers: list[RedisServer]) -> str:
+def _logs(servers: Sequence[RedisServer]) -> str:
     return "\n".join(
         f"--- {s.name} on port {s.port} ---\n{s.log_tail()}" for s in servers
     )
