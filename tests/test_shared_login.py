@@ -14,8 +14,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
+import signal
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -259,3 +264,48 @@ def test_the_deployment_serves_the_documented_nginx_config() -> None:
                              express=["127.0.0.1:3000"], affinity=True, listen="80")
     doc = (CHECKOUT / "docs" / "deployment.md").read_text()
     assert shown in doc
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+def test_the_launcher_prints_the_url_serves_the_login_and_ctrl_c_stops_everything() -> None:
+    _require_tools()
+    launcher = subprocess.Popen(  # what scripts/shared-login runs, once its venv and node_modules are there
+        [sys.executable, str(EXAMPLE), "--port", "0", "--apps", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
+    try:
+        assert launcher.stdout is not None
+        deadline = time.monotonic() + 60
+        while not any("Ctrl-C stops everything" in line for line in output):
+            line = launcher.stdout.readline()
+            assert line and time.monotonic() < deadline, "".join(output)
+            output.append(line)
+        text = "".join(output)
+        url = re.search(r"^  (http://127\.0\.0\.1:\d+)$", text, re.M)
+        assert url is not None, text
+        ports = [int(port) for port in re.findall(r":(\d+)\b", text)]  # nginx, the services, Redis
+        assert len(set(ports)) >= 6, text
+        with httpx.Client(base_url=url.group(1), timeout=10) as browser:
+            assert browser.get("/node/login", params={"user": "dora"}).status_code == 200
+            assert browser.get("/increment").json()["count"] == 1
+            assert browser.get("/").json()["user"] == "dora"
+        launcher.send_signal(signal.SIGINT)
+        rest, _ = launcher.communicate(timeout=30)
+        assert launcher.returncode == 0, rest
+        assert "shared-login: stopped" in rest
+        assert all(_refused(port) for port in set(ports))
+    finally:
+        if launcher.poll() is None:  # a failed assertion: stop it the way that stops its children too
+            launcher.terminate()
+            try:
+                launcher.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                launcher.kill()
+                launcher.wait()
