@@ -18,11 +18,14 @@ import decimal
 import uuid
 from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .codec import Incoming, new_session_id
 from .errors import SerializationError
 from .serializers import Serializer
+
+if TYPE_CHECKING:
+    from .documents import Document
 
 __all__ = ["Session", "SessionState"]
 
@@ -55,9 +58,10 @@ class SessionState:
     never hold a second copy of it.
     """
 
-    __slots__ = ("accessed_at", "baseline", "changed", "created_at", "data", "degraded", "doomed",
+    __slots__ = ("accessed_at", "baseline", "changed", "created_at", "data", "degraded", "document", "doomed",
                  "force_write", "https", "id", "incoming", "invalidated", "is_new", "legacy_cookie", "loaded",
-                 "loader", "now", "persistent_key", "regenerated", "serializer", "settled", "touched", "watched")
+                 "loader", "new_id", "now", "persistent_key", "regenerated", "serializer", "settled", "touch_due",
+                 "touched", "watched")
 
     def __init__(self, incoming: Incoming, data: dict[str, Any], serializer: Serializer, loader: Loader | None,
                  now: float, https: bool, persistent_key: str | None) -> None:
@@ -97,6 +101,12 @@ class SessionState:
         self.legacy_cookie: str | None = None
         #: The data key whose truthiness makes the cookie persistent (None: always persistent).
         self.persistent_key = persistent_key
+        #: Makes a new id: the strategy's (express-session's ids are shorter than sessionkit's).
+        self.new_id: Callable[[], str] = new_session_id
+        #: A session stored as one document: that document as last read or written (else None).
+        self.document: Document | None = None
+        #: The stored document still needs the touch its read could not do: the save must write it.
+        self.touch_due = False
 
     # -- loading ------------------------------------------------------------------
 
@@ -135,6 +145,7 @@ class SessionState:
         self.is_new = True
         self.created_at = self.accessed_at = self.now
         self.baseline = {}
+        self.touch_due = False  # the old document is deleted, not touched
 
     # -- what a save must write -----------------------------------------------------
 
@@ -176,12 +187,13 @@ class SessionState:
     def has_pending(self) -> bool:
         """Cheap check: could a save now write anything? (Exact answer: `changes()`.)"""
         return bool(self.changed or self.watched or self.doomed or self.regenerated or self.invalidated
-                    or self.force_write)
+                    or self.force_write or self.touch_due)
 
     def is_quiet(self) -> bool:
         """A stored session with nothing to write and no cookie to re-sign: saving is a no-op."""
         return not (self.is_new or self.incoming.stale_key or self.changed or self.watched or self.doomed
-                    or self.regenerated or self.invalidated or self.force_write)  # has_pending, inlined
+                    or self.regenerated or self.invalidated or self.force_write
+                    or self.touch_due)  # has_pending, inlined
 
     def persistent_cookie(self) -> bool:
         """True: the cookie carries Max-Age; False: it ends when the browser closes."""
@@ -219,6 +231,8 @@ class SessionState:
         self.id = None
         self.is_new = True
         self.baseline = {}
+        self.document = None
+        self.touch_due = False
         _clear(self.data)
 
     def forget_pending(self) -> None:
@@ -274,7 +288,7 @@ class Session(dict[str, Any]):
         state = self.state
         state.ensure_loaded(self)
         if state.id is None:
-            state.id = new_session_id()
+            state.id = state.new_id()
         return state.id
 
     @property

@@ -94,7 +94,10 @@ def manager_from_starlette(
       scheme (sessionkit's default), which Starlette never sets.
 
     Other keyword `options` go to `SessionManager` (``idle_timeout``,
-    ``rolling``, ``trusted_proxies``, ``on_store_error`` …).
+    ``rolling``, ``trusted_proxies``, ``on_store_error``, ``codec`` …). With
+    ``codec="connect"`` (Express's format) `max_age` is express-session's
+    ``cookie.maxAge``, with no absolute timeout, and the default cookie name
+    ``session`` becomes ``connect.sid``.
     """
     for option, starlette_name in _SET_BY_STARLETTE.items():
         if option in options:
@@ -112,16 +115,22 @@ def manager_from_starlette(
         absolute = max_age
     if "idle_timeout" not in options and StoreURL.parse(url).idle_timeout is None:
         options["idle_timeout"] = absolute
+    cookie_name: str | None = session_cookie
+    if options.get("codec", "native") == "native":
+        options["absolute_timeout"] = absolute
+    elif session_cookie == "session":
+        # Express's format: max_age is cookie.maxAge (no absolute timeout), and Starlette's default
+        # cookie name becomes express-session's.
+        cookie_name = None
     return SessionManager(
         url,
         secret_keys=_secret_keys(secret_key),
-        cookie_name=session_cookie,
+        cookie_name=cookie_name,
         cookie_path=path,
         cookie_domain=domain,
         secure=True if https_only else None,
         samesite=same_site,
         partitioned=partitioned,
-        absolute_timeout=absolute,
         persistent_cookie=max_age is not None,
         **options,
     )
