@@ -12,6 +12,9 @@ marked as failed is not held against the next test.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import importlib.util
 import json
 import re
@@ -25,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import quote, unquote
 
 import httpx
 import pytest
@@ -309,3 +313,30 @@ def test_the_launcher_prints_the_url_serves_the_login_and_ctrl_c_stops_everythin
             except subprocess.TimeoutExpired:
                 launcher.kill()
                 launcher.wait()
+
+
+def _signed_cookie(session_id: str, key: str) -> str:
+    """connect.sid as cookie-signature signs it under `key`, URL-encoded as the browser sends it back."""
+    signature = base64.b64encode(hmac.new(key.encode(), session_id.encode(), hashlib.sha256).digest())
+    return quote(f"s:{session_id}.{signature.decode().rstrip('=')}", safe="")
+
+
+def test_a_cookie_signed_with_the_older_key_works_everywhere_and_python_re_signs_it(
+        services: Any, make_nginx: MakeNginx) -> None:
+    """Rotation's middle phase: every service has NEW,OLD; a cookie from before it still logs in."""
+    nginx = make_nginx([services.apps[0]])
+    with _browser(nginx) as browser:
+        browser.get("/node/login", params={"user": "erin"})
+        current = browser.cookies["connect.sid"]
+    session_id = unquote(current)[2:].rpartition(".")[0]
+    assert current == _signed_cookie(session_id, KEYS[0])  # the newest key signs
+
+    old = _signed_cookie(session_id, KEYS[1])
+    with _browser(nginx, old) as browser:
+        assert browser.get("/node/").json()["user"] == "erin"  # express-session verifies with every key
+        assert browser.cookies["connect.sid"] == old  # and leaves the cookie as it was
+        shown = browser.get("/")  # sessionkit verifies it too, and re-signs it with the newest key
+        assert shown.json()["user"] == "erin"
+        assert browser.cookies["connect.sid"] == current
+        assert browser.get("/increment").json()["count"] == 1
+    assert _session_keys(services) == [f"{stack.KEY_PREFIX}{session_id}".encode()]  # same session throughout
