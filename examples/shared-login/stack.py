@@ -32,7 +32,7 @@ KEY_PREFIX = "sess:"
 
 def store_url(redis_url: str) -> str:
     """The one ``SESSIONKIT_URL`` every service gets: the Redis URL with the key prefix."""
-    return f"{redis_url}?prefix={KEY_PREFIX}"
+    return f"{redis_url}{'&' if '?' in redis_url else '?'}prefix={KEY_PREFIX}"
 
 
 def nginx_site(*, auth: Sequence[str], app: Sequence[str], express: Sequence[str], affinity: bool = False,
