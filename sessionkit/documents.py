@@ -25,6 +25,7 @@ the TTL it implies, so the two always agree.
 
 from __future__ import annotations
 
+import functools
 import json
 import json.decoder
 import json.scanner
@@ -37,7 +38,7 @@ from typing import Any, NamedTuple
 
 from .errors import SerializationError
 from .record import CorruptRecord
-from .serializers import _finite_float, _refuse_constant
+from .serializers import _finite_float, _one_shot, _refuse_constant
 
 __all__ = [
     "DEFAULT_TTL",
@@ -51,7 +52,9 @@ __all__ = [
     "new_cookie",
     "parse_document",
     "parse_iso_date",
+    "touch",
     "touched_cookie",
+    "ttl_until",
 ]
 
 #: connect-redis's default ``ttl``: one day, in seconds.
@@ -71,8 +74,10 @@ RESERVED_KEYS = frozenset({
 })
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_ISO_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{3}))?Z")
+_ISO_SECOND = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})")
+_ISO_DATE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{3}))?Z")
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+_SPACE = " \t\n\r"
 _LONG_DIGITS = re.compile(rb"[0-9]{16}")
 
 # The plain-json serializer's reading rules: no NaN or Infinity, no float that overflows.
@@ -80,7 +85,8 @@ _DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite
 _scan_once = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]
 #: The decoder's own string scanner (C where available); not in the typing stubs.
 _scanstring: Callable[[str, int, bool], tuple[str, int]] = getattr(json.decoder, "scanstring")  # noqa: B009
-_COOKIE_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+#: Compact JSON as JSON.stringify writes it, by the C encoder (the cookie object holds no cycles: it was parsed).
+_encode_cookie = _one_shot(False, None)
 
 
 class Document(NamedTuple):
@@ -100,27 +106,50 @@ class Document(NamedTuple):
 
 def iso_date(ms: int) -> str:
     """``new Date(ms).toISOString()`` for the years 1 to 9999 (ValueError outside them)."""
+    seconds, millis = divmod(ms, 1000)
+    return f"{_second_text(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=512)
+def _second_text(seconds: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of a second, remembered: every request writes a date, most in the same few seconds."""
     try:
-        moment = _EPOCH + timedelta(milliseconds=ms)
+        moment = _EPOCH + timedelta(seconds=seconds)
     except OverflowError:
-        raise ValueError(f"{ms} ms is outside the years 1 to 9999") from None
-    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:"
-            f"{moment.second:02d}.{moment.microsecond // 1000:03d}Z")
+        raise ValueError(f"{seconds} s is outside the years 1 to 9999") from None
+    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+            f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}")
 
 
 def parse_iso_date(text: str) -> int | None:
     """Milliseconds since 1970 of a ``toISOString`` date, or None if `text` is not one."""
+    if len(text) == 24 and text[19] == "." and text[23] == "Z" and text[20:23].isdigit() and text.isascii():
+        seconds = _text_second(text[:19])  # the form every writer uses: one lookup for the second
+        return None if seconds is None else seconds * 1000 + int(text[20:23])
     match = _ISO_DATE.fullmatch(text)
     if match is None:
         return None
-    year, month, day, hour, minute, second, millis = match.groups()
+    seconds = _text_second(match.group(1))
+    return None if seconds is None else seconds * 1000 + int(match.group(2) or 0)
+
+
+@functools.lru_cache(maxsize=512)
+def _text_second(text: str) -> int | None:
+    """Seconds since 1970 of ``YYYY-MM-DDTHH:MM:SS`` (a real date and time), or None."""
+    match = _ISO_SECOND.fullmatch(text)
+    if match is None:
+        return None
     try:
-        moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
-                          tzinfo=timezone.utc)
+        year, month, day, hour, minute, second = (int(part) for part in match.groups())
+        moment = datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
     except ValueError:
         return None
-    seconds = (moment - _EPOCH) // timedelta(seconds=1)
-    return seconds * 1000 + (int(millis) if millis else 0)
+    return (moment - _EPOCH) // timedelta(seconds=1)
+
+
+def _skip(text: str, index: int) -> int:
+    """The index of the first character at or after `index` that is not JSON whitespace."""
+    return _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]  # matches the empty string
 
 
 def _ms(now: float) -> int:
@@ -151,24 +180,32 @@ def parse_document(raw: bytes, *, touch_due: bool = False) -> Document:
     """
     try:
         text = raw.decode("utf-8")
-        index = _WHITESPACE.match(text, 0).end()  # type: ignore[union-attr]  # matches the empty string
+        length = len(text)
+        index = 0 if text[:1] == "{" else _skip(text, 0)
         if text[index:index + 1] != "{":
             raise CorruptRecord("session document is not a JSON object")
         members: dict[str, bytes] = {}
         values: dict[str, Any] = {}
         cookie: Any = None
-        index = _WHITESPACE.match(text, index + 1).end()  # type: ignore[union-attr]
+        index += 1
+        if text[index:index + 1] in _SPACE:
+            index = _skip(text, index)
         if text[index:index + 1] == "}":
             index += 1
         else:
+            # JSON.stringify writes no whitespace: the checks below look at one character, and
+            # only a document that has some pays for skipping it.
             while True:
                 if text[index:index + 1] != '"':
                     raise CorruptRecord("session document has a member without a name")
                 key, index = _scanstring(text, index + 1, True)
-                index = _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]
+                if index < length and text[index] != ":":
+                    index = _skip(text, index)
                 if text[index:index + 1] != ":":
                     raise CorruptRecord("session document has a member without a value")
-                index = _WHITESPACE.match(text, index + 1).end()  # type: ignore[union-attr]
+                index += 1
+                if index < length and text[index] in _SPACE:
+                    index = _skip(text, index)
                 try:
                     value, end = _scan_once(text, index)
                 except StopIteration:
@@ -180,15 +217,19 @@ def parse_document(raw: bytes, *, touch_due: bool = False) -> Document:
                 else:
                     members[key] = text[index:end].encode("utf-8", "surrogatepass")
                     values[key] = value
-                index = _WHITESPACE.match(text, end).end()  # type: ignore[union-attr]
-                separator = text[index:index + 1]
+                separator = text[end:end + 1]
+                if separator in _SPACE and separator:
+                    end = _skip(text, end)
+                    separator = text[end:end + 1]
                 if separator == "}":
-                    index += 1
+                    index = end + 1
                     break
                 if separator != ",":
                     raise CorruptRecord("session document's members are not separated by commas")
-                index = _WHITESPACE.match(text, index + 1).end()  # type: ignore[union-attr]
-        if _WHITESPACE.match(text, index).end() != len(text):  # type: ignore[union-attr]
+                index = end + 1
+                if index < length and text[index] in _SPACE:
+                    index = _skip(text, index)
+        if index != length and _skip(text, index) != length:
             raise CorruptRecord("session document has text after its object")
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError, a refused constant
         if isinstance(exc, CorruptRecord):
@@ -199,7 +240,7 @@ def parse_document(raw: bytes, *, touch_due: bool = False) -> Document:
 
 def build_document(cookie: Mapping[str, Any], members: Mapping[str, bytes]) -> bytes:
     """``JSON.stringify(req.session)``: the cookie object first, then each key's JSON text in order."""
-    parts = ['{"cookie":', _COOKIE_ENCODER.encode(cookie)]
+    parts = ['{"cookie":', _encode_cookie(cookie)]
     for key, value in members.items():
         parts += [",", encode_basestring(key), ":", value.decode("utf-8", "surrogatepass")]
     parts.append("}")
@@ -268,10 +309,24 @@ def touched_cookie(cookie: Mapping[str, Any], now: float) -> dict[str, Any]:
 
     Raises ValueError when that date is one JavaScript cannot write (the session cannot be kept).
     """
+    return touch(cookie, now)[0]
+
+
+def touch(cookie: Mapping[str, Any], now: float) -> tuple[dict[str, Any], int | None]:
+    """`touched_cookie`, and its ``expires`` in milliseconds (None when null)."""
     touched = dict(cookie)
     max_age = cookie.get("originalMaxAge")
-    touched["expires"] = None if max_age is None else iso_date(_ms(now) + math.trunc(max_age))
-    return touched
+    if max_age is None:
+        touched["expires"] = None
+        return touched, None
+    expires = _ms(now) + math.trunc(max_age)
+    touched["expires"] = iso_date(expires)
+    return touched, expires
+
+
+def ttl_until(expires: int | None, now: float, default_ttl: int) -> int:
+    """`document_ttl` for an ``expires`` already in milliseconds (None: null)."""
+    return default_ttl if expires is None else -(-(expires - _ms(now)) // 1000)
 
 
 def document_ttl(cookie: Mapping[str, Any], now: float, default_ttl: int) -> int:

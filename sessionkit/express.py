@@ -54,6 +54,7 @@ _BAD_COOKIE = Incoming(None, present=True)
 
 #: What encodeURIComponent leaves alone besides letters, digits and ``_.-~`` (which `quote` always keeps).
 _URI_COMPONENT_SAFE = "!*'()"
+_SIGNED_CHARS = re.compile(r"[A-Za-z0-9_.!~*'()\-:+/]*")
 _PERCENT_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 _LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
@@ -65,6 +66,8 @@ def new_connect_id() -> str:
 
 def encode_uri_component(text: str) -> str:
     """JavaScript's ``encodeURIComponent``: UTF-8, percent-encoded, ``A-Za-z0-9-_.!~*'()`` kept."""
+    if _SIGNED_CHARS.fullmatch(text):  # an id and signature in base64 (every value sessionkit signs)
+        return text.replace(":", "%3A").replace("+", "%2B").replace("/", "%2F")
     return quote(text, safe=_URI_COMPONENT_SAFE, encoding="utf-8", errors="strict")
 
 
@@ -102,6 +105,20 @@ def first_cookie(header: str, name: str) -> str | None:
     backs up over a ``;`` that comes before the next ``=``, so that sessionkit
     and Express read the same cookie out of any header.
     """
+    value = _raw_cookie(header, name)
+    if value is None or "%" not in value:
+        return value
+    decoded = decode_uri_component(value)
+    return value if decoded is None else decoded
+
+
+def _raw_cookie(header: str, name: str) -> str | None:
+    """`first_cookie` before its percent-decoding."""
+    if ";" not in header and header.startswith(name + "="):  # one cookie, the common case
+        value = header[len(name) + 1:].strip(" \t")
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        return value
     length = len(header)
     if length < 2 or name not in header:
         return None
@@ -124,11 +141,7 @@ def first_cookie(header: str, name: str) -> str | None:
             if (value_end - value_start >= 2 and header[value_start] == '"'
                     and header[value_end - 1] == '"'):
                 value_start, value_end = value_start + 1, value_end - 1
-            value = header[value_start:value_end]
-            if "%" not in value:
-                return value
-            decoded = decode_uri_component(value)
-            return value if decoded is None else decoded
+            return header[value_start:value_end]
         index = end + 1
     return None
 
@@ -147,6 +160,8 @@ class ConnectSigner:
             raise ConfigError("at least one secret key is required", option="secret_keys")
         self._keys = [KeyedSha256(key) for key in secret_keys]
         self._verified: dict[str, tuple[str, int]] = {}
+        #: Ids signed recently (a session's cookie is sent again on each change).
+        self._signatures: dict[str, str] = {}
         self._cache_size = cache_size
 
     @staticmethod
@@ -155,7 +170,13 @@ class ConnectSigner:
         return f"{session_id}.{base64.b64encode(digest).decode('ascii').rstrip('=')}"
 
     def sign(self, session_id: str) -> str:
-        return encode_uri_component("s:" + self._signed(self._keys[0], session_id))
+        signed = self._signatures.get(session_id)
+        if signed is None:
+            if len(self._signatures) >= self._cache_size:
+                self._signatures.clear()
+            signed = self._signatures[session_id] = encode_uri_component("s:" + self._signed(self._keys[0],
+                                                                                              session_id))
+        return signed
 
     def unsign(self, value: str) -> tuple[str, int] | None:
         """The id in a decoded ``s:<id>.<signature>`` value and its key's index, or None."""
@@ -206,17 +227,28 @@ class ConnectCookieCodec(CookieCodec):
         super().__init__(secret_keys, name=name, path=path, domain=domain, secure=secure, httponly=httponly,
                          samesite=samesite, partitioned=partitioned)
         self.signer = ConnectSigner(secret_keys)
+        #: Cookie values (as sent) that verified recently: a returning browser costs one lookup.
+        self._verified: dict[str, Incoming] = {}
 
     def read(self, header: str | None) -> Incoming:
         """The verified id of the first ``connect.sid`` in `header`, as express-session reads it."""
         if not header:
             return _NO_COOKIE
-        value = first_cookie(header, self.name)
-        if value is None:
-            return _NO_COOKIE
-        if not value:
+        raw = _raw_cookie(header, self.name)
+        if not raw:
             return _NO_COOKIE  # express-session ignores an empty value, as if no cookie came
+        known = self._verified.get(raw)
+        if known is not None:
+            return known
+        value = raw
+        if "%" in raw:
+            decoded = decode_uri_component(raw)
+            value = raw if decoded is None else decoded
         verified = self.signer.unsign(value)
         if verified is None:
             return _BAD_COOKIE
-        return Incoming(verified[0], present=True, stale_key=verified[1] > 0)
+        incoming = Incoming(verified[0], present=True, stale_key=verified[1] > 0)
+        if len(self._verified) >= 4096:
+            self._verified.clear()  # bounded; it refills with live cookies
+        self._verified[raw] = incoming
+        return incoming

@@ -40,7 +40,8 @@ from .documents import (
     new_cookie,
     parse_document,
     parse_iso_date,
-    touched_cookie,
+    touch,
+    ttl_until,
 )
 from .errors import SessionTooLarge, StoreError
 from .flow import (
@@ -351,7 +352,7 @@ class ConnectSessions:
         document = parse_document(raw, touch_due=not touched)
         if not touched:
             try:
-                ttl = document_ttl(touched_cookie(document.cookie, now), now, self.default_ttl)
+                ttl = ttl_until(touch(document.cookie, now)[1], now, self.default_ttl)
             except ValueError:
                 ttl = 0
             if ttl <= 0:
@@ -359,14 +360,14 @@ class ConnectSessions:
         # The document has no creation time: the session's clock is this request's.
         return Record(document.members, now, now, NO_META, document), "idle"
 
-    def _cookie(self, session_id: str, cookie: Mapping[str, Any], now: float) -> ResponseCookie:
-        """The response's cookie for a session whose cookie object is `cookie`: it expires with it."""
-        expires = cookie.get("expires")
-        max_age = None
-        if expires:
-            expires_ms = parse_iso_date(expires)
-            if expires_ms is not None:
-                max_age = max(0, -(-(expires_ms - math.floor(now * 1000)) // 1000))
+    def _cookie(self, session_id: str, cookie: Mapping[str, Any], now: float,
+                expires: int | Literal[False] | None = False) -> ResponseCookie:
+        """The response's cookie for a session whose cookie object is `cookie`: it expires with it
+        (`expires` in ms when the caller knows it already)."""
+        if expires is False:
+            text = cookie.get("expires")
+            expires = parse_iso_date(text) if text else None
+        max_age = None if expires is None else max(0, -(-(expires - math.floor(now * 1000)) // 1000))
         return ResponseCookie(self.codec.name, self.codec.signer.sign(session_id), max_age)
 
     def _new_cookie(self, state: SessionState, now: float) -> dict[str, Any]:
@@ -407,6 +408,7 @@ class ConnectSessions:
             if change is not None:
                 check_value(key, change)
         cookie = current.cookie
+        expires: int | Literal[False] | None = False
         if changes or state.touch_due:
             gone = [ResponseCookie(name, None)]
             for _attempt in range(MAX_DOCUMENT_ATTEMPTS):
@@ -417,10 +419,10 @@ class ConnectSessions:
                     state.mark_gone()
                     return Saved(gone, "emptied")
                 try:
-                    cookie = touched_cookie(current.cookie, now)
+                    cookie, expires = touch(current.cookie, now)
+                    ttl = ttl_until(expires, now, self.default_ttl)
                 except ValueError:
-                    cookie = {}
-                ttl = document_ttl(cookie, now, self.default_ttl) if cookie else 0
+                    ttl = 0
                 if ttl <= 0:
                     # No time left: connect-redis deletes such a session rather than store it.
                     yield DeleteDocument(stored_id)
@@ -447,6 +449,6 @@ class ConnectSessions:
             state.touch_due = False
         cookies = []
         if self.rolling or state.incoming.stale_key or (changes and cookie.get("expires")):
-            cookies.append(self._cookie(stored_id, cookie, now))
+            cookies.append(self._cookie(stored_id, cookie, now, expires))
         state.mark_saved(stored_id, merge_data(state.baseline, changes) if changes else state.baseline)
         return Saved(cookies, "updated" if changes else "nothing")

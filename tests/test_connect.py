@@ -452,3 +452,38 @@ def test_parse_iso_date_is_strict() -> None:
     assert parse_iso_date("2026-11-30T10:00:00.123Z") == 1796032800123
     for bad in ("2026-11-30", "2026-11-30T10:00:00+01:00", "2026-13-01T00:00:00Z", "+010000-01-01T00:00:00.000Z"):
         assert parse_iso_date(bad) is None
+
+
+@pytest.mark.parametrize("cookie_text", [
+    '{"originalMaxAge":86400000,"partitioned":true,"priority":"high","expires":"2026-12-01T10:15:49.744Z",'
+    '"secure":true,"httpOnly":false,"domain":"example.com","path":"/app","sameSite":"strict"}',
+    '{"originalMaxAge":86400000,"expires":"2026-12-01T10:15:49.744Z","path":"/a,b}c\\"d"}',
+])
+def test_the_read_touches_cookies_whatever_the_order_of_their_members(
+        connect: Callable[..., Face], store: redis.Redis, clock: Clock, cookie_text: str) -> None:
+    store.set("sess:ordered", '{"cookie":' + cookie_text + ',"user":"node"}', ex=5)
+    session = connect().open(ConnectSigner([KEY.encode()]).sign("ordered"))
+    assert session["user"] == "node" and not session.state.touch_due
+    document = stored(store, "ordered")
+    assert document["cookie"]["expires"] == iso_date(math.floor(clock.now * 1000) + DAY * 1000)
+    assert json.loads(cookie_text) == {**document["cookie"], "expires": "2026-12-01T10:15:49.744Z"}
+    assert store.ttl("sess:ordered") == DAY
+
+
+@pytest.mark.parametrize("expires", ['"a,b"', '"a}b"', '"x\\"y"', "12", "true"])
+def test_an_expires_that_is_no_date_is_touched_as_express_would_or_refused(
+        connect: Callable[..., Face], store: redis.Redis, clock: Clock, expires: str) -> None:
+    raw = '{"cookie":{"originalMaxAge":86400000,"expires":' + expires + ',"path":"/"},"user":"x"}'
+    store.set("sess:odd", raw, ex=60)
+    face = connect()
+    session = face.open(ConnectSigner([KEY.encode()]).sign("odd"))
+    user = session.get("user")
+    face.save(session)
+    if expires.startswith('"'):
+        # express-session's touch replaces any string it cannot read: so does the read, whole.
+        assert user == "x"
+        assert stored(store, "odd")["cookie"] == {"originalMaxAge": 86400000, "path": "/",
+                                                  "expires": iso_date(math.floor(clock.now * 1000) + DAY * 1000)}
+    else:
+        assert user is None  # not a cookie express-session could touch: a fresh session
+        assert store.get("sess:odd") is None

@@ -41,10 +41,19 @@ DOCUMENT_PREFIX = "sess:"
 LOAD_DOCUMENT = r"""
 local doc = redis.call('GET', KEYS[1])
 if not doc then return false end
-if ARGV[1] == '' or string.sub(doc, 1, 11) ~= '{"cookie":{' then return {doc, 0} end
-local i = 12
-local max_age, from, to
-while true do
+if ARGV[1] == '' then return {doc, 0} end
+-- The shape express-session and sessionkit write, matched at once: originalMaxAge, then expires.
+local max_age, from, to = string.match(doc, '^{"cookie":{"originalMaxAge":([^,}"]*),"expires":()[^,}]*()[,}]')
+if max_age then
+  to = to - 1
+  local value = string.sub(doc, from, to)
+  if value ~= 'null' and not string.match(value, '^"[%w%-:%.%+]*"$') then max_age = nil end
+end
+if not max_age then
+  -- Any other order of the cookie's members (partitioned, priority first): scan them.
+  if string.sub(doc, 1, 11) ~= '{"cookie":{' then return {doc, 0} end
+  local i = 12
+  while true do
   if string.sub(doc, i, i) ~= '"' then return {doc, 0} end
   local close = string.find(doc, '"', i + 1, true)
   if not close then return {doc, 0} end
@@ -71,6 +80,7 @@ while true do
   i = last + 2
   if sep == '}' then break end
   if sep ~= ',' then return {doc, 0} end
+  end
 end
 if not from then return {doc, 0} end
 local expires = string.sub(doc, from, to)
