@@ -39,6 +39,10 @@ from testservers import HttpServer, NginxServer, nginx_binary
 CHECKOUT = Path(__file__).resolve().parents[1]
 EXAMPLE = CHECKOUT / "examples" / "shared-login"
 KEYS = ["shared-login-newest-key-0123456789abcdef", "shared-login-older-key-0123456789abcdefgh"]
+#: The cookie object of a document, whichever language created it: the services are configured alike
+#: (a cookie that ends with the browser, so Redis keeps the session for connect-redis's one day).
+COOKIE_OBJECT = {"originalMaxAge": None, "expires": None, "secure": False, "httpOnly": True, "path": "/",
+                 "sameSite": "lax"}
 
 
 def _load_stack() -> ModuleType:
@@ -119,6 +123,14 @@ def _session_keys(deployment: Any) -> list[bytes]:
     return sorted(redis.Redis.from_url(deployment.redis_url).keys(f"{stack.KEY_PREFIX}*"))
 
 
+def _document(deployment: Any) -> Any:
+    """The one session's document, with its TTL checked: connect-redis's one day for such a cookie."""
+    client = redis.Redis.from_url(deployment.redis_url)
+    [key] = _session_keys(deployment)
+    assert 86390 <= client.ttl(key) <= 86400
+    return json.loads(client.get(key) or b"null")
+
+
 def test_login_on_node_change_in_python_read_everywhere_restart_then_logout(services: Any,
                                                                             make_nginx: MakeNginx) -> None:
     app = services.apps[0]
@@ -130,9 +142,7 @@ def test_login_on_node_change_in_python_read_everywhere_restart_then_logout(serv
         assert login.status_code == 200 and login.json()["service"] == "express"
         cookie = browser.cookies["connect.sid"]
         assert cookie.startswith("s%3A")  # express-session's signed value, URL-encoded
-        [key] = _session_keys(services)
-        document = json.loads(redis.Redis.from_url(services.redis_url).get(key) or b"{}")
-        assert document["user"] == "alice" and "cookie" in document  # connect-redis's JSON document
+        assert _document(services) == {"cookie": COOKIE_OBJECT, "user": "alice"}  # connect-redis's JSON
 
         increment = browser.get("/increment")  # Flask, on gunicorn
         assert increment.status_code == 200
@@ -168,6 +178,7 @@ def test_login_in_python_is_seen_by_node_and_a_node_logout_by_python(services: A
     with _browser(nginx) as browser:
         assert browser.get("/login", params={"user": "bob"}).json()["logged_in"] == "bob"
         assert browser.cookies["connect.sid"].startswith("s%3A")
+        assert _document(services) == {"cookie": COOKIE_OBJECT, "user": "bob"}  # as Node would have written it
         node = browser.get("/node/")
         assert node.status_code == 200 and (node.json()["user"], node.json()["count"]) == ("bob", 0)
         assert browser.get("/node/increment").json()["count"] == 1
