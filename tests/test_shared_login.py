@@ -131,7 +131,7 @@ def _document(deployment: Any) -> Any:
     return json.loads(client.get(key) or b"null")
 
 
-def test_login_on_node_change_in_python_read_everywhere_restart_then_logout(services: Any,
+def test_login_on_node_change_in_python_read_everywhere_restart_services_then_logout(services: Any,
                                                                             make_nginx: MakeNginx) -> None:
     app = services.apps[0]
     nginx = make_nginx([app])
@@ -162,6 +162,8 @@ def test_login_on_node_change_in_python_read_everywhere_restart_then_logout(serv
         assert (shown.json()["user"], shown.json()["count"]) == ("alice", 3)
         assert shown.json()["pid"] != old_pid
         assert browser.get("/increment").json()["count"] == 4
+        services.express.restart()  # and the Node service: nothing lost there either
+        assert browser.get("/node/").json()["count"] == 4
 
         logout = browser.get("/logout")  # Flask ends the session Node started
         assert logout.status_code == 200 and logout.json()["logged_out"] is True
