@@ -180,6 +180,19 @@ def test_a_read_touches_expires_and_ttl_together_in_one_round_trip(connect: Call
     assert build_document(touched_cookie(parsed.cookie, clock.now), parsed.members) == raw
 
 
+def test_a_read_leaves_a_document_touched_less_than_a_second_ago(connect: Callable[..., Face],
+                                                                  store: redis.Redis, clock: Clock) -> None:
+    face = connect()
+    cookie, session_id = logged_in(face)
+    written = store.get(f"sess:{session_id}")
+    clock.advance(0.9)
+    assert face.open(cookie)["user"] == "ann"
+    assert store.get(f"sess:{session_id}") == written
+    clock.advance(0.2)
+    assert face.open(cookie)["user"] == "ann"
+    assert stored(store, session_id)["cookie"]["expires"] == iso_date(math.floor(clock.now * 1000) + DAY * 1000)
+
+
 def test_a_document_the_store_cannot_touch_is_touched_by_the_save(connect: Callable[..., Face],
                                                                    store: redis.Redis, clock: Clock) -> None:
     face = connect()
