@@ -123,16 +123,19 @@ class DocumentTouch(NamedTuple):
 
     The store applies it only to a document whose cookie has exactly this
     `max_age` (``originalMaxAge``, as JSON text) and a date in ``expires``:
-    ``expires`` becomes `expires` and the TTL `ttl` seconds. A cookie whose
-    ``originalMaxAge`` and ``expires`` are both null gets `default_ttl` and
-    stays as it is. Any other document is returned untouched, and says so: the
-    lifecycle then touches it with its save.
+    ``expires`` becomes `expires` and the TTL `ttl` seconds, unless the stored
+    ``expires`` is already between `recent` and `expires` (touched less than a
+    second ago: the document and its TTL still agree, and TTLs are whole
+    seconds). A cookie whose ``originalMaxAge`` and ``expires`` are both null
+    gets `default_ttl` and stays as it is. Any other document is returned
+    untouched, and says so: the lifecycle then touches it with its save.
     """
 
     max_age: str
     expires: str
     ttl: int
     default_ttl: int
+    recent: str = ""
 
 
 class LoadDocument(NamedTuple):

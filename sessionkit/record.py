@@ -67,7 +67,7 @@ def encode_record(record: Record) -> bytes:
     writes) is assembled directly from the JSON module's own C string escaper;
     anything else goes through the encoder.
     """
-    data, created, accessed, meta = record[:4]
+    data, created, accessed, meta, _ = record
     if not meta and type(created) is float and type(accessed) is float and _finite(created) and _finite(accessed):
         try:
             items = ",".join([_escape(key) + ":" + _escape(value.decode("utf-8", "surrogateescape"))

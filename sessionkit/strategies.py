@@ -312,7 +312,8 @@ class ConnectSessions:
     """express-session's signed id in the cookie, connect-redis's document in the store.
 
     Lifetimes are express-session's: every request that loads the session
-    touches it (``expires = now + originalMaxAge``, and the TTL with it);
+    touches it (``expires = now + originalMaxAge``, and the TTL with it; a
+    read leaves a document touched less than a second ago as it is);
     `max_age` (seconds, or None for a cookie that ends with the browser) is
     ``cookie.maxAge`` for new sessions, `default_ttl` connect-redis's ``ttl``
     for sessions whose cookie has no expiry, and `rolling` re-sends the cookie
@@ -337,8 +338,9 @@ class ConnectSessions:
         """The touch a read asks the store for: what this configuration's cookie looks like, touched now."""
         if self.max_age is None:
             return DocumentTouch("null", "", self.default_ttl, self.default_ttl)
-        expires = iso_date(math.floor(now * 1000) + round(self.max_age * 1000))
-        return DocumentTouch(self._max_age_text, expires, self._touch_ttl, self.default_ttl)
+        expires_ms = math.floor(now * 1000) + round(self.max_age * 1000)
+        return DocumentTouch(self._max_age_text, iso_date(expires_ms), self._touch_ttl, self.default_ttl,
+                             iso_date(expires_ms - 1000))
 
     def load(self, incoming: Incoming, now: float) -> LoadDocument:
         assert incoming.session_id is not None

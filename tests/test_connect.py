@@ -180,6 +180,19 @@ def test_a_read_touches_expires_and_ttl_together_in_one_round_trip(connect: Call
     assert build_document(touched_cookie(parsed.cookie, clock.now), parsed.members) == raw
 
 
+def test_a_read_leaves_a_document_touched_less_than_a_second_ago(connect: Callable[..., Face],
+                                                                  store: redis.Redis, clock: Clock) -> None:
+    face = connect()
+    cookie, session_id = logged_in(face)
+    written = store.get(f"sess:{session_id}")
+    clock.advance(0.9)
+    assert face.open(cookie)["user"] == "ann"
+    assert store.get(f"sess:{session_id}") == written
+    clock.advance(0.2)
+    assert face.open(cookie)["user"] == "ann"
+    assert stored(store, session_id)["cookie"]["expires"] == iso_date(math.floor(clock.now * 1000) + DAY * 1000)
+
+
 def test_a_document_the_store_cannot_touch_is_touched_by_the_save(connect: Callable[..., Face],
                                                                    store: redis.Redis, clock: Clock) -> None:
     face = connect()
@@ -425,27 +438,33 @@ def test_a_url_prefix_names_the_documents_keys(redis_url: str, store: redis.Redi
 # --- Sentinel and Cluster: the same code --------------------------------------------------------
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
 @pytest.mark.parametrize("url_fixture", ["redis_cluster_url", "redis_sentinel_url"])
-def test_the_connect_codec_on_cluster_and_sentinel(request: pytest.FixtureRequest, url_fixture: str) -> None:
+def test_the_connect_codec_on_cluster_and_sentinel(request: pytest.FixtureRequest, url_fixture: str,
+                                                   kind: str) -> None:
     url = request.getfixturevalue(url_fixture)
-    manager = SessionManager(url, secret_keys=[KEY], codec="connect")
+    face = Face(SessionManager(url, secret_keys=[KEY], codec="connect"), kind)
     try:
-        session = manager.open(None)
-        session["user"] = "ann"
-        cookie = dict(manager.save(session))["Set-Cookie"].split(";")[0]
-        again = manager.open(cookie)
+        cookie, first_id = logged_in(face)
+        again = face.open(cookie)
         assert again["user"] == "ann"
         again.regenerate()
         again["n"] = 1
-        cookie = dict(manager.save(again))["Set-Cookie"].split(";")[0]
-        assert dict(manager.open(cookie)) == {"user": "ann", "n": 1}
-        assert manager.open(f"connect.sid={ConnectSigner([KEY.encode()]).sign(session.id)}").get("user") is None
-        last = manager.open(cookie)
+        cookie = face.save(again) or ""
+        assert dict(face.open(cookie)) == {"user": "ann", "n": 1}
+        assert face.open(ConnectSigner([KEY.encode()]).sign(first_id)).get("user") is None  # the old id is gone
+        first, second = face.open(cookie), face.open(cookie)
+        first["a"] = 1
+        second["b"] = 2
+        face.save(first)
+        face.save(second)
+        assert dict(face.open(cookie)) == {"user": "ann", "n": 1, "a": 1, "b": 2}
+        last = face.open(cookie)
         last.invalidate()
-        manager.save(last)
-        assert manager.open(cookie).get("user") is None
+        assert face.save(last) == ""
+        assert face.open(cookie).get("user") is None
     finally:
-        manager.close()
+        face.close()
 
 
 def test_parse_iso_date_is_strict() -> None:

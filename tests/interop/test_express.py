@@ -9,7 +9,10 @@ agree after sessionkit touches it.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -252,3 +255,25 @@ def test_a_python_touch_keeps_expires_and_ttl_together(express: HttpServer, pyth
     assert abs(store.ttl(key) - remaining) <= 1.5
     # Node reads the touched session as its own.
     assert node(express, "GET", "/session", cookie_of(login)).json()["data"]["cookie"]["expires"] == after
+
+
+def test_the_committed_vectors_are_what_node_make_vectors_makes(redis_url: str) -> None:
+    """vectors.json is regenerated here and compared, all but the clock's readings."""
+    made = subprocess.run(["node", str(NODE / "make-vectors.js")],
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "REDIS_URL": redis_url},
+                          capture_output=True, text=True, timeout=60, check=True)
+    committed = json.loads((Path(__file__).parent / "vectors.json").read_text("utf-8"))
+    fresh = json.loads(made.stdout)
+    assert fresh["versions"] == committed["versions"]
+    assert fresh["signatures"] == committed["signatures"]
+    assert fresh["reads"] == committed["reads"]
+
+    def timeless(vector: dict[str, Any]) -> dict[str, Any]:
+        kept = {key: value for key, value in vector.items()
+                if key not in ("now", "cookieMadeAt", "pttl", "touchedExpires")}
+        if kept["document"] is not None:
+            kept["document"] = re.sub(r'"(expires|originalMaxAge)":[^,}]*', r'"\1":_', kept["document"])
+        return kept
+
+    assert [timeless(v) for v in fresh["documents"]] == [timeless(v) for v in committed["documents"]]
+

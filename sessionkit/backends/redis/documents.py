@@ -6,7 +6,8 @@ on the key. The id is used as it is, never hashed: Node's store looks the
 session up under exactly that name.
 
 - Read (`LOAD_DOCUMENT`): ``GET``, and the touch the lifecycle asked for, in
-  one round trip. The script touches only a document in the shape Node and
+  one round trip (none when the document was touched less than a second
+  ago). The script touches only a document in the shape Node and
   sessionkit write (``{"cookie":{…`` first, no whitespace, a flat cookie
   object) whose ``originalMaxAge`` is the one the lifecycle expected: it
   splices the new ``expires`` in and sets the document and its TTL together
@@ -36,7 +37,8 @@ __all__ = ["CREATE_DOCUMENT", "DOCUMENT_PREFIX", "LOAD_DOCUMENT", "REPLACE_DOCUM
 DOCUMENT_PREFIX = "sess:"
 
 #: KEYS[1] session; ARGV[1] the originalMaxAge (JSON text) a touch expects, or '' for no touch;
-#: ARGV[2] the new expires; ARGV[3] its TTL in seconds; ARGV[4] the TTL of a cookie with no expiry.
+#: ARGV[2] the new expires; ARGV[3] its TTL in seconds; ARGV[4] the TTL of a cookie with no expiry;
+#: ARGV[5] the earliest stored expires that counts as touched already (less than a second ago).
 #: Returns nil, or {document after the read, 1 if touched (or nothing to touch) else 0}.
 LOAD_DOCUMENT = r"""
 local doc = redis.call('GET', KEYS[1])
@@ -89,6 +91,8 @@ if max_age == 'null' and expires == 'null' then
   return {doc, 1}
 end
 if max_age == ARGV[1] and string.sub(expires, 1, 1) == '"' then
+  local stored = string.sub(expires, 2, -2)
+  if #stored == 24 and #ARGV[5] == 24 and stored >= ARGV[5] and stored <= ARGV[2] then return {doc, 1} end
   doc = string.sub(doc, 1, from - 1) .. '"' .. ARGV[2] .. '"' .. string.sub(doc, to + 1)
   redis.call('SET', KEYS[1], doc, 'EX', ARGV[3])
   return {doc, 1}
@@ -116,8 +120,8 @@ return 1
 
 def load_args(touch: DocumentTouch | None) -> list[Any]:
     if touch is None:
-        return ["", "", 0, 0]
-    return [touch.max_age, touch.expires, touch.ttl, touch.default_ttl]
+        return ["", "", 0, 0, ""]
+    return [touch.max_age, touch.expires, touch.ttl, touch.default_ttl, touch.recent]
 
 
 def decode_load(reply: Any) -> tuple[bytes, bool] | None:
