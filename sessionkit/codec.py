@@ -18,7 +18,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from email.utils import formatdate
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Protocol
 
 from .errors import ConfigError
 from .record import Record
@@ -30,6 +30,7 @@ __all__ = [
     "KeyedSha256",
     "ResponseCookie",
     "SameSite",
+    "SignsIds",
     "derive_key",
     "dump_cookie",
     "new_session_id",
@@ -101,6 +102,16 @@ class KeyedSha256:
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.digest()
+
+
+class SignsIds(Protocol):
+    """What a cookie codec signs ids with: `IdSigner`, or Express's `express.ConnectSigner`."""
+
+    def sign(self, session_id: str) -> str:
+        """The cookie value carrying `session_id`, signed with the newest key."""
+
+    def unsign(self, value: str) -> tuple[str, int] | None:
+        """The id in a cookie value and the index of the key that signed it, or None."""
 
 
 class IdSigner:
@@ -314,7 +325,7 @@ class CookieCodec:
     ) -> None:
         if samesite is not None and samesite not in _SAMESITE:
             raise ConfigError(f"samesite must be 'lax', 'strict', 'none' or None, not {samesite!r}", option="samesite")
-        self.signer = IdSigner(secret_keys)
+        self.signer: SignsIds = IdSigner(secret_keys)
         self.name = name
         self.path = path
         # Browsers ignore a leading dot (RFC 6265 §5.2.3), and werkzeug drops it: so do we.

@@ -20,12 +20,15 @@ import uuid
 import weakref
 from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .codec import Incoming, new_session_id
 from .errors import SerializationError
 from .record import Record
 from .serializers import Serializer
+
+if TYPE_CHECKING:
+    from .documents import Document
 
 __all__ = ["Session", "SessionState"]
 
@@ -59,9 +62,10 @@ class SessionState:
     never hold a second copy of it.
     """
 
-    __slots__ = ("accessed_at", "baseline", "changed", "created_at", "data_ref", "degraded", "doomed",
+    __slots__ = ("accessed_at", "baseline", "changed", "created_at", "data_ref", "degraded", "document", "doomed",
                  "force_write", "https", "id", "incoming", "invalidated", "is_new", "legacy_cookie", "loaded",
-                 "loader", "now", "persistent_key", "regenerated", "serializer", "settled", "touched", "watched")
+                 "loader", "new_id", "now", "persistent_key", "regenerated", "serializer", "settled", "touch_due",
+                 "touched", "watched")
 
     def __init__(self, incoming: Incoming, data: dict[str, Any], serializer: Serializer, loader: Loader | None,
                  now: float, https: bool, persistent_key: str | None) -> None:
@@ -104,6 +108,12 @@ class SessionState:
         self.legacy_cookie: str | None = None
         #: The data key whose truthiness makes the cookie persistent (None: always persistent).
         self.persistent_key = persistent_key
+        #: Makes a new id: the strategy's (express-session's ids are shorter than sessionkit's).
+        self.new_id: Callable[[], str] = new_session_id
+        #: A session stored as one document: that document as last read or written (else None).
+        self.document: Document | None = None
+        #: The stored document still needs the touch its read could not do: the save must write it.
+        self.touch_due = False
 
     @property
     def data(self) -> dict[str, Any]:
@@ -125,12 +135,18 @@ class SessionState:
         A value that does not decode raises its `ValueError` and leaves the session empty and new.
         """
         data = self.data_ref()
-        try:
-            for key, value in record.data.items():  # straight into the session: no second dict to copy
-                _setitem(data, key, loads(value))
-        except ValueError:
-            _clear(data)
-            raise
+        document = record.document
+        if document is None:
+            try:
+                for key, value in record.data.items():  # straight into the session: no second dict to copy
+                    _setitem(data, key, loads(value))
+            except ValueError:
+                _clear(data)
+                raise
+        else:
+            _update(data, document.values)  # decoded with the document, by the serializer's rules
+            self.document = document
+            self.touch_due = document.touch_due
         self.id = session_id
         self.is_new = False
         self.baseline = record.data
@@ -152,6 +168,7 @@ class SessionState:
         self.is_new = True
         self.created_at = self.accessed_at = self.now
         self.baseline = {}
+        self.touch_due = False  # the old document is deleted, not touched
 
     # -- what a save must write -----------------------------------------------------
 
@@ -199,7 +216,7 @@ class SessionState:
     def has_pending(self) -> bool:
         """Cheap check: could a save now write anything? (Exact answer: `changes()`.)"""
         return bool(self.changed or self.watched or self.doomed or self.regenerated or self.invalidated
-                    or self.force_write)
+                    or self.force_write or self.touch_due)
 
     def is_quiet(self) -> bool:
         """A stored session with nothing to write and no cookie to re-sign: saving is a no-op.
@@ -208,7 +225,8 @@ class SessionState:
         delete, a regenerate or an invalidate all make the session new again
         (`restart`) until the save that clears them (`mark_saved`).
         """
-        return not (self.is_new or self.changed or self.watched or self.force_write or self.incoming.stale_key)
+        return not (self.is_new or self.changed or self.watched or self.force_write or self.incoming.stale_key
+                    or self.touch_due)
 
     def persistent_cookie(self) -> bool:
         """True: the cookie carries Max-Age; False: it ends when the browser closes."""
@@ -247,6 +265,8 @@ class SessionState:
         self.id = None
         self.is_new = True
         self.baseline = {}
+        self.document = None
+        self.touch_due = False
         _clear(self.data_ref())
 
     def forget_pending(self) -> None:
@@ -302,7 +322,7 @@ class Session(dict[str, Any]):
         state = self.state
         state.ensure_loaded(self)
         if state.id is None:
-            state.id = new_session_id()
+            state.id = state.new_id()
         return state.id
 
     @property
