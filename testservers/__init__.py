@@ -111,6 +111,10 @@ class _Server:
                     f"{self.name} on port {self.port} {error}; log tail:\n{tail}"
                 )
 
+    def running(self) -> bool:
+        """Whether the process we started is still running (it may have exited by itself)."""
+        return self._proc is not None and self._proc.poll() is None
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT; reap and clean up."""
         self._kill()
@@ -265,7 +269,8 @@ class MemcachedServer(_Server):
 class HttpServer(_Server):
     """Any command that serves HTTP (gunicorn, uvicorn ...), on a free port.
 
-    ``{host}`` and ``{port}`` in ``argv`` are filled in at each start;
+    ``{host}`` and ``{port}`` in ``argv`` and in ``env``'s values are filled
+    in at each start (a server that takes its port from ``$PORT``);
     ``env`` is added to our environment for the child. Ready once ``GET
     ready_path`` answers 200. Unlike redis and memcached, a web server's
     workers answer for it, so the reply cannot name our pid: a stranger on
@@ -294,11 +299,14 @@ class HttpServer(_Server):
             f"GET {ready_path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"
         ).encode()
 
+    def _fill(self, text: str) -> str:
+        return text.replace("{host}", self.host).replace("{port}", str(self.port))
+
     def command(self) -> list[str]:
-        return [arg.replace("{host}", self.host).replace("{port}", str(self.port)) for arg in self.argv]
+        return [self._fill(arg) for arg in self.argv]
 
     def environment(self) -> dict[str, str]:
-        return {**os.environ, **self.env}
+        return {**os.environ, **{name: self._fill(value) for name, value in self.env.items()}}
 
     def _answers(self) -> bool:
         status_line = _exchange(self.port, self.probe, b"HTTP/").split(b"\r\n", 1)[0]
@@ -326,9 +334,128 @@ class ConfiguredHttpServer(HttpServer):
     def _spawn(self) -> None:
         if not self.tmpdir:
             self.tmpdir = tempfile.mkdtemp(prefix=f"sessionkit-{self.name}-")
+            if os.geteuid() == 0:
+                os.chmod(self.tmpdir, 0o711)  # noqa: S103  # workers run as nobody and must reach their buffers
         with open(self.conf_path, "w") as conf:
             conf.write(self.render(self.port, self.tmpdir))
         super()._spawn()
+
+
+def nginx_binary() -> str | None:
+    """The nginx executable: on PATH, or Debian's /usr/sbin/nginx (not on a non-root PATH)."""
+    found = shutil.which("nginx")
+    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
+        found = "/usr/sbin/nginx"
+    return found
+
+
+class NginxServer(_Server):
+    """nginx in the foreground (``daemon off``), with a generated configuration.
+
+    ``http`` is the text that goes inside the ``http { }`` block: upstreams
+    and at least one ``server`` with ``listen {host}:{port};`` (filled in at
+    each start, as for `HttpServer`). Everything nginx writes — pid file,
+    access log, request-body and proxy buffers — lives in the server's own
+    directory, so no root-owned path is touched and two instances never
+    share a file; the error log is the process's stderr (`log_tail`).
+
+    Ready once the pid file names our pid (nginx writes it only after every
+    ``listen`` socket is bound, so a stranger on the port makes start fail)
+    and the port answers a request nginx refuses by itself (HTTP/1.1 without
+    ``Host``: a 400 that no upstream ever sees).
+
+    Stopped by SIGTERM to the master, which stops its workers. Run as root,
+    nginx switches its workers to an unprivileged user, so the directory is
+    made traversable (0711) for them; nginx makes its buffer directories
+    theirs.
+    """
+
+    name = "nginx"
+    scheme = "http"
+    probe = b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"
+
+    def __init__(self, http: str, *, port: int | None = None, error_log_level: str = "warn") -> None:
+        super().__init__(port=port)
+        self.http = http
+        self.error_log_level = error_log_level
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.tmpdir, "nginx.conf")
+
+    @property
+    def pid_path(self) -> str:
+        return os.path.join(self.tmpdir, "nginx.pid")
+
+    @property
+    def access_log_path(self) -> str:
+        return os.path.join(self.tmpdir, "access.log")
+
+    def command(self) -> list[str]:
+        binary = nginx_binary()
+        if binary is None:
+            raise RuntimeError("nginx not found: run ./scripts/test, or install nginx (apt-get install nginx)")
+        # -e: the error log before the configuration is read (by default a path under /var/log).
+        return [binary, "-p", self.tmpdir + "/", "-c", self.config_path, "-e", "stderr"]
+
+    def config(self) -> str:
+        """The whole nginx.conf for the current directory and port."""
+        here = self.tmpdir
+        http = self.http.replace("{host}", self.host).replace("{port}", str(self.port))
+        temp_paths = "".join(
+            f"    {kind}_temp_path {here}/{kind}_temp;\n"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        return (
+            "# Generated by testservers: every path nginx writes is in this directory.\n"
+            "daemon off;\n"
+            "master_process on;\n"
+            "worker_processes 1;\n"
+            f"pid {here}/nginx.pid;\n"
+            f"error_log stderr {self.error_log_level};\n"
+            "events { worker_connections 512; }\n"
+            "http {\n"
+            f"    access_log {self.access_log_path};\n"
+            f"{temp_paths}"
+            f"{http}\n"
+            "}\n"
+        )
+
+    def _spawn(self) -> None:
+        if not self.tmpdir:
+            self.tmpdir = tempfile.mkdtemp(prefix=f"sessionkit-{self.name}-")
+            if os.geteuid() == 0:
+                os.chmod(self.tmpdir, 0o711)  # noqa: S103  # workers run as nobody and must reach their buffers
+        with open(self.config_path, "w") as conf:  # rewritten each time: the port may have changed
+            conf.write(self.config())
+        super()._spawn()
+
+    def _answers(self) -> bool:
+        try:
+            with open(self.pid_path) as pid_file:
+                if int(pid_file.read().strip() or 0) != self.pid:
+                    return False
+        except (OSError, ValueError):
+            return False
+        reply = _exchange(self.port, self.probe, b"Server:")
+        return reply.startswith(b"HTTP/1.1 400") and b"\r\nServer: nginx" in reply
+
+    def kill(self) -> None:
+        """SIGKILL the master and its workers (a worker outlives a killed master otherwise)."""
+        pid = self.pid
+        workers: list[int] = []
+        if pid is not None:
+            try:
+                with open(f"/proc/{pid}/task/{pid}/children") as children:
+                    workers = [int(child) for child in children.read().split()]
+            except OSError:
+                pass
+        super().kill()
+        for worker in workers:
+            try:
+                os.kill(worker, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 # --- redis cluster and sentinel -------------------------------------------
@@ -452,7 +579,7 @@ def _wait_for(condition: Callable[[], str | None], timeout: float) -> str | None
         time.sleep(0.05)
 
 
-def _logs(servers: list[RedisServer]) -> str:
+def _logs(servers: Sequence[RedisServer]) -> str:
     return "\n".join(
         f"--- {s.name} on port {s.port} ---\n{s.log_tail()}" for s in servers
     )
