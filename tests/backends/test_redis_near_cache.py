@@ -813,3 +813,38 @@ def test_after_aclose_the_sync_face_brings_the_channel_back(redis_url: str) -> N
     store.load(sid(1), None)
     assert cached(store, sid(1))
     store.close()
+
+
+def _forked_child(store: RedisStore, session_id: str, results: Any) -> None:
+    """In a forked child: the parent's listener thread and sockets did not come along."""
+    cache = store.near_cache
+    assert cache is not None
+    outcome = [len(cache), cache.online]  # forgotten at the fork
+    record = store.load(session_id, None)  # bypasses, and starts the child's own listener
+    outcome.append(None if record is None else record.data["v"].decode())
+    deadline = time.monotonic() + SETTLE
+    while not cache.online and time.monotonic() < deadline:
+        time.sleep(0.005)
+    store.load(session_id, None)
+    outcome.append(store.prefix + session_id.encode() in cache)
+    results.put(outcome)
+
+
+def test_a_forked_worker_starts_with_an_empty_cache_and_its_own_channel(redis_url: str) -> None:
+    """gunicorn --preload: the store was warm in the parent before the fork."""
+    store = online(open_store(near_url(redis_url)))  # type: ignore[arg-type]
+    store.create(sid(1), Record({"v": b"1"}, time.time(), time.time()), 60)
+    assert cached(store, sid(1))
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_forked_child, args=(store, sid(1), results))
+    child.start()
+    outcome = results.get(timeout=30)
+    child.join(10)
+    assert outcome == [0, False, "1", True]
+    assert cached(store, sid(1)) and store.near_cache.online  # type: ignore[union-attr]  # the parent's is untouched
+    raw = redis.Redis.from_url(redis_url)
+    raw.hset(store.prefix + sid(1).encode(), "d:v", b"2")  # and still hears changes
+    wait_for(lambda: not cached(store, sid(1)))
+    raw.close()
+    store.close()
