@@ -1,10 +1,16 @@
 """The ``sessionkit`` command line: operator tasks that sit next to the library.
 
-Each subcommand is a ``_add_<name>`` function that registers its arguments and
-a handler taking the parsed arguments and the environment and returning an exit
-code; `main` parses, dispatches and turns errors into messages. Exit codes: 0
-success, 2 a usage or configuration error (argparse's own code for bad
-arguments), 1 any other sessionkit failure; never a traceback for either.
+Each subcommand registers its arguments and a handler taking the parsed
+arguments and the environment and returning an exit code (``keygen`` here, the
+store commands in `sessionkit.ops.commands`); `main` parses, dispatches and
+turns errors into one line on stderr, never a traceback. Exit codes:
+
+- 0 success;
+- 1 the store failed or is unreachable, or another sessionkit failure;
+- 2 a usage or configuration error (argparse's own code for bad arguments):
+  a malformed URL, an unknown command, ``memory://``;
+- 3 the session or user named is not in the store;
+- 4 a cookie value did not verify (forged, truncated, or an unlisted key).
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from . import __version__
 from .config import MIN_KEY_BYTES, parse_secret_keys, split_secret_keys
 from .errors import ConfigError, SessionKitError
+from .ops.commands import EXIT_FORGED, EXIT_NOT_FOUND, NotFound, Rejected, add_store_commands
+from .record import CorruptRecord
 
 __all__ = ["KEYS_ENV", "build_parser", "main", "new_key"]
 
@@ -118,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_store_commands(commands)
     _add_keygen(commands)
     return parser
 
@@ -132,12 +141,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args, os.environ)
+    except NotFound as exc:
+        print(f"sessionkit {args.command}: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except Rejected as exc:
+        print(f"sessionkit {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FORGED
     except (UsageError, ConfigError) as exc:
         print(f"sessionkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except SessionKitError as exc:
         print(f"sessionkit {args.command}: {exc}", file=sys.stderr)
         return 1
+    except CorruptRecord as exc:
+        print(f"sessionkit {args.command}: the stored session is unreadable: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"sessionkit {args.command}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # `sessionkit keygen --count 100 | head -1`: the reader left; say nothing more.
         # Point stdout at devnull so the interpreter's final flush does not fail again.

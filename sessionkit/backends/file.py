@@ -122,6 +122,23 @@ class FileStore(ThreadedAsyncFace):
         with self._locked(session_id):
             self._unlink(self._path(session_id))
 
+    def remove_stored(self, digest: str) -> bool:
+        """Remove the session stored under `digest` (its file name's stem), as `delete` would; False if absent.
+
+        For operator tools, which know sessions by their stored names only.
+        """
+        if len(digest) != 64 or not _is_hex(digest):
+            return False
+        path = self.directory / (digest + _SUFFIX)
+        with self._locked_digest(digest):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise StoreError(f"file store cannot remove a session: {exc}", original_error=exc) from exc
+        return True
+
     def purge(self) -> int:
         """Remove expired session files and stale temporary files; returns how many."""
         now = self._clock()

@@ -1,0 +1,29 @@
+"""A progress bar for walks that take more than a moment, when ``sessionkit[progress]`` (tqdm) is installed.
+
+Without tqdm, or when stderr is not a terminal, the iterable is returned as it
+is: no import, no wrapper, no cost.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import TypeVar
+
+__all__ = ["DELAY_SECONDS", "with_progress"]
+
+_T = TypeVar("_T")
+
+#: A walk shorter than this shows no bar at all.
+DELAY_SECONDS = 1.0
+
+
+def with_progress(items: Iterable[_T], *, label: str, enabled: bool = True) -> Iterable[_T]:
+    if not enabled or not sys.stderr.isatty():
+        return items
+    try:
+        from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        return items
+    bar: Iterable[_T] = tqdm(items, desc=label, unit=" sessions", delay=DELAY_SECONDS, file=sys.stderr, leave=False)
+    return bar
