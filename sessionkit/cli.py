@@ -20,6 +20,7 @@ import os
 import secrets
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
 
 from . import __version__
 from .config import MIN_KEY_BYTES, parse_secret_keys, split_secret_keys
@@ -62,7 +63,7 @@ def _int_at_least(minimum: int, why: str = "") -> Callable[[str], int]:
 # -- keygen ---------------------------------------------------------------------
 
 
-def _add_keygen(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_keygen(commands: argparse._SubParsersAction[Any]) -> None:
     parser = commands.add_parser(
         "keygen",
         help="print a new secret key (or the rotated SESSIONKIT_SECRET_KEYS value)",
@@ -120,8 +121,23 @@ def _keygen(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 # -- the driver -----------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line (its usage block would bury the message)."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            # Never echo them: one may be a session id or cookie value starting with '-'.
+            count = len(message.split()) - 2
+            message = (f"{count} unrecognized argument(s); a session id or cookie value that starts with '-' "
+                       "goes after '--'")
+        elif message.startswith("the following arguments are required") and ("ID_OR_COOKIE" in message
+                                                                              or "VALUE" in message):
+            message += " (one that starts with '-' goes after '--')"
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sessionkit", description="Operator tools for sessionkit, the shared session library.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -46,6 +46,8 @@ EXIT_FORGED = 4
 _HASH = re.compile(r"[0-9a-f]{16,64}")
 #: Default SCAN COUNT / batch size: enough to walk 100k sessions in a few hundred steps, small per step.
 DEFAULT_COUNT = 500
+#: Seconds between the two walks of a search on a store whose walk may miss items (memcached).
+_RESCAN_PAUSE = 0.5
 
 
 class NotFound(SessionKitError):
@@ -104,7 +106,7 @@ def _rate_argument(parser: argparse.ArgumentParser) -> None:
                         help="delete at most N sessions per second (default: no limit)")
 
 
-def add_store_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_store_commands(commands: argparse._SubParsersAction[Any]) -> None:
     parser = commands.add_parser("stats", help="live sessions, sizes, TTL spread, oldest and newest",
                                  description="Walk the store once and summarise its sessions.")
     _store_arguments(parser)
@@ -204,10 +206,23 @@ def resolve_session(value: str, environ: Mapping[str, str]) -> tuple[str | None,
                       f"got {len(value)} characters that are none of these", option="session")
 
 
+def _passes(inventory: Inventory) -> range:
+    """How many walks a search makes: two where one may miss an item (memcached skips items busy
+    mid-move; the second walk comes after a pause, once they have settled)."""
+    return range(1 if inventory.exact else 2)
+
+
+def _settle(attempt: int) -> None:
+    if attempt:
+        time.sleep(_RESCAN_PAUSE)
+
+
 def _find(inventory: Inventory, wanted: str, count: int) -> Entry | None:
-    for entry in inventory.scan(count):
-        if entry.id_hash == wanted:
-            return entry
+    for attempt in _passes(inventory):
+        _settle(attempt)
+        for entry in inventory.scan(count):
+            if entry.id_hash == wanted:
+                return entry
     return None
 
 
@@ -353,8 +368,9 @@ def _rm(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             found = store.load(session_id, None) is not None
             store.delete(session_id)
             results.append({"id_hash": hashed, "removed": found})
-        if by_hash:
-            for entry in inventory.scan(args.count):
+        for attempt in _passes(inventory):
+            _settle(attempt and len(by_hash))
+            for entry in inventory.scan(args.count) if by_hash else ():
                 if entry.id_hash in by_hash:
                     pacer.wait()
                     results.append({"id_hash": entry.id_hash, "removed": inventory.remove(entry)})

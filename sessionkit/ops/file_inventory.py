@@ -25,6 +25,7 @@ class FileInventory:
     """Walks a `file://` store's directory."""
 
     cannot_tell: tuple[str, ...] = ()
+    exact = True
 
     def __init__(self, store: FileStore, *, read_records: bool = True) -> None:
         self.store = store

@@ -56,6 +56,9 @@ class Inventory(Protocol):
     description: str
     #: What this store cannot report (said in the output, not left blank without a word).
     cannot_tell: tuple[str, ...]
+    #: Whether one walk surely sees every session present throughout it (Redis SCAN's guarantee);
+    #: False where a walk is a moving snapshot (memcached), so a search walks twice before saying "absent".
+    exact: bool
 
     def scan(self, count: int) -> Iterator[Entry]:
         """Every live session, fetched `count` at a time."""

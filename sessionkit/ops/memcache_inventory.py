@@ -40,7 +40,11 @@ class MemcacheInventory:
     """Walks the session items under a memcache store's prefix, on every server."""
 
     cannot_tell: tuple[str, ...] = (
-        "creation times (memcached does not keep them; sessionkit's are inside the values)",)
+        "creation times (memcached does not keep them; sessionkit's are inside the values)",
+        "an exact count (a dump is a moving snapshot: an item memcached moves between its LRUs meanwhile "
+        "may be missed)",
+    )
+    exact = False
 
     def __init__(self, store: MemcacheStore) -> None:
         self.store = store
@@ -72,9 +76,11 @@ class MemcacheInventory:
                     if not chunk:
                         raise StoreUnavailable(f"memcached {where} closed the connection during a dump")
                     buffer += chunk
-                    lines = buffer.split(b"\r\n")
+                    # Item lines end in a bare LF (memcached 1.6), END and errors in CRLF.
+                    lines = buffer.split(b"\n")
                     buffer = lines.pop()
                     for line in lines:
+                        line = line.removesuffix(b"\r")
                         if line == b"END":
                             return
                         if line.startswith((b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR", b"BUSY")):

@@ -60,6 +60,7 @@ class RedisInventory:
     """Walks the session hashes under a Redis store's prefix."""
 
     cannot_tell: tuple[str, ...] = ()
+    exact = True
 
     def __init__(self, store: RedisStore) -> None:
         self.store = store
