@@ -315,3 +315,16 @@ def test_table_aligns_numbers_right() -> None:
     assert table(["name", "n"], [["a", 5], ["bbb", 12345]]).splitlines() == [
         "name      n", "a         5", "bbb   12345"]
 
+
+
+def test_operations_doc_lists_every_command_and_exit_code() -> None:
+    import re
+
+    from sessionkit.cli import build_parser
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z-]+)[ `]", doc, flags=re.MULTILINE))
+    listed = set(re.findall(r"^    ([a-z-]+)(?: |$)", build_parser().format_help(), flags=re.MULTILINE))
+    assert listed == documented
+    codes = set(re.findall(r"^\| (\d+) \|", doc, flags=re.MULTILINE))
+    assert codes == {"0", "1", "2", "3", "4", "130"}

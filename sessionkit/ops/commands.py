@@ -140,7 +140,6 @@ def add_store_commands(commands: argparse._SubParsersAction[Any]) -> None:
     _store_arguments(parser, walks=False)
     parser.add_argument("--user", required=True, metavar="U", help="the user to log out")
     parser.add_argument("--except", dest="keep", metavar="ID_OR_COOKIE", help="keep this one session")
-    _rate_argument(parser)
     parser.set_defaults(handler=_revoke)
 
     parser = commands.add_parser("gc", help="remove what the store does not expire itself (file store: expired files)")
