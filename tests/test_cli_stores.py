@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -328,3 +329,38 @@ def test_operations_doc_lists_every_command_and_exit_code() -> None:
     assert listed == documented
     codes = set(re.findall(r"^\| (\d+) \|", doc, flags=re.MULTILINE))
     assert codes == {"0", "1", "2", "3", "4", "130"}
+
+
+def test_stats_on_a_sentinel_managed_master(redis_sentinel_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    cookies = log_in(redis_sentinel_url, 3)
+    report = run_json(capsys, "stats", "--url", redis_sentinel_url)
+    assert isinstance(report, dict) and report["sessions"] == 3
+    removed = run_json(capsys, "rm", "--url", redis_sentinel_url, "--", cookies[0])
+    assert removed == [{"id_hash": id_hash(cookies[0].split(".")[0]), "removed": True}]
+
+
+def test_progress_bar_only_on_a_terminal() -> None:
+    import pty
+
+    from sessionkit.ops.progress import DELAY_SECONDS, with_progress
+
+    items = [1, 2, 3]
+    assert with_progress(items, label="scanning") is items  # stderr is no terminal here: the very same object
+    main_fd, tty_fd = pty.openpty()
+    with os.fdopen(tty_fd, "w") as terminal:
+        assert with_progress(items, label="scanning", enabled=False, stream=terminal) is items
+        quick = with_progress(iter(items), label="scanning", stream=terminal)
+        assert list(quick) == items
+
+        def slow() -> Iterator[int]:
+            for item in items:
+                time.sleep(DELAY_SECONDS * 0.6)
+                yield item
+
+        assert list(with_progress(slow(), label="scanning", stream=terminal)) == items
+        terminal.flush()
+        os.set_blocking(main_fd, False)
+        drawn = os.read(main_fd, 65536)
+    os.close(main_fd)
+    assert b"scanning: 2 sessions" in drawn and b"scanning: 3 sessions" in drawn
+    assert b"scanning: 1 sessions" not in drawn  # a walk shorter than the delay draws nothing
