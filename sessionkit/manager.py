@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from .codec import CookieCodec, ResponseCookie, SameSite, new_session_id, parse_cookie_header
+from .codec import CookieCodec, Incoming, ResponseCookie, SameSite, new_session_id, parse_cookie_header
 from .config import StoreURL, parse_duration, parse_secret_keys, split_secret_keys
 from .errors import ConfigError, StoreError
 from .events import (
@@ -286,20 +286,24 @@ class SessionManager:
         that speaks the framework's dialect (Flask's `permanent`, `new`).
         """
         incoming = self.strategy.read(cookie_header)
-        legacy = None
-        if incoming.session_id is None and self.migrate_from and cookie_header:
-            legacy = self._read_legacy(cookie_header)
-        if incoming.present and incoming.session_id is None and legacy is None:
-            self._invalid_cookie(cookie_header or "")
         session = session_class(incoming, self.serializer, None, self._clock(), https=https)
         if self._new_id is not new_session_id:
             session.state.new_id = self._new_id
-        if legacy is not None:
-            name, data = legacy
-            session.update(data)  # a new session with the old data: stored, and its cookie set, on save
-            if name != self.codec.name:
-                session.state.legacy_cookie = name
+        if incoming.session_id is None and cookie_header:
+            self._no_verified_cookie(session, incoming, cookie_header)
         return session
+
+    def _no_verified_cookie(self, session: Session, incoming: Incoming, cookie_header: str) -> None:
+        """No session cookie verified: an old framework's cookie may carry one over; a bad one is counted."""
+        legacy = self._read_legacy(cookie_header) if self.migrate_from else None
+        if legacy is None:
+            if incoming.present:
+                self._invalid_cookie(cookie_header)
+            return
+        name, data = legacy
+        session.update(data)  # a new session with the old data: stored, and its cookie set, on save
+        if name != self.codec.name:
+            session.state.legacy_cookie = name
 
     def _read_legacy(self, cookie_header: str) -> tuple[str, dict[str, Any]] | None:
         """The first old framework cookie in the header that verifies: its name and data."""
@@ -326,16 +330,13 @@ class SessionManager:
         session_id = state.incoming.session_id
         if session_id is None:
             return
-        events = self.events
+        strategy = self.strategy
         try:
-            strategy = self.strategy
             op = strategy.load(state.incoming, state.now)
-            result = None if op is None else (yield op)
-            check = strategy.loaded
-            if check is None:
-                record, missing = result, "idle"
-            else:
-                record, missing = check(state.incoming, state.now, result)
+            record = None if op is None else (yield op)
+            missing = "idle"
+            if strategy.loaded is not None:
+                record, missing = strategy.loaded(state.incoming, state.now, record)
         except CorruptRecord as exc:
             log.warning("session %s: unreadable stored record (%s); starting a fresh session",
                         id_hash(session_id), exc)
@@ -350,29 +351,18 @@ class SessionManager:
             state.degraded = True
             return
         if record is None:
-            if events.active:
-                yield Emit(SessionExpired(id_hash(session_id), missing), events)  # type: ignore[arg-type]
+            if self.events.active:
+                yield Emit(SessionExpired(id_hash(session_id), missing), self.events)  # type: ignore[arg-type]
             return
         if state.now - record.created_at >= self.absolute_timeout:
             yield from self._expired(state, session_id, "absolute")
             return
-        document = record.document
-        if document is None:
-            loads = self.serializer.loads
-            data = {}
-            try:
-                for key, value in record.data.items():  # a loop, not a comprehension: one frame less per load
-                    data[key] = loads(value)
-            except ValueError as exc:
-                log.warning("session %s: undecodable stored value (%s); starting a fresh session",
-                            id_hash(session_id), exc)
-                yield from self._expired(state, session_id, "corrupt")
-                return
-        else:
-            data = document.values  # decoded with the document, by the serializer's rules
-            state.document = document
-            state.touch_due = document.touch_due
-        state.attach(session_id, record.data, data, record.created_at, record.accessed_at)
+        try:
+            state.attach(session_id, record, self.serializer.loads)
+        except ValueError as exc:
+            log.warning("session %s: undecodable stored value (%s); starting a fresh session",
+                        id_hash(session_id), exc)
+            yield from self._expired(state, session_id, "corrupt")
 
     def _expired(self, state: SessionState, session_id: str,
                  reason: Literal["absolute", "corrupt"]) -> Flow[None]:
@@ -392,14 +382,15 @@ class SessionManager:
         nothing; a request whose load failed in ``fresh`` mode writes only a
         logout or regenerate (which must reach the store, or fail loudly).
         """
-        state = session.state
-        quick = self._quick_save(state, status)
+        quick = self._quick_save(session.state, status)
         if quick is not None:
             return quick
+        return (yield from self._write_flow(session.state, status))
+
+    def _write_flow(self, state: SessionState, status: int) -> Flow[Headers]:
+        """`save_flow` past its quick answer (the drivers ask for that answer first, without a flow)."""
         state.settled = True
-        # A logout or regenerate is pending: the store must confirm it, or the request fails.
-        confirm = bool(state.doomed) or state.invalidated or state.regenerated
-        if status >= 500 or (state.degraded and not confirm):
+        if status >= 500 or (state.degraded and not self._must_confirm(state)):
             state.forget_pending()
             return [_VARY]
         # What the events will need to say, taken before the save changes it (only when someone listens).
@@ -408,8 +399,8 @@ class SessionManager:
         try:
             saved = yield from self.strategy.save(state, self._clock())
         except StoreError as exc:
+            raise_it = self.on_store_error == "raise" or self._must_confirm(state)
             state.forget_pending()
-            raise_it = self.on_store_error == "raise" or confirm
             yield from self._store_failed("save", exc, "raised" if raise_it else "degraded")
             if raise_it:
                 raise
@@ -426,6 +417,11 @@ class SessionManager:
         if not cookies:
             return [_VARY]
         return self._headers(cookies, state.https)
+
+    @staticmethod
+    def _must_confirm(state: SessionState) -> bool:
+        """A logout or regenerate is pending: the store must confirm it, or the request fails."""
+        return bool(state.doomed) or state.invalidated or state.regenerated
 
     @staticmethod
     def _saved_events(saved: Saved, state: SessionState, old_ids: tuple[str, ...], old_stored: str | None,
@@ -515,10 +511,11 @@ class SessionManager:
 
     def save(self, session: Session, status: int = 200) -> Headers:
         """Save a sync request's session as its response starts; returns headers to add to the response."""
-        quick = self._quick_save(session.state, status)
+        state = session.state
+        quick = self._quick_save(state, status)
         if quick is not None:
             return quick
-        return run_sync(self.save_flow(session, status), self.store)
+        return run_sync(self._write_flow(state, status), self.store)
 
     def finish(self, session: Session) -> None:
         """After a sync response's body: save what changed while it streamed (see `finish_flow`)."""
@@ -536,10 +533,11 @@ class SessionManager:
 
     async def asave(self, session: Session, status: int = 200) -> Headers:
         """Save an async request's session as its response starts; returns headers to add to the response."""
-        quick = self._quick_save(session.state, status)
+        state = session.state
+        quick = self._quick_save(state, status)
         if quick is not None:
             return quick
-        return await run_async(self.save_flow(session, status), self.store)
+        return await run_async(self._write_flow(state, status), self.store)
 
     async def afinish(self, session: Session) -> None:
         """After an async response (or WebSocket): save what changed since it started (see `finish_flow`)."""

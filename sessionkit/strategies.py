@@ -150,9 +150,9 @@ class StoredSessions:
     loaded = None
 
     def save(self, state: SessionState, now: float) -> Flow[Saved]:
-        name = self.codec.name
         lifetimes = self.lifetimes
         if state.is_new:
+            name = self.codec.name
             doomed = tuple(state.doomed)
             data = state.encoded_data()
             if data:
@@ -178,15 +178,16 @@ class StoredSessions:
                 # What the store holds cannot be read back: as on load, the session starts over.
                 yield Delete(stored_id)
                 state.mark_gone()
-                return Saved([ResponseCookie(name, None)], "corrupt")
+                return Saved([ResponseCookie(self.codec.name, None)], "corrupt")
             if result is not MergeResult.APPLIED:
                 # Emptied, or invalidated elsewhere meanwhile: invalidation wins.
                 state.mark_gone()
-                return Saved([ResponseCookie(name, None)], "emptied" if result is MergeResult.EMPTIED else "gone")
+                outcome: Outcome = "emptied" if result is MergeResult.EMPTIED else "gone"
+                return Saved([ResponseCookie(self.codec.name, None)], outcome)
         cookies = []
         if state.incoming.stale_key or (changes and state.cookie_changes(changes)):
             max_age = lifetimes.max_age(state, state.created_at, now)
-            cookies.append(ResponseCookie(name, self.codec.signer.sign(stored_id), max_age))
+            cookies.append(ResponseCookie(self.codec.name, self.codec.signer.sign(stored_id), max_age))
         state.mark_saved(stored_id, merge_data(state.baseline, changes) if changes else state.baseline)
         return Saved(cookies, "updated" if changes else "nothing")
 
