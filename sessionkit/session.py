@@ -145,7 +145,7 @@ class SessionState:
                 _clear(data)
                 raise
         else:
-            _update(data, document.values)
+            _update(data, document.values)  # decoded with the document, by the serializer's rules
             self.document = document
             self.touch_due = document.touch_due
         self.id = session_id

@@ -256,6 +256,10 @@ class CookieSessions:
 
     def save(self, state: SessionState, now: float) -> Flow[Saved]:
         lifetimes = self.lifetimes
+        # Rolling: re-issue once a tenth of the idle timeout has passed, not on every read.
+        refresh_due = lifetimes.rolling and now - state.accessed_at >= lifetimes.idle / 10
+        if not refresh_due and state.is_quiet():
+            return Saved([], "nothing")  # a read, not yet due: the cookie the browser holds stays as it is
         ended = bool(state.doomed)
         if state.doomed and self.revokes:
             for old_id in tuple(state.doomed):
@@ -267,8 +271,6 @@ class CookieSessions:
             state.mark_saved(None, {})
             return Saved([ResponseCookie(self._part(part), None) for part in range(issued)],
                          "ended" if ended else "nothing")
-        # Rolling: re-issue once a tenth of the idle timeout has passed, not on every read.
-        refresh_due = lifetimes.rolling and now - state.accessed_at >= lifetimes.idle / 10
         # `data` holds every key's bytes already: compare them with what came in, not re-encode.
         if not (state.is_new or incoming.stale_key or refresh_due or data != dict(state.baseline)):
             return Saved([], "nothing")
@@ -279,7 +281,7 @@ class CookieSessions:
         max_age = lifetimes.max_age(state, created_at, now)
         overhead = self._overhead(max_age, state.https)
         if len(token) + overhead <= MAX_COOKIE_BYTES:  # the common case: one cookie
-            chunks = [token]
+            cookies = [ResponseCookie(self.codec.name, token, max_age)]
         else:
             budget = MAX_COOKIE_BYTES - overhead - 2  # room for ".N" in the name
             chunks = [token[start:start + budget] for start in range(0, len(token), budget)]
@@ -290,8 +292,9 @@ class CookieSessions:
                     f"{MAX_COOKIE_BYTES} ({self.tokens.split} cookie(s) allowed): store less in the session, "
                     "or use cookie://?compress=1, ?split=N, or a server store",
                     size=size, limit=MAX_COOKIE_BYTES * self.tokens.split)
-        cookies = [ResponseCookie(self._part(part), chunk, max_age) for part, chunk in enumerate(chunks)]
-        cookies += [ResponseCookie(self._part(part), None) for part in range(len(chunks), issued)]
+            cookies = [ResponseCookie(self._part(part), chunk, max_age) for part, chunk in enumerate(chunks)]
+        if issued > len(cookies):  # the session shrank: expire the parts it no longer needs
+            cookies += [ResponseCookie(self._part(part), None) for part in range(len(cookies), issued)]
         state.mark_saved(session_id, data)
         state.accessed_at = now
         return Saved(cookies, "created" if was_new else "updated")

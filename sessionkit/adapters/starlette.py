@@ -20,18 +20,29 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from starlette.requests import HTTPConnection
+
 from ..codec import SameSite
 from ..config import MIN_KEY_BYTES, StoreURL, parse_secret_keys
 from ..errors import ConfigError
 from ..manager import SessionManager
 from ..session import Session
 from . import asgi
-from .asgi import get_session
 
 if TYPE_CHECKING:
     from starlette.datastructures import Secret
 
 __all__ = ["DEFAULT_MAX_AGE", "DEFAULT_URL", "Session", "SessionMiddleware", "get_session", "manager_from_starlette"]
+
+
+def get_session(request: HTTPConnection) -> Session:
+    """The request's (or WebSocket's) session, typed: FastAPI's ``Depends(get_session)``.
+
+    FastAPI fills a dependency's parameter by its annotation; a Starlette
+    `HTTPConnection` is what it passes the request (or the WebSocket) for.
+    """
+    return asgi.get_session(request)
+
 
 #: Starlette's default: 14 days, the cookie's Max-Age and (here) the server's absolute timeout.
 DEFAULT_MAX_AGE = 14 * 24 * 60 * 60
@@ -160,6 +171,7 @@ class SessionMiddleware(asgi.SessionMiddleware):
     def __init__(
         self,
         app: asgi.ASGIApp,
+        /,  # as Starlette's middleware factory protocol has it: with **options, mypy needs it to match
         secret_key: str | bytes | Secret | Iterable[str | bytes | Secret] | None = None,
         session_cookie: str = "session",
         max_age: float | timedelta | None = DEFAULT_MAX_AGE,
