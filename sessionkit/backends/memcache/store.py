@@ -36,11 +36,13 @@ How failures surface, and why:
 
 Sessions stored by a release before hashed names sit at ``prefix + id``: with
 ``legacy_keys`` on (the default), a load that misses reads the old key with its
-remaining lifetime (``mg``, memcached 1.6+), ``add``s it under the new key and
-deletes the old one. memcached has no multi-key transaction, so this is three
-commands, not one: a write to the old key between them (only a service still on
-the previous release makes one) is lost, and two requests moving one session at
-once agree (the second ``add`` finds the first's item and reads that).
+remaining lifetime (``mg``, memcached 1.6+), ``add``s it under the new key,
+deletes the old one and reads the new key again. memcached has no multi-key
+transaction, so this takes several commands, not one: a write to the old key
+between them (only a service still on the previous release makes one) is lost.
+Two requests moving one session at once agree: the second's ``add`` finds the
+first's item, or its ``mg`` finds the old key gone and its second read finds the
+moved item. A miss costs three commands while ``legacy_keys`` is on.
 
 Every command goes through `_run`, the one place that translates the errors of
 sockets and of the protocol (`.protocol`) into sessionkit's.
@@ -263,6 +265,7 @@ class MemcacheStore(ThreadedAsyncFace):
         command = _GETS if touch_ttl is None else b"gats %d" % self._exptime(touch_ttl)
         found = self._run(key, protocol.fetch, command, key)
         if found is None and self.legacy_keys and self._move(session_id, key, touch_ttl):
+            # Moved here, or (the old key was gone) maybe by a concurrent request just now: look again.
             found = self._run(key, protocol.fetch, command, key)
         if found is None:
             return None
@@ -377,7 +380,7 @@ class MemcacheStore(ThreadedAsyncFace):
     # -- moving a session stored under its raw id ---------------------------------------
 
     def _move(self, session_id: str, key: str, touch_ttl: float | None) -> bool:
-        """Move a session from its pre-hashing key to `key`; False if there is none to move.
+        """Move a session from its pre-hashing key to `key` if it is there; False if the id can have none.
 
         The item keeps its remaining lifetime (or gets `touch_ttl`, as the
         load would have given it). If `key` holds an item already, another
@@ -388,7 +391,7 @@ class MemcacheStore(ThreadedAsyncFace):
             return False
         found = self._run(old, protocol.fetch_with_ttl, old)
         if found is None:
-            return False
+            return True
         blob, left = found
         if touch_ttl is not None:
             exptime = self._exptime(touch_ttl)

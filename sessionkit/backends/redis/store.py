@@ -178,33 +178,38 @@ class RedisStore:
             if self.legacy_keys and self.kind != "cluster":
                 reply = _LOAD_MOVING.run(self._sync(), [key, self._legacy_key(session_id)],
                                          [0 if touch_ttl is None else milliseconds(touch_ttl)])
-            elif touch_ttl is None:
-                reply = self._sync().hgetall(key)
             else:
-                reply = _LOAD_AND_TOUCH.run(self._sync(), [key], [milliseconds(touch_ttl)])
-            if not reply and self.legacy_keys and self.kind == "cluster" and self._move(session_id, key):
-                return self.load(session_id, touch_ttl)
+                reply = self._load(key, touch_ttl)
+                if not reply and self.legacy_keys:
+                    self._move(session_id, key)
+                    reply = self._load(key, touch_ttl)
         return decode_fields(reply)
 
-    def _move(self, session_id: str, key: bytes) -> bool:
-        """Move a session from its old key to `key` across cluster slots; False if there is nothing to move.
+    def _load(self, key: bytes, touch_ttl: float | None) -> Any:
+        if touch_ttl is None:
+            return self._sync().hgetall(key)
+        return _LOAD_AND_TOUCH.run(self._sync(), [key], [milliseconds(touch_ttl)])
+
+    def _move(self, session_id: str, key: bytes) -> None:
+        """Move a session from its old key to `key` across cluster slots, if it is there.
 
         No script may touch two slots, so: DUMP and PTTL the old key (one
         script), RESTORE it under `key` (``BUSYKEY``: another request moved it
-        first), then DEL the old key. A write to the old key between the DUMP
-        and the DEL (only a service still on the previous release makes one) is lost.
+        first), then DEL the old key; the caller then reads `key` again, which
+        also finds a session another request moved meanwhile. A write to the
+        old key between the DUMP and the DEL (only a service still on the
+        previous release makes one) is lost.
         """
         old = self._legacy_key(session_id)
         found = _DUMP_FOR_MOVE.run(self._sync(), [old], [])
         if not found:
-            return False
+            return
         try:
             self._sync().restore(key, max(0, int(found[1])), found[0])
         except ResponseError as exc:
             if "BUSYKEY" not in str(exc):
                 raise
         self._sync().delete(old)
-        return True
 
     def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
         keys, extra = self._create_keys(session_id, replaces)
@@ -240,27 +245,30 @@ class RedisStore:
             if self.legacy_keys and self.kind != "cluster":
                 reply = await _LOAD_MOVING.arun(self._async(), [key, self._legacy_key(session_id)],
                                                 [0 if touch_ttl is None else milliseconds(touch_ttl)])
-            elif touch_ttl is None:
-                reply = await self._async().hgetall(key)
             else:
-                reply = await _LOAD_AND_TOUCH.arun(self._async(), [key], [milliseconds(touch_ttl)])
-            if not reply and self.legacy_keys and self.kind == "cluster" and await self._amove(session_id, key):
-                return await self.aload(session_id, touch_ttl)
+                reply = await self._aload(key, touch_ttl)
+                if not reply and self.legacy_keys:
+                    await self._amove(session_id, key)
+                    reply = await self._aload(key, touch_ttl)
         return decode_fields(reply)
 
-    async def _amove(self, session_id: str, key: bytes) -> bool:
+    async def _aload(self, key: bytes, touch_ttl: float | None) -> Any:
+        if touch_ttl is None:
+            return await self._async().hgetall(key)
+        return await _LOAD_AND_TOUCH.arun(self._async(), [key], [milliseconds(touch_ttl)])
+
+    async def _amove(self, session_id: str, key: bytes) -> None:
         """`_move`, awaited."""
         old = self._legacy_key(session_id)
         found = await _DUMP_FOR_MOVE.arun(self._async(), [old], [])
         if not found:
-            return False
+            return
         try:
             await self._async().restore(key, max(0, int(found[1])), found[0])
         except ResponseError as exc:
             if "BUSYKEY" not in str(exc):
                 raise
         await self._async().delete(old)
-        return True
 
     async def acreate(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
         keys, extra = self._create_keys(session_id, replaces)
