@@ -96,6 +96,13 @@ class SessionManager:
     hook for id guessing); ``invalid_cookies`` counts them. `subscribe` receives
     every lifecycle event (`sessionkit.events`).
 
+    A store URL with ``?encrypt=1`` seals every stored session value
+    (AES-256-GCM, `sessionkit.sealing`) under ``encryption_keys`` (newest
+    first, rotated like the secret keys; default: the secret keys themselves,
+    from which separate keys are derived), so the store's contents give away
+    no session's data. Given without such a store, ``encryption_keys`` is a
+    `ConfigError`: nothing would be encrypted.
+
     ``store`` is an already open store to use instead of opening the URL's again
     (an adapter that rebuilds its manager when its framework's settings change
     keeps one store); the URL still says how sessions travel, and its
@@ -116,6 +123,7 @@ class SessionManager:
         url: str | Store = "memory://",
         *,
         secret_keys: str | bytes | Iterable[str | bytes] | None,
+        encryption_keys: str | bytes | Iterable[str | bytes] | None = None,
         cookie_name: str = "session",
         cookie_path: str = "/",
         cookie_domain: str | None = None,
@@ -190,6 +198,7 @@ class SessionManager:
         else:
             url_idle = None
             self.store = url
+        self._bind_encryption_keys(keys, encryption_keys)
         idle = idle_timeout if idle_timeout is not None else url_idle or DEFAULT_IDLE_TIMEOUT
         self.idle_timeout = parse_duration(idle, name="idle_timeout")
         self.absolute_timeout = parse_duration(absolute_timeout, name="absolute_timeout")
@@ -200,12 +209,26 @@ class SessionManager:
             StoredSessions(self.codec, self.lifetimes) if tokens is None
             else CookieSessions(self.codec, tokens, self.lifetimes, revokes=revoke_url is not None))
 
+    def _bind_encryption_keys(self, secret_keys: tuple[bytes, ...],
+                              encryption_keys: str | bytes | Iterable[str | bytes] | None) -> None:
+        """Hand a sealing store (``?encrypt=1``) its keys: `encryption_keys`, or the secret keys."""
+        from .sealing import NeedsKeys
+
+        keys = secret_keys if encryption_keys is None else parse_secret_keys(encryption_keys,
+                                                                             option="encryption_keys")
+        if isinstance(self.store, NeedsKeys):
+            self.store.bind_keys(keys)
+        elif encryption_keys is not None:
+            raise ConfigError("encryption_keys is given but the store does not encrypt: add ?encrypt=1 to its URL",
+                              option="encryption_keys")
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **options: Any) -> SessionManager:
         """A manager from `SESSIONKIT_URL` and `SESSIONKIT_SECRET_KEYS` (comma-separated, newest first).
 
         The same two variables in every service's environment are what make
         them share sessions; keyword `options` set the rest.
+        `SESSIONKIT_ENCRYPTION_KEYS` (comma-separated, optional) sets ``encryption_keys``.
         """
         env = os.environ if environ is None else environ
         raw_keys = env.get("SESSIONKIT_SECRET_KEYS", "")
@@ -213,6 +236,9 @@ class SessionManager:
         if not keys:
             raise ConfigError("SESSIONKIT_SECRET_KEYS is not set (comma-separated keys, newest first)",
                               option="SESSIONKIT_SECRET_KEYS")
+        encryption_keys = split_secret_keys(env.get("SESSIONKIT_ENCRYPTION_KEYS", ""))
+        if encryption_keys and "encryption_keys" not in options:
+            options["encryption_keys"] = encryption_keys
         return cls(env.get("SESSIONKIT_URL", "memory://"), secret_keys=keys, **options)
 
     def subscribe(self, listener: Listener, async_listener: AsyncListener | None = None) -> None:

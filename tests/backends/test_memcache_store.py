@@ -28,13 +28,14 @@ from sessionkit.backends.memcache import (
     MAX_PREFIX_LENGTH,
     MemcacheStore,
 )
+from sessionkit.backends.sealed import SealedStore
 from sessionkit.flow import MergeResult
 from sessionkit.naming import stored_name
 from sessionkit.record import CorruptRecord, Record, encode_record
 from testservers import MemcachedServer
 
 from ..helpers import run_in_threads
-from .contract import ServerStoreContract, sid
+from .contract import SealedStoreContract, ServerStoreContract, sealed, sid
 
 NOW = time.time
 
@@ -180,6 +181,14 @@ class TestMemcacheContract(_MemcacheContract):
     @pytest.fixture
     def stored_items(self, memcached_server: MemcachedServer, memcache_url: str) -> SessionItems:
         return SessionItems([memcached_server])
+
+
+class TestMemcacheSealedContract(SealedStoreContract, TestMemcacheContract):
+    @pytest.fixture
+    def store(self, memcache_url: str) -> Iterator[SealedStore]:
+        store = sealed(open_store(memcache_url + "?encrypt=1"))
+        yield store
+        store.close()
 
 
 class TestMemcacheRingContract(_MemcacheContract):

@@ -14,13 +14,14 @@ import webtest
 from sessionkit import ConfigError, SessionManager, StoreUnavailable, open_store
 from sessionkit.adapters.wsgi import SessionMiddleware
 from sessionkit.backends.redis import RedisStore
+from sessionkit.backends.sealed import SealedStore
 from sessionkit.flow import MergeResult
 from sessionkit.naming import stored_name
 from sessionkit.record import CorruptRecord
 from testservers import RedisCluster, RedisSentinelSet, RedisServer, free_port
 
 from ..helpers import KEY, login_app, run_in_threads
-from .contract import ServerStoreContract, sid
+from .contract import SealedStoreContract, ServerStoreContract, sealed, sid
 
 
 class SessionKeys:
@@ -76,6 +77,14 @@ class TestRedisContract(_RedisContract):
         client = redis.Redis.from_url(redis_url)
         yield SessionKeys(client)
         client.close()
+
+
+class TestRedisSealedContract(SealedStoreContract, TestRedisContract):
+    @pytest.fixture
+    def store(self, redis_url: str) -> Iterator[SealedStore]:
+        store = sealed(open_store(redis_url + "?encrypt=1"))
+        yield store
+        store.close()
 
 
 class TestRedisClusterContract(_RedisContract):

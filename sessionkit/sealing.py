@@ -1,0 +1,180 @@
+"""Stored values sealed with AES-256-GCM: what ``?encrypt=1`` on a server store does to a session.
+
+A dump of the store, a replica or a backup then shows no session's data, and a
+value cannot be edited, or moved to another session or key, without failing to
+open. Each value is sealed on its own, so a store keeps merging a change key by
+key (Redis hash fields, the memcache and file records' per-key values), and
+concurrent requests that change different keys still lose nothing.
+
+A sealed value is ASCII: ``e1.<key id>.<base64url(nonce ‖ ciphertext ‖ tag)>``.
+
+- Keys: the manager's ``encryption_keys`` (default: its ``secret_keys``),
+  newest first; the newest seals, all open (rotation without logging anyone
+  out). Each is derived from its secret with HKDF-SHA256 under its own label
+  (``sessionkit:store-encrypt``), so no secret both signs and encrypts. The key
+  id (a short hash of the derived key) picks the key for a value, as in
+  ``cookie://`` tokens (`KeyCipher` is shared with them).
+- Per session, the cipher's key is derived again from that key and the
+  session's stored name (HKDF-Expand): nonces are random 96-bit values, and
+  one key per session keeps each key far below the 2**32 values NIST allows
+  one GCM key with random nonces, however many sessions a store holds.
+- Associated data: the session's stored name and the key, so a value only
+  opens where it was written.
+
+Only values are sealed: key names, the creation and last-write times and the
+record's metadata stay readable, since the store needs the times (expiry, the
+Redis merge's corruption check) and the names (per-key merges).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from .codec import KeyedSha256, derive_key
+from .errors import ConfigError
+from .record import CorruptRecord
+
+__all__ = ["PURPOSE", "KeyCipher", "NeedsKeys", "Sealer", "key_id", "require_cryptography"]
+
+#: The HKDF label of the at-rest keys: apart from the cookie's signing and encryption keys.
+PURPOSE = b"store-encrypt"
+_MARK = b"e1."
+_KID_CHARS = 8
+_NONCE_BYTES = 12
+_TAG_BYTES = 16
+#: Per-session ciphers kept (a request loads, then merges, the same session).
+_CIPHERS_KEPT = 4096
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def key_id(key: bytes) -> str:
+    """The public name of a derived key: 8 base64url characters of a hash of it."""
+    return _b64(hashlib.sha256(b"kid" + key).digest()[:6])
+
+
+def require_cryptography(where: str) -> None:
+    """Fail at start-up, naming the option (``encrypt``), if the `cryptography` package is missing."""
+    try:
+        import cryptography.hazmat.primitives.ciphers.aead  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"{where}?encrypt=1 needs the cryptography package (pip install 'sessionkit[crypto]')",
+                          option="encrypt") from exc
+
+
+class KeyCipher:
+    """One derived AES-256 key, its id, and its AES-GCM cipher (made on first use)."""
+
+    __slots__ = ("_aead", "id", "key")
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self.id = key_id(key)
+        self._aead: Any = None
+
+    def aead(self) -> Any:
+        if self._aead is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._aead = AESGCM(self.key)
+        return self._aead
+
+
+@runtime_checkable
+class NeedsKeys(Protocol):
+    """A store that seals what it keeps and takes its keys from the manager."""
+
+    def bind_keys(self, secret_keys: Sequence[bytes]) -> None: ...
+
+
+class _StoreKey:
+    """One at-rest key: its id, and the keyed hash that derives its per-session keys."""
+
+    __slots__ = ("expand", "id", "mark")
+
+    def __init__(self, secret: bytes) -> None:
+        key = derive_key(secret, PURPOSE)
+        self.id = key_id(key)
+        #: The prefix of every value this key seals.
+        self.mark = _MARK + self.id.encode("ascii") + b"."
+        self.expand = KeyedSha256(key)
+
+
+class Sealer:
+    """Seals and opens a session's values under a list of keys (newest first)."""
+
+    def __init__(self, secret_keys: Sequence[bytes]) -> None:
+        if not secret_keys:
+            raise ConfigError("encryption needs at least one key", option="encryption_keys")
+        require_cryptography("a server store's ")
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._aesgcm = AESGCM
+        self._invalid = InvalidTag
+        self._keys = [_StoreKey(secret) for secret in secret_keys]
+        self._by_id: dict[bytes, _StoreKey] = {}
+        for key in self._keys:
+            self._by_id.setdefault(key.id.encode("ascii"), key)
+        self._ciphers: dict[tuple[str, str], Any] = {}
+
+    def _cipher(self, key: _StoreKey, name: str) -> Any:
+        """The AES-GCM cipher of one session under one key (HKDF-Expand of the key, the name as info)."""
+        cipher = self._ciphers.get((key.id, name))
+        if cipher is None:
+            if len(self._ciphers) >= _CIPHERS_KEPT:
+                self._ciphers.clear()  # crude but bounded; live sessions come back at once
+            session_key = key.expand.digest(b"sessionkit:store-session:" + name.encode("ascii") + b"\x01")
+            cipher = self._ciphers[(key.id, name)] = self._aesgcm(session_key)
+        return cipher
+
+    def seal(self, name: str, values: Mapping[str, bytes | None]) -> dict[str, bytes | None]:
+        """`values` with each one sealed for session `name` under the newest key (None, a deletion, stays None)."""
+        key = self._keys[0]
+        cipher = self._cipher(key, name)
+        prefix = name.encode("ascii")
+        mark = key.mark
+        sealed: dict[str, bytes | None] = {}
+        for field, value in values.items():
+            if value is None:
+                sealed[field] = None
+                continue
+            nonce = os.urandom(_NONCE_BYTES)
+            box = cipher.encrypt(nonce, value, prefix + field.encode("utf-8", "surrogatepass"))
+            sealed[field] = mark + base64.urlsafe_b64encode(nonce + box)
+        return sealed
+
+    def open(self, name: str, values: Mapping[str, bytes]) -> dict[str, bytes]:
+        """`values` opened, for session `name`; `CorruptRecord` if any one does not open.
+
+        Not sealed, sealed under a key no longer listed, altered, or sealed for
+        another session or key: all the same to the caller, a record that
+        cannot be trusted.
+        """
+        prefix = name.encode("ascii")
+        opened: dict[str, bytes] = {}
+        for field, value in values.items():
+            if value[:3] != _MARK or value[3 + _KID_CHARS:4 + _KID_CHARS] != b".":
+                raise CorruptRecord("a stored value is not sealed")
+            key = self._by_id.get(value[3:3 + _KID_CHARS])
+            if key is None:
+                raise CorruptRecord("a stored value is sealed under a key no longer listed")
+            try:
+                raw = base64.urlsafe_b64decode(value[4 + _KID_CHARS:])
+            except (binascii.Error, ValueError):
+                raise CorruptRecord("a sealed value is not base64") from None
+            if len(raw) < _NONCE_BYTES + _TAG_BYTES:
+                raise CorruptRecord("a sealed value is too short")
+            try:
+                opened[field] = self._cipher(key, name).decrypt(
+                    raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], prefix + field.encode("utf-8", "surrogatepass"))
+            except self._invalid:
+                raise CorruptRecord("a sealed value does not open: altered, or moved from another session") from None
+        return opened
