@@ -11,8 +11,8 @@ session back.
 
 Releases before hashed names kept a session at ``<prefix><id>``: with
 ``legacy_keys`` on, a load that finds nothing under the name looks there too and
-moves what it finds, in the same script (`LOAD_MOVING`); a cluster, where the
-two keys live in different slots, moves it in steps (`DUMP_FOR_MOVE`).
+moves what it finds, atomically, in one script (`LOAD_MOVING`); a cluster, where
+the two keys live in different slots, moves it in steps (`DUMP_FOR_MOVE`).
 
 Nothing here does I/O: the store sends the scripts (`Script.run`/`Script.arun`
 take whatever client or wire it uses) and decodes the replies with these
@@ -57,10 +57,11 @@ return fields
 """
 
 #: KEYS[1] session, KEYS[2] where a release before hashed names kept it; ARGV[1] TTL in ms, or 0 for no
-#: refresh. `LOAD_AND_TOUCH` (or HGETALL), and if the session is not there but its old key is, the old key
-#: becomes the new one first: RENAME keeps the value, its type and its TTL, and removes the old key, atomically.
-#: A hash is never empty in Redis, so no fields means no key. An old key that is no hash moves all the same,
-#: and the HGETALL then fails with WRONGTYPE (a corrupt record, which the lifecycle deletes).
+#: refresh. Sent after a load missed: `LOAD_AND_TOUCH` (or HGETALL) again, and if the session is still not
+#: there but its old key is, the old key becomes the new one first: RENAME keeps the value, its type and its
+#: TTL, and removes the old key, atomically. A hash is never empty in Redis, so no fields means no key. An old
+#: key that is no hash moves all the same, and the HGETALL then fails with WRONGTYPE (a corrupt record, which
+#: the lifecycle deletes).
 LOAD_MOVING = """
 local fields = redis.call('HGETALL', KEYS[1])
 if #fields == 0 then

@@ -112,9 +112,9 @@ class RedisStore:
 
     ``legacy_keys`` (URL ``?legacy_keys=``, on by default): a load that misses
     looks for the session under the key a release before hashed names used,
-    and moves it (atomically, in the load's own script; in steps on a cluster).
-    Off once every such session has ended (one absolute timeout after the
-    upgrade): a miss is then one key lookup, and no raw id is looked for.
+    and moves it (atomically, in one script; in steps on a cluster). Only a
+    miss sends the raw id to Redis, and costs a second round trip. Off once
+    every such session has ended (one absolute timeout after the upgrade).
     """
 
     def __init__(self, url: StoreURL) -> None:
@@ -175,14 +175,14 @@ class RedisStore:
     def load(self, session_id: str, touch_ttl: float | None) -> Record | None:
         key = self._key(session_id)
         with _LOAD_ERRORS:
-            if self.legacy_keys and self.kind != "cluster":
-                reply = _LOAD_MOVING.run(self._sync(), [key, self._legacy_key(session_id)],
-                                         [0 if touch_ttl is None else milliseconds(touch_ttl)])
-            else:
-                reply = self._load(key, touch_ttl)
-                if not reply and self.legacy_keys:
+            reply = self._load(key, touch_ttl)
+            if not reply and self.legacy_keys:
+                if self.kind == "cluster":
                     self._move(session_id, key)
                     reply = self._load(key, touch_ttl)
+                else:
+                    reply = _LOAD_MOVING.run(self._sync(), [key, self._legacy_key(session_id)],
+                                             [0 if touch_ttl is None else milliseconds(touch_ttl)])
         return decode_fields(reply)
 
     def _load(self, key: bytes, touch_ttl: float | None) -> Any:
@@ -242,14 +242,14 @@ class RedisStore:
     async def aload(self, session_id: str, touch_ttl: float | None) -> Record | None:
         key = self._key(session_id)
         with _LOAD_ERRORS:
-            if self.legacy_keys and self.kind != "cluster":
-                reply = await _LOAD_MOVING.arun(self._async(), [key, self._legacy_key(session_id)],
-                                                [0 if touch_ttl is None else milliseconds(touch_ttl)])
-            else:
-                reply = await self._aload(key, touch_ttl)
-                if not reply and self.legacy_keys:
+            reply = await self._aload(key, touch_ttl)
+            if not reply and self.legacy_keys:
+                if self.kind == "cluster":
                     await self._amove(session_id, key)
                     reply = await self._aload(key, touch_ttl)
+                else:
+                    reply = await _LOAD_MOVING.arun(self._async(), [key, self._legacy_key(session_id)],
+                                                    [0 if touch_ttl is None else milliseconds(touch_ttl)])
         return decode_fields(reply)
 
     async def _aload(self, key: bytes, touch_ttl: float | None) -> Any:
