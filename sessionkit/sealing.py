@@ -6,7 +6,8 @@ open. Each value is sealed on its own, so a store keeps merging a change key by
 key (Redis hash fields, the memcache and file records' per-key values), and
 concurrent requests that change different keys still lose nothing.
 
-A sealed value is ASCII: ``e1.<key id>.<base64url(nonce ‖ ciphertext ‖ tag)>``.
+A sealed value is ASCII: ``e1.<key id>.<base64(nonce ‖ ciphertext ‖ tag)>``
+(ASCII, so a JSON record holds it without escapes).
 
 - Keys: the manager's ``encryption_keys`` (default: its ``secret_keys``),
   newest first; the newest seals, all open (rotation without logging anyone
@@ -29,9 +30,10 @@ Redis merge's corruption check) and the names (per-key merges).
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import os
+from binascii import Error as Base64Error
+from binascii import a2b_base64, b2a_base64
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -45,6 +47,8 @@ __all__ = ["PURPOSE", "KeyCipher", "NeedsKeys", "Sealer", "key_id", "require_cry
 PURPOSE = b"store-encrypt"
 _MARK = b"e1."
 _KID_CHARS = 8
+#: Where the base64 body of a sealed value starts: after ``e1.``, the key id and a dot.
+_BODY = len(_MARK) + _KID_CHARS + 1
 _NONCE_BYTES = 12
 _TAG_BYTES = 16
 #: Per-session ciphers kept (a request loads, then merges, the same session).
@@ -138,17 +142,18 @@ class Sealer:
     def seal(self, name: str, values: Mapping[str, bytes | None]) -> dict[str, bytes | None]:
         """`values` with each one sealed for session `name` under the newest key (None, a deletion, stays None)."""
         key = self._keys[0]
-        cipher = self._cipher(key, name)
+        encrypt = self._cipher(key, name).encrypt
         prefix = name.encode("ascii")
         mark = key.mark
+        urandom = os.urandom
         sealed: dict[str, bytes | None] = {}
         for field, value in values.items():
             if value is None:
                 sealed[field] = None
                 continue
-            nonce = os.urandom(_NONCE_BYTES)
-            box = cipher.encrypt(nonce, value, prefix + field.encode("utf-8", "surrogatepass"))
-            sealed[field] = mark + base64.urlsafe_b64encode(nonce + box)
+            nonce = urandom(_NONCE_BYTES)
+            box = encrypt(nonce, value, prefix + field.encode("utf-8", "surrogatepass"))
+            sealed[field] = mark + b2a_base64(nonce + box, newline=False)
         return sealed
 
     def open(self, name: str, values: Mapping[str, bytes]) -> dict[str, bytes]:
@@ -159,22 +164,27 @@ class Sealer:
         cannot be trusted.
         """
         prefix = name.encode("ascii")
+        by_id = self._by_id
+        last: _StoreKey | None = None
+        decrypt: Any = None
         opened: dict[str, bytes] = {}
         for field, value in values.items():
-            if value[:3] != _MARK or value[3 + _KID_CHARS:4 + _KID_CHARS] != b".":
+            key = by_id.get(value[3:_BODY - 1])
+            if key is None or not value.startswith(key.mark):
+                if value.startswith(_MARK) and value[_BODY - 1:_BODY] == b".":
+                    raise CorruptRecord("a stored value is sealed under a key no longer listed")
                 raise CorruptRecord("a stored value is not sealed")
-            key = self._by_id.get(value[3:3 + _KID_CHARS])
-            if key is None:
-                raise CorruptRecord("a stored value is sealed under a key no longer listed")
+            if key is not last:
+                last, decrypt = key, self._cipher(key, name).decrypt
             try:
-                raw = base64.urlsafe_b64decode(value[4 + _KID_CHARS:])
-            except (binascii.Error, ValueError):
+                raw = a2b_base64(value[_BODY:])  # lax about stray bytes: the GCM tag catches any change
+            except Base64Error:
                 raise CorruptRecord("a sealed value is not base64") from None
             if len(raw) < _NONCE_BYTES + _TAG_BYTES:
                 raise CorruptRecord("a sealed value is too short")
             try:
-                opened[field] = self._cipher(key, name).decrypt(
-                    raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], prefix + field.encode("utf-8", "surrogatepass"))
+                opened[field] = decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:],
+                                        prefix + field.encode("utf-8", "surrogatepass"))
             except self._invalid:
                 raise CorruptRecord("a sealed value does not open: altered, or moved from another session") from None
         return opened
