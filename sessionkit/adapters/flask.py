@@ -22,7 +22,7 @@ import flask
 from flask.sessions import SessionInterface, SessionMixin
 from flask.wrappers import Request, Response
 
-from ..config import MIN_KEY_BYTES, parse_secret_keys, redact
+from ..config import MIN_KEY_BYTES, parse_secret_keys, redact, split_secret_keys
 from ..errors import ConfigError, StoreError
 from ..manager import SessionManager
 from ..session import Session
@@ -125,6 +125,8 @@ class FlaskSettings(NamedTuple):
     refresh_each_request: bool
     #: Read on each request too, so that a change is refused rather than ignored (the store is opened once).
     store_url: str
+    #: ``SESSIONKIT_ENCRYPTION_KEYS``: the keys of a ``?encrypt=1`` store, newest first (empty: the secret keys).
+    encryption_keys: tuple[str | bytes, ...] = ()
 
 
 class SessionKitInterface(SessionInterface):
@@ -158,6 +160,15 @@ class SessionKitInterface(SessionInterface):
         """``SESSIONKIT_URL``: the store every service sharing the sessions names (read once per app)."""
         return app.config.get("SESSIONKIT_URL") or "memory://"
 
+    def get_encryption_keys(self, app: flask.Flask) -> tuple[str | bytes, ...]:
+        """``SESSIONKIT_ENCRYPTION_KEYS`` (a list newest first, or a comma-separated string); empty if unset."""
+        keys = app.config.get("SESSIONKIT_ENCRYPTION_KEYS") or ()
+        if isinstance(keys, str):
+            return tuple(split_secret_keys(keys))
+        if isinstance(keys, bytes):
+            return (keys,)
+        return tuple(keys)
+
     def get_settings(self, app: flask.Flask) -> FlaskSettings:
         """The values the manager depends on, read through Flask's own getters."""
         config = app.config
@@ -174,6 +185,7 @@ class SessionKitInterface(SessionInterface):
             app.permanent_session_lifetime,
             bool(config.get("SESSION_REFRESH_EACH_REQUEST", True)),
             self.get_store_url(app),
+            self.get_encryption_keys(app),
         )
 
     def manager_for(self, app: flask.Flask) -> SessionManager | None:
@@ -261,6 +273,8 @@ class _AppSessions:
             "absolute_timeout": settings.lifetime,
             "rolling": settings.refresh_each_request,
         }
+        if settings.encryption_keys:
+            options["encryption_keys"] = settings.encryption_keys
         # The URL is parsed anew each time (it says how sessions travel, and its idle_timeout=);
         # the store it names is opened once.
         manager = SessionManager(url, store=self.store, **options)
