@@ -18,7 +18,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from email.utils import formatdate
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Protocol
 
 from .errors import ConfigError
 from .record import Record
@@ -30,6 +30,7 @@ __all__ = [
     "KeyedSha256",
     "ResponseCookie",
     "SameSite",
+    "SignsIds",
     "derive_key",
     "dump_cookie",
     "new_session_id",
@@ -101,6 +102,16 @@ class KeyedSha256:
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.digest()
+
+
+class SignsIds(Protocol):
+    """What a cookie codec signs ids with: `IdSigner`, or Express's `express.ConnectSigner`."""
+
+    def sign(self, session_id: str) -> str:
+        """The cookie value carrying `session_id`, signed with the newest key."""
+
+    def unsign(self, value: str) -> tuple[str, int] | None:
+        """The id in a cookie value and the index of the key that signed it, or None."""
 
 
 class IdSigner:
@@ -225,34 +236,54 @@ def dump_cookie(
     """
     if not _TOKEN_RE.fullmatch(name):
         raise ConfigError(f"cookie name {name!r} is not a valid token", option="cookie_name")
-    if not _COOKIE_VALUE_RE.fullmatch(value):
-        raise ValueError(f"cookie value for {name!r} has characters a cookie cannot carry")
-    parts = [f"{name}={value}"]
+    return _finish_cookie(name, value, _placement(path, domain), _lifetime(max_age, now),
+                          _flags(secure, httponly, samesite, partitioned))
+
+
+def _placement(path: str | None, domain: str | None) -> str:
+    """The ``; Domain=…; Path=…`` part of a `Set-Cookie`, validated."""
+    parts = ""
     if domain:
         if not _ATTR_VALUE_RE.fullmatch(domain):
             raise ConfigError(f"cookie domain {domain!r} is invalid", option="cookie_domain")
-        parts.append(f"Domain={domain}")
+        parts += f"; Domain={domain}"
     if path:
         if not _ATTR_VALUE_RE.fullmatch(path):
             raise ConfigError(f"cookie path {path!r} is invalid", option="cookie_path")
-        parts.append(f"Path={path}")
-    if max_age is not None:
-        max_age = max(0, int(max_age))
-        parts.append(f"Max-Age={max_age}")
-        if max_age == 0:
-            parts.append("Expires=Thu, 01 Jan 1970 00:00:00 GMT")
-        else:
-            parts.append(f"Expires={_http_date(int((time.time() if now is None else now) + max_age))}")
+        parts += f"; Path={path}"
+    return parts
+
+
+def _lifetime(max_age: int | None, now: float | None) -> str:
+    """The ``; Max-Age=…; Expires=…`` part (none for a browser-session cookie)."""
+    if max_age is None:
+        return ""
+    max_age = max(0, int(max_age))
+    if max_age == 0:
+        return "; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
+    return f"; Max-Age={max_age}; Expires={_http_date(int((time.time() if now is None else now) + max_age))}"
+
+
+def _flags(secure: bool, httponly: bool, samesite: SameSite | None, partitioned: bool) -> str:
+    """The ``; Secure; HttpOnly; SameSite=…; Partitioned`` part."""
+    parts = ""
     if secure:
-        parts.append("Secure")
+        parts += "; Secure"
     if httponly:
-        parts.append("HttpOnly")
+        parts += "; HttpOnly"
     if samesite:
-        parts.append(f"SameSite={_SAMESITE[samesite]}")
+        parts += f"; SameSite={_SAMESITE[samesite]}"
     if partitioned:
-        parts.append("Partitioned")
-    header = "; ".join(parts)
-    if len(header.encode("latin-1")) > MAX_COOKIE_BYTES:
+        parts += "; Partitioned"
+    return parts
+
+
+def _finish_cookie(name: str, value: str, placement: str, lifetime: str, flags: str) -> str:
+    """`name=value` and its attributes, once the value is known to be one a cookie can carry and fit."""
+    if not _COOKIE_VALUE_RE.fullmatch(value):
+        raise ValueError(f"cookie value for {name!r} has characters a cookie cannot carry")
+    header = f"{name}={value}{placement}{lifetime}{flags}"
+    if len(header) > MAX_COOKIE_BYTES:  # every part is ASCII: characters are bytes
         raise ValueError(f"cookie {name!r} is {len(header)} bytes; browsers drop cookies over {MAX_COOKIE_BYTES}")
     return header
 
@@ -294,7 +325,7 @@ class CookieCodec:
     ) -> None:
         if samesite is not None and samesite not in _SAMESITE:
             raise ConfigError(f"samesite must be 'lax', 'strict', 'none' or None, not {samesite!r}", option="samesite")
-        self.signer = IdSigner(secret_keys)
+        self.signer: SignsIds = IdSigner(secret_keys)
         self.name = name
         self.path = path
         # Browsers ignore a leading dot (RFC 6265 §5.2.3), and werkzeug drops it: so do we.
@@ -304,8 +335,12 @@ class CookieCodec:
         self.httponly = httponly
         self.samesite: SameSite | None = samesite
         self.partitioned = partitioned
-        # Validate the attributes once, at configuration time, not per response.
+        # Validate the attributes once, at configuration time, and render them once: per response
+        # only the name, value and lifetime change.
         dump_cookie(name, "x", path=path, domain=domain, samesite=samesite)
+        self._placement = _placement(path, domain)
+        self._flags = {https: _flags(https if self.secure is None else self.secure, httponly, samesite, partitioned)
+                       for https in (False, True)}
 
     def read(self, header: str | None) -> Incoming:
         """The verified session id in `header`, if any; never raises on bad input."""
@@ -330,18 +365,11 @@ class CookieCodec:
 
     def render_cookie(self, cookie: ResponseCookie, *, https: bool) -> str:
         """The one place a session `Set-Cookie` is rendered, with this codec's attributes."""
-        value = cookie.value
-        return dump_cookie(
-            cookie.name,
-            "" if value is None else value,
-            max_age=0 if value is None else cookie.max_age,
-            path=self.path,
-            domain=self.domain,
-            secure=https if self.secure is None else self.secure,
-            httponly=self.httponly,
-            samesite=self.samesite,
-            partitioned=self.partitioned,
-        )
+        name, value = cookie.name, cookie.value
+        if name is not self.name and not _TOKEN_RE.fullmatch(name):  # a part's or an old framework's name
+            raise ConfigError(f"cookie name {name!r} is not a valid token", option="cookie_name")
+        lifetime = _lifetime(0, None) if value is None else _lifetime(cookie.max_age, None)
+        return _finish_cookie(name, "" if value is None else value, self._placement, lifetime, self._flags[https])
 
     def overhead(self, *, max_age: int | None, https: bool) -> int:
         """Bytes of a `Set-Cookie` for a value of length zero: what a cookie's value may add up to."""

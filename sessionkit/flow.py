@@ -15,15 +15,31 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Generator, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from .record import Record
 
 if TYPE_CHECKING:
-    from .backends.base import AsyncSessionStore, SessionStore
+    from .backends.base import AsyncDocumentStore, AsyncSessionStore, DocumentStore, SessionStore
     from .events import Event, EventHub
 
-__all__ = ["Create", "Delete", "Emit", "Flow", "Load", "Merge", "MergeResult", "Op", "run_async", "run_sync"]
+__all__ = [
+    "Create",
+    "CreateDocument",
+    "Delete",
+    "DeleteDocument",
+    "DocumentTouch",
+    "Emit",
+    "Flow",
+    "Load",
+    "LoadDocument",
+    "Merge",
+    "MergeResult",
+    "Op",
+    "ReplaceDocument",
+    "run_async",
+    "run_sync",
+]
 
 T = TypeVar("T")
 
@@ -102,6 +118,94 @@ class Delete(NamedTuple):
         await store.adelete(self.session_id)
 
 
+class DocumentTouch(NamedTuple):
+    """The touch a read of a whole-document session does in the same round trip, when it can.
+
+    The store applies it only to a document whose cookie has exactly this
+    `max_age` (``originalMaxAge``, as JSON text) and a date in ``expires``:
+    ``expires`` becomes `expires` and the TTL `ttl` seconds, unless the stored
+    ``expires`` is already between `recent` and `expires` (touched less than a
+    second ago: the document and its TTL still agree, and TTLs are whole
+    seconds). A cookie whose ``originalMaxAge`` and ``expires`` are both null
+    gets `default_ttl` and stays as it is. Any other document is returned
+    untouched, and says so: the lifecycle then touches it with its save.
+    """
+
+    max_age: str
+    expires: str
+    ttl: int
+    default_ttl: int
+    recent: str = ""
+
+
+class LoadDocument(NamedTuple):
+    """Read a session kept as one document (connect-redis's format), touching it as `touch` says.
+
+    The result is the document as the store holds it after the read, and
+    whether the touch was done; None when there is no such session.
+    """
+
+    session_id: str
+    touch: DocumentTouch | None
+
+    def run(self, store: SessionStore) -> tuple[bytes, bool] | None:
+        return cast("DocumentStore", store).load_document(self.session_id, self.touch)
+
+    async def arun(self, store: AsyncSessionStore) -> tuple[bytes, bool] | None:
+        return await cast("AsyncDocumentStore", store).aload_document(self.session_id, self.touch)
+
+
+class CreateDocument(NamedTuple):
+    """Write a new whole-document session expiring in `ttl` seconds; delete the `replaces` ids."""
+
+    session_id: str
+    document: bytes
+    ttl: int
+    replaces: tuple[str, ...] = ()
+
+    def run(self, store: SessionStore) -> None:
+        cast("DocumentStore", store).create_document(self.session_id, self.document, self.ttl, self.replaces)
+
+    async def arun(self, store: AsyncSessionStore) -> None:
+        await cast("AsyncDocumentStore", store).acreate_document(self.session_id, self.document, self.ttl,
+                                                                 self.replaces)
+
+
+class ReplaceDocument(NamedTuple):
+    """Write `document` over `expected`, atomically, only if the store still holds exactly `expected`.
+
+    The result is `MergeResult.APPLIED`, `MergeResult.GONE` (the session
+    ended meanwhile: nothing is written, so a logout wins), or the document
+    the store holds instead (someone wrote meanwhile: nothing is written, and
+    the lifecycle re-applies its changes to that one).
+    """
+
+    session_id: str
+    expected: bytes
+    document: bytes
+    ttl: int
+
+    def run(self, store: SessionStore) -> MergeResult | bytes:
+        return cast("DocumentStore", store).replace_document(self.session_id, self.expected, self.document,
+                                                             self.ttl)
+
+    async def arun(self, store: AsyncSessionStore) -> MergeResult | bytes:
+        return await cast("AsyncDocumentStore", store).areplace_document(self.session_id, self.expected,
+                                                                         self.document, self.ttl)
+
+
+class DeleteDocument(NamedTuple):
+    """Remove a whole-document session (logout, regeneration, a session found over)."""
+
+    session_id: str
+
+    def run(self, store: SessionStore) -> None:
+        cast("DocumentStore", store).delete_document(self.session_id)
+
+    async def arun(self, store: AsyncSessionStore) -> None:
+        await cast("AsyncDocumentStore", store).adelete_document(self.session_id)
+
+
 class Emit(NamedTuple):
     """Hand `event` to the subscribers of `hub` (no store access)."""
 
@@ -116,7 +220,7 @@ class Emit(NamedTuple):
 
 
 #: What a flow may yield.
-Op = Load | Create | Merge | Delete | Emit
+Op = Load | Create | Merge | Delete | Emit | LoadDocument | CreateDocument | ReplaceDocument | DeleteDocument
 
 Flow = Generator[Op, Any, T]
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from .codec import CookieCodec, ResponseCookie, SameSite, parse_cookie_header
+from .codec import CookieCodec, Incoming, ResponseCookie, SameSite, new_session_id, parse_cookie_header
 from .config import StoreURL, parse_duration, parse_secret_keys, split_secret_keys
 from .errors import ConfigError, StoreError
 from .events import (
@@ -37,13 +38,14 @@ from .events import (
     StoreFailed,
     id_hash,
 )
+from .express import CONNECT_COOKIE_NAME, ConnectCookieCodec, new_connect_id
 from .flow import Emit, Flow, run_async, run_sync
 from .migrate import LegacyCookie
 from .proxies import TrustedProxies
 from .record import CorruptRecord
-from .serializers import Serializer, get_serializer
+from .serializers import PlainJSONSerializer, Serializer, get_serializer
 from .session import Session, SessionState
-from .strategies import CookieSessions, Lifetimes, Saved, StoredSessions, Strategy
+from .strategies import ConnectSessions, CookieSessions, Lifetimes, Saved, StoredSessions, Strategy
 
 if TYPE_CHECKING:
     from .backends.base import Store
@@ -56,6 +58,10 @@ Headers = list[tuple[str, str]]
 
 #: One day, as the seeds' services use; a store URL's ``idle_timeout=`` (or ``ttl=``) overrides it.
 DEFAULT_IDLE_TIMEOUT = 86400.0
+#: A week: the absolute timeout of the native format.
+DEFAULT_ABSOLUTE_TIMEOUT = 604800.0
+#: How sessions travel: sessionkit's own format, or Express's (express-session + connect-redis).
+Codec = Literal["native", "connect"]
 #: Seconds a client is asked to wait after a store outage answered 503: Redis restarts in about one.
 DEFAULT_RETRY_AFTER = 2
 
@@ -116,6 +122,17 @@ class SessionManager:
     is), and a failed save is logged. In every mode a logout or a regenerate
     fails loudly unless the store confirmed it. A response with a 5xx status
     saves nothing (the request failed: the store stays as it was).
+
+    ``codec="connect"`` speaks Express's format, so a Python service shares
+    sessions with express-session and connect-redis (docs/interop.md): the
+    cookie ``connect.sid`` (by default) signed as cookie-signature signs it,
+    and each session one JSON document at ``sess:<id>`` in Redis. Timeouts
+    then mean what express-session's options mean: ``idle_timeout`` is
+    ``cookie.maxAge`` (every request that loads the session renews it), or,
+    with ``persistent_cookie=False``, connect-redis's ``ttl``; ``rolling``
+    (default False there) re-sends the cookie on every response; there is no
+    absolute timeout (the format keeps no creation time), and values are
+    plain JSON (``serializer="plain-json"``).
     """
 
     def __init__(
@@ -124,7 +141,8 @@ class SessionManager:
         *,
         secret_keys: str | bytes | Iterable[str | bytes] | None,
         encryption_keys: str | bytes | Iterable[str | bytes] | None = None,
-        cookie_name: str = "session",
+        codec: Codec = "native",
+        cookie_name: str | None = None,
         cookie_path: str = "/",
         cookie_domain: str | None = None,
         secure: bool | None = None,
@@ -132,8 +150,8 @@ class SessionManager:
         samesite: SameSite | None = "lax",
         partitioned: bool = False,
         idle_timeout: float | timedelta | None = None,
-        absolute_timeout: float | timedelta = 604800,
-        rolling: bool = True,
+        absolute_timeout: float | timedelta | None = None,
+        rolling: bool | None = None,
         persistent_cookie: bool = True,
         serializer: Serializer | str | None = None,
         on_store_error: Literal["raise", "fresh"] = "raise",
@@ -147,9 +165,25 @@ class SessionManager:
         keys = parse_secret_keys(secret_keys)
         if isinstance(samesite, str):
             samesite = samesite.lower()  # type: ignore[assignment]
-        self.codec = CookieCodec(
+        if codec not in ("native", "connect"):
+            raise ConfigError(f"codec must be 'native' or 'connect', not {codec!r}", option="codec")
+        connect = codec == "connect"
+        #: The session format: ``native`` or ``connect`` (Express's).
+        self.format: Codec = codec
+        codec_class = CookieCodec
+        if connect:
+            codec_class = ConnectCookieCodec
+            if absolute_timeout is not None:
+                raise ConfigError("codec='connect' has no absolute timeout: connect-redis's documents keep no "
+                                  "creation time (drop absolute_timeout)", option="absolute_timeout")
+            if serializer is None:
+                serializer = PlainJSONSerializer.name
+            elif (serializer if isinstance(serializer, str) else getattr(serializer, "name", None)) != "plain-json":
+                raise ConfigError("codec='connect' stores what JSON.stringify writes: serializer='plain-json'",
+                                  option="serializer")
+        self.codec = codec_class(
             keys,
-            name=cookie_name,
+            name=cookie_name or (CONNECT_COOKIE_NAME if connect else "session"),
             path=cookie_path,
             domain=cookie_domain,
             secure=secure,
@@ -186,6 +220,9 @@ class SessionManager:
             if parsed.scheme == "cookie":
                 from .tokens import TokenCodec
 
+                if connect:
+                    raise ConfigError("codec='connect' keeps sessions in Redis, as connect-redis does, "
+                                      "not in the cookie", option="codec")
                 tokens, revoke_url = TokenCodec.from_url(parsed)
                 tokens.bind(keys)
                 self.store: Store = store if store is not None else _open_revocations(revoke_url)
@@ -201,13 +238,30 @@ class SessionManager:
         self._bind_encryption_keys(keys, encryption_keys)
         idle = idle_timeout if idle_timeout is not None else url_idle or DEFAULT_IDLE_TIMEOUT
         self.idle_timeout = parse_duration(idle, name="idle_timeout")
-        self.absolute_timeout = parse_duration(absolute_timeout, name="absolute_timeout")
-        self.rolling = rolling
-        self.lifetimes = Lifetimes(self.idle_timeout, self.absolute_timeout, rolling, bool(persistent_cookie))
+        self.absolute_timeout = (math.inf if connect else parse_duration(
+            DEFAULT_ABSOLUTE_TIMEOUT if absolute_timeout is None else absolute_timeout, name="absolute_timeout"))
+        self.rolling = (not connect) if rolling is None else bool(rolling)
+        self.lifetimes = Lifetimes(self.idle_timeout, self.absolute_timeout, self.rolling, bool(persistent_cookie))
+        self._new_id: Callable[[], str] = new_session_id
         #: Where sessions live between requests: the store (the cookie is an id) or the cookie itself.
-        self.strategy: Strategy = (
-            StoredSessions(self.codec, self.lifetimes) if tokens is None
-            else CookieSessions(self.codec, tokens, self.lifetimes, revokes=revoke_url is not None))
+        self.strategy: Strategy
+        if connect:
+            self.strategy = self._connect_strategy(bool(persistent_cookie))
+        elif tokens is None:
+            self.strategy = StoredSessions(self.codec, self.lifetimes)
+        else:
+            self.strategy = CookieSessions(self.codec, tokens, self.lifetimes, revokes=revoke_url is not None)
+
+    def _connect_strategy(self, persistent_cookie: bool) -> ConnectSessions:
+        from .backends.base import AsyncDocumentStore, DocumentStore
+
+        if not (isinstance(self.store, DocumentStore) and isinstance(self.store, AsyncDocumentStore)):
+            raise ConfigError("codec='connect' needs a store that keeps connect-redis's documents: "
+                              "redis://, rediss://, redis+sentinel:// or redis+cluster://", option="codec")
+        self._new_id = new_connect_id
+        return ConnectSessions(self.codec, max_age=self.idle_timeout if persistent_cookie else None,
+                               default_ttl=math.ceil(self.idle_timeout), rolling=self.rolling,
+                               new_id=new_connect_id)
 
     def _bind_encryption_keys(self, secret_keys: tuple[bytes, ...],
                               encryption_keys: str | bytes | Iterable[str | bytes] | None) -> None:
@@ -224,13 +278,16 @@ class SessionManager:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **options: Any) -> SessionManager:
-        """A manager from `SESSIONKIT_URL` and `SESSIONKIT_SECRET_KEYS` (comma-separated, newest first).
+        """A manager from `SESSIONKIT_URL` and `SESSIONKIT_SECRET_KEYS` (comma-separated, newest first),
+        and `SESSIONKIT_CODEC` (``native``, the default, or ``connect``) if set.
 
         The same two variables in every service's environment are what make
         them share sessions; keyword `options` set the rest.
         `SESSIONKIT_ENCRYPTION_KEYS` (comma-separated, optional) sets ``encryption_keys``.
         """
         env = os.environ if environ is None else environ
+        if "SESSIONKIT_CODEC" in env and "codec" not in options:
+            options["codec"] = env["SESSIONKIT_CODEC"]
         raw_keys = env.get("SESSIONKIT_SECRET_KEYS", "")
         keys = split_secret_keys(raw_keys)
         if not keys:
@@ -255,18 +312,24 @@ class SessionManager:
         that speaks the framework's dialect (Flask's `permanent`, `new`).
         """
         incoming = self.strategy.read(cookie_header)
-        legacy = None
-        if incoming.session_id is None and self.migrate_from and cookie_header:
-            legacy = self._read_legacy(cookie_header)
-        if incoming.present and incoming.session_id is None and legacy is None:
-            self._invalid_cookie(cookie_header or "")
         session = session_class(incoming, self.serializer, None, self._clock(), https=https)
-        if legacy is not None:
-            name, data = legacy
-            session.update(data)  # a new session with the old data: stored, and its cookie set, on save
-            if name != self.codec.name:
-                session.state.legacy_cookie = name
+        if self._new_id is not new_session_id:
+            session.state.new_id = self._new_id
+        if incoming.session_id is None and cookie_header:
+            self._no_verified_cookie(session, incoming, cookie_header)
         return session
+
+    def _no_verified_cookie(self, session: Session, incoming: Incoming, cookie_header: str) -> None:
+        """No session cookie verified: an old framework's cookie may carry one over; a bad one is counted."""
+        legacy = self._read_legacy(cookie_header) if self.migrate_from else None
+        if legacy is None:
+            if incoming.present:
+                self._invalid_cookie(cookie_header)
+            return
+        name, data = legacy
+        session.update(data)  # a new session with the old data: stored, and its cookie set, on save
+        if name != self.codec.name:
+            session.state.legacy_cookie = name
 
     def _read_legacy(self, cookie_header: str) -> tuple[str, dict[str, Any]] | None:
         """The first old framework cookie in the header that verifies: its name and data."""
@@ -293,16 +356,13 @@ class SessionManager:
         session_id = state.incoming.session_id
         if session_id is None:
             return
-        events = self.events
+        strategy = self.strategy
         try:
-            strategy = self.strategy
             op = strategy.load(state.incoming, state.now)
-            result = None if op is None else (yield op)
-            check = strategy.loaded
-            if check is None:
-                record, missing = result, "idle"
-            else:
-                record, missing = check(state.incoming, state.now, result)
+            record = None if op is None else (yield op)
+            missing = "idle"
+            if strategy.loaded is not None:
+                record, missing = strategy.loaded(state.incoming, state.now, record)
         except CorruptRecord as exc:
             log.warning("session %s: unreadable stored record (%s); starting a fresh session",
                         id_hash(session_id), exc)
@@ -317,23 +377,18 @@ class SessionManager:
             state.degraded = True
             return
         if record is None:
-            if events.active:
-                yield Emit(SessionExpired(id_hash(session_id), missing), events)  # type: ignore[arg-type]
+            if self.events.active:
+                yield Emit(SessionExpired(id_hash(session_id), missing), self.events)  # type: ignore[arg-type]
             return
         if state.now - record.created_at >= self.absolute_timeout:
             yield from self._expired(state, session_id, "absolute")
             return
-        loads = self.serializer.loads
-        data = {}
         try:
-            for key, value in record.data.items():  # a loop, not a comprehension: one frame less per load
-                data[key] = loads(value)
+            state.attach(session_id, record, self.serializer.loads)
         except ValueError as exc:
             log.warning("session %s: undecodable stored value (%s); starting a fresh session",
                         id_hash(session_id), exc)
             yield from self._expired(state, session_id, "corrupt")
-            return
-        state.attach(session_id, record.data, data, record.created_at, record.accessed_at)
 
     def _expired(self, state: SessionState, session_id: str,
                  reason: Literal["absolute", "corrupt"]) -> Flow[None]:
@@ -353,14 +408,15 @@ class SessionManager:
         nothing; a request whose load failed in ``fresh`` mode writes only a
         logout or regenerate (which must reach the store, or fail loudly).
         """
-        state = session.state
-        quick = self._quick_save(state, status)
+        quick = self._quick_save(session.state, status)
         if quick is not None:
             return quick
+        return (yield from self._write_flow(session.state, status))
+
+    def _write_flow(self, state: SessionState, status: int) -> Flow[Headers]:
+        """`save_flow` past its quick answer (the drivers ask for that answer first, without a flow)."""
         state.settled = True
-        # A logout or regenerate is pending: the store must confirm it, or the request fails.
-        confirm = bool(state.doomed) or state.invalidated or state.regenerated
-        if status >= 500 or (state.degraded and not confirm):
+        if status >= 500 or (state.degraded and not self._must_confirm(state)):
             state.forget_pending()
             return [_VARY]
         # What the events will need to say, taken before the save changes it (only when someone listens).
@@ -369,8 +425,8 @@ class SessionManager:
         try:
             saved = yield from self.strategy.save(state, self._clock())
         except StoreError as exc:
+            raise_it = self.on_store_error == "raise" or self._must_confirm(state)
             state.forget_pending()
-            raise_it = self.on_store_error == "raise" or confirm
             yield from self._store_failed("save", exc, "raised" if raise_it else "degraded")
             if raise_it:
                 raise
@@ -387,6 +443,11 @@ class SessionManager:
         if not cookies:
             return [_VARY]
         return self._headers(cookies, state.https)
+
+    @staticmethod
+    def _must_confirm(state: SessionState) -> bool:
+        """A logout or regenerate is pending: the store must confirm it, or the request fails."""
+        return bool(state.doomed) or state.invalidated or state.regenerated
 
     @staticmethod
     def _saved_events(saved: Saved, state: SessionState, old_ids: tuple[str, ...], old_stored: str | None,
@@ -476,10 +537,11 @@ class SessionManager:
 
     def save(self, session: Session, status: int = 200) -> Headers:
         """Save a sync request's session as its response starts; returns headers to add to the response."""
-        quick = self._quick_save(session.state, status)
+        state = session.state
+        quick = self._quick_save(state, status)
         if quick is not None:
             return quick
-        return run_sync(self.save_flow(session, status), self.store)
+        return run_sync(self._write_flow(state, status), self.store)
 
     def finish(self, session: Session) -> None:
         """After a sync response's body: save what changed while it streamed (see `finish_flow`)."""
@@ -497,10 +559,11 @@ class SessionManager:
 
     async def asave(self, session: Session, status: int = 200) -> Headers:
         """Save an async request's session as its response starts; returns headers to add to the response."""
-        quick = self._quick_save(session.state, status)
+        state = session.state
+        quick = self._quick_save(state, status)
         if quick is not None:
             return quick
-        return await run_async(self.save_flow(session, status), self.store)
+        return await run_async(self._write_flow(state, status), self.store)
 
     async def afinish(self, session: Session) -> None:
         """After an async response (or WebSocket): save what changed since it started (see `finish_flow`)."""

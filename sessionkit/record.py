@@ -13,7 +13,10 @@ import math
 from collections.abc import Mapping
 from json.encoder import encode_basestring_ascii
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from .documents import Document
 
 __all__ = ["NO_META", "CorruptRecord", "Record", "decode_record", "encode_record", "merge_data"]
 
@@ -39,6 +42,9 @@ class Record(NamedTuple):
     accessed_at: float
     #: Extra per-session metadata a later feature may need (user index, flags).
     meta: Mapping[str, str] = NO_META
+    #: The whole document a session stored as one (connect-redis's format) was read from,
+    #: its values already decoded; None for a store that keeps keys apart.
+    document: Document | None = None
 
 
 def merge_data(current: Mapping[str, bytes], changes: Mapping[str, bytes | None]) -> dict[str, bytes]:
@@ -61,7 +67,7 @@ def encode_record(record: Record) -> bytes:
     writes) is assembled directly from the JSON module's own C string escaper;
     anything else goes through the encoder.
     """
-    data, created, accessed, meta = record
+    data, created, accessed, meta, _ = record
     if not meta and type(created) is float and type(accessed) is float and _finite(created) and _finite(accessed):
         try:
             items = ",".join([_escape(key) + ":" + _escape(value.decode("utf-8", "surrogateescape"))

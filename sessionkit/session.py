@@ -1,14 +1,15 @@
 """The session object an application reads and writes, and the books the lifecycle keeps on it.
 
-A `Session` is a `MutableMapping[str, Any]`: the application's view. Everything
+A `Session` is a `dict[str, Any]`: the application's view. Everything
 the lifecycle needs to know about it — what the cookie said, what the store
 held, which keys changed, which mutable values were handed out (so an in-place
 change like ``session["cart"].append(x)`` is saved without being flagged),
 which old ids must be deleted — lives in one `SessionState`, ``session.state``.
 The manager reads and updates that object and nothing else of the session; an
 adapter's subclass changes behaviour only through the named class attributes
-below. The session loads lazily, through a loader the manager gives it, so a
-request that never touches its session costs no store access. It does no I/O.
+below. It does no I/O: the manager fills it (`SessionState.attach`) before the
+app sees it, when the request's cookie verifies; a request without one costs no
+store access.
 """
 
 from __future__ import annotations
@@ -16,13 +17,18 @@ from __future__ import annotations
 import datetime
 import decimal
 import uuid
+import weakref
 from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .codec import Incoming, new_session_id
 from .errors import SerializationError
+from .record import Record
 from .serializers import Serializer
+
+if TYPE_CHECKING:
+    from .documents import Document
 
 __all__ = ["Session", "SessionState"]
 
@@ -39,6 +45,7 @@ _NO_BYTES: Mapping[str, bytes] = MappingProxyType({})
 # The session is a dict whose methods keep books; the books read its storage directly.
 _get = dict.get
 _getitem = dict.__getitem__
+_setitem = dict.__setitem__
 _contains = dict.__contains__
 _items = dict.items
 _keys = dict.keys
@@ -55,9 +62,10 @@ class SessionState:
     never hold a second copy of it.
     """
 
-    __slots__ = ("accessed_at", "baseline", "changed", "created_at", "data", "degraded", "doomed",
+    __slots__ = ("accessed_at", "baseline", "changed", "created_at", "data_ref", "degraded", "document", "doomed",
                  "force_write", "https", "id", "incoming", "invalidated", "is_new", "legacy_cookie", "loaded",
-                 "loader", "now", "persistent_key", "regenerated", "serializer", "settled", "touched", "watched")
+                 "loader", "new_id", "now", "persistent_key", "regenerated", "serializer", "settled", "touch_due",
+                 "touched", "watched")
 
     def __init__(self, incoming: Incoming, data: dict[str, Any], serializer: Serializer, loader: Loader | None,
                  now: float, https: bool, persistent_key: str | None) -> None:
@@ -65,7 +73,10 @@ class SessionState:
         self.incoming = incoming
         #: The request came over https (decides `Secure` when the manager's `secure` is None).
         self.https = https
-        self.data = data
+        #: The data, by weak reference: the session and its books form no reference cycle, so both are
+        #: freed when the request drops the session (not at the next garbage collection). Never dead
+        #: while used: only the session's holders reach its books.
+        self.data_ref: Callable[[], dict[str, Any]] = weakref.ref(data)  # type: ignore[assignment]
         self.serializer = serializer
         self.loader = loader
         #: The request's time: timeouts and a new session's clock count from here.
@@ -97,6 +108,17 @@ class SessionState:
         self.legacy_cookie: str | None = None
         #: The data key whose truthiness makes the cookie persistent (None: always persistent).
         self.persistent_key = persistent_key
+        #: Makes a new id: the strategy's (express-session's ids are shorter than sessionkit's).
+        self.new_id: Callable[[], str] = new_session_id
+        #: A session stored as one document: that document as last read or written (else None).
+        self.document: Document | None = None
+        #: The stored document still needs the touch its read could not do: the save must write it.
+        self.touch_due = False
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The session's data: the session itself."""
+        return self.data_ref()
 
     # -- loading ------------------------------------------------------------------
 
@@ -107,18 +129,29 @@ class SessionState:
             if self.loader is not None:
                 self.loader(session)
 
-    def attach(self, session_id: str, baseline: Mapping[str, bytes], decoded: Mapping[str, Any],
-               created_at: float, accessed_at: float) -> None:
-        """Fill the session with what the store held for `session_id`."""
+    def attach(self, session_id: str, record: Record, loads: Callable[[bytes], Any]) -> None:
+        """Fill the session with what the store held for `session_id`, decoded by `loads`.
+
+        A value that does not decode raises its `ValueError` and leaves the session empty and new.
+        """
+        data = self.data_ref()
+        document = record.document
+        if document is None:
+            try:
+                for key, value in record.data.items():  # straight into the session: no second dict to copy
+                    _setitem(data, key, loads(value))
+            except ValueError:
+                _clear(data)
+                raise
+        else:
+            _update(data, document.values)  # decoded with the document, by the serializer's rules
+            self.document = document
+            self.touch_due = document.touch_due
         self.id = session_id
         self.is_new = False
-        self.baseline = baseline
-        data = self.data
-        if _len(data):
-            _clear(data)
-        _update(data, decoded)
-        self.created_at = created_at
-        self.accessed_at = accessed_at
+        self.baseline = record.data
+        self.created_at = record.created_at
+        self.accessed_at = record.accessed_at
 
     def doom(self, session_id: str) -> None:
         """Delete `session_id` from the store when the response is saved."""
@@ -135,6 +168,7 @@ class SessionState:
         self.is_new = True
         self.created_at = self.accessed_at = self.now
         self.baseline = {}
+        self.touch_due = False  # the old document is deleted, not touched
 
     # -- what a save must write -----------------------------------------------------
 
@@ -147,46 +181,57 @@ class SessionState:
         """
         if not self.loaded:
             return {}
-        data = self.data
+        data = self.data_ref()
         baseline = self.baseline
-        if self.force_write:
+        everything = self.force_write
+        if everything:
             keys: set[str] | frozenset[str] = set(_keys(data)) | self.changed
         else:
             keys = self.changed if not self.watched else self.changed | self.watched
         changes: dict[str, bytes | None] = {}
-        for key in keys:
-            if _contains(data, key):
-                encoded = self.encode(key, _getitem(data, key))
-                if self.force_write or baseline.get(key) != encoded:
-                    changes[key] = encoded
-            elif key in baseline:
-                changes[key] = None
+        dumps = self.serializer.dumps
+        key = ""
+        try:
+            for key in keys:
+                if _contains(data, key):
+                    encoded = dumps(_getitem(data, key))
+                    if everything or baseline.get(key) != encoded:
+                        changes[key] = encoded
+                elif key in baseline:
+                    changes[key] = None
+        except SerializationError as exc:
+            raise _in_key(key, exc) from exc
         return changes
 
     def encoded_data(self) -> dict[str, bytes]:
         """Every key's bytes: what a new (or regenerated) session writes in full."""
-        return {key: self.encode(key, value) for key, value in _items(self.data)}
+        return {key: self.encode(key, value) for key, value in _items(self.data_ref())}
 
     def encode(self, key: str, value: Any) -> bytes:
         try:
             return self.serializer.dumps(value)
         except SerializationError as exc:
-            raise SerializationError(f"session[{key!r}]: {exc}", key=key) from exc
+            raise _in_key(key, exc) from exc
 
     def has_pending(self) -> bool:
         """Cheap check: could a save now write anything? (Exact answer: `changes()`.)"""
         return bool(self.changed or self.watched or self.doomed or self.regenerated or self.invalidated
-                    or self.force_write)
+                    or self.force_write or self.touch_due)
 
     def is_quiet(self) -> bool:
-        """A stored session with nothing to write and no cookie to re-sign: saving is a no-op."""
-        return not (self.is_new or self.incoming.stale_key or self.changed or self.watched or self.doomed
-                    or self.regenerated or self.invalidated or self.force_write)  # has_pending, inlined
+        """A stored session with nothing to write and no cookie to re-sign: saving is a no-op.
+
+        `has_pending`, inlined, less what a stored session cannot have: ids to
+        delete, a regenerate or an invalidate all make the session new again
+        (`restart`) until the save that clears them (`mark_saved`).
+        """
+        return not (self.is_new or self.changed or self.watched or self.force_write or self.incoming.stale_key
+                    or self.touch_due)
 
     def persistent_cookie(self) -> bool:
         """True: the cookie carries Max-Age; False: it ends when the browser closes."""
         key = self.persistent_key
-        return key is None or bool(_get(self.data, key))
+        return key is None or bool(_get(self.data_ref(), key))
 
     def cookie_changes(self, changes: Mapping[str, bytes | None]) -> bool:
         """Whether these changes alter what the cookie says (its lifetime), so it must be sent again."""
@@ -198,13 +243,14 @@ class SessionState:
         """What the store holds is now the baseline for later changes."""
         # The app may still hold the mutable values it read or stored, and change them
         # later (while a body streams): keep watching those, forget the rest.
-        if self.watched or self.changed:
-            data = self.data
-            watched = set()
-            for key in (*self.watched, *self.changed):
+        changed, watched = self.changed, self.watched
+        if changed or watched:
+            data = self.data_ref()
+            keep: set[str] | frozenset[str] = _NOTHING
+            for key in changed if not watched else watched | changed:
                 if not isinstance(_get(data, key, None), _IMMUTABLE):  # None: the key is gone
-                    watched.add(key)
-            self.watched = watched or _NOTHING
+                    keep = _with(keep, key)
+            self.watched = keep
         self.doomed = ()
         self.changed = _NOTHING
         self.regenerated = self.invalidated = self.force_write = False
@@ -219,7 +265,9 @@ class SessionState:
         self.id = None
         self.is_new = True
         self.baseline = {}
-        _clear(self.data)
+        self.document = None
+        self.touch_due = False
+        _clear(self.data_ref())
 
     def forget_pending(self) -> None:
         """Drop what this request changed without writing it (a failed or skipped save)."""
@@ -247,7 +295,7 @@ class Session(dict[str, Any]):
     ``_permanent``); by default every session cookie has a Max-Age.
     """
 
-    __slots__ = ("state",)
+    __slots__ = ("__weakref__", "state")
 
     #: The data key that makes the cookie persistent when true; None: always persistent.
     persistent_cookie_key: ClassVar[str | None] = None
@@ -274,7 +322,7 @@ class Session(dict[str, Any]):
         state = self.state
         state.ensure_loaded(self)
         if state.id is None:
-            state.id = new_session_id()
+            state.id = state.new_id()
         return state.id
 
     @property
@@ -358,7 +406,7 @@ class Session(dict[str, Any]):
                 state.touched = True  # the common case, without a call: loaded before the app ran
             else:
                 state.ensure_loaded(self)
-        value = dict.__getitem__(self, key)
+        value = _getitem(self, key)
         if not isinstance(value, _IMMUTABLE):
             state.watched = _with(state.watched, key)
         return value
@@ -370,7 +418,7 @@ class Session(dict[str, Any]):
                 state.touched = True  # the common case, without a call: loaded before the app ran
             else:
                 state.ensure_loaded(self)
-        value = dict.get(self, key, _MISSING)
+        value = _get(self, key, _MISSING)
         if value is _MISSING:
             return default
         if not isinstance(value, _IMMUTABLE):
@@ -454,7 +502,7 @@ class Session(dict[str, Any]):
                 state.touched = True  # the common case, without a call: loaded before the app ran
             else:
                 state.ensure_loaded(self)
-        dict.__setitem__(self, key, value)
+        _setitem(self, key, value)
         changed = state.changed  # `_change`, inlined on the most common write
         if changed is _NOTHING:
             state.changed = {key}
@@ -524,6 +572,11 @@ def _with(keys: set[str] | frozenset[str], key: str) -> set[str]:
         return {key}
     keys.add(key)  # type: ignore[union-attr]
     return keys  # type: ignore[return-value]
+
+
+def _in_key(key: str, exc: SerializationError) -> SerializationError:
+    """The serializer's error, saying which session key held the value."""
+    return SerializationError(f"session[{key!r}]: {exc}", key=key)
 
 
 def _check_key(key: object) -> None:

@@ -14,22 +14,54 @@ operations and response cookies — as flows, so both drivers run them.
   their timeouts, unless a revocation list is configured
   (``cookie://?revoke=redis://…``): revoked ids are then plain records in that
   ordinary server store, each kept until its absolute timeout.
+- `ConnectSessions` (``codec="connect"``): Express's way. The cookie is
+  express-session's signed id (`express.ConnectCookieCodec`); the session is
+  one JSON document in connect-redis's format (`documents`), loaded with a
+  `LoadDocument` that also touches it, and written whole with a
+  compare-and-set (`ReplaceDocument`): a concurrent change makes the save
+  re-apply this request's per-key changes onto the newer document, and a
+  document that is gone stays gone.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Literal, NamedTuple, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, NamedTuple, Protocol
 
-from .codec import MAX_COOKIE_BYTES, CookieCodec, Incoming, ResponseCookie, new_session_id, parse_cookie_header
-from .errors import SessionTooLarge
-from .flow import Create, Delete, Flow, Load, Merge, MergeResult
-from .record import CorruptRecord, Record, merge_data
+from .codec import MAX_COOKIE_BYTES, CookieCodec, Incoming, ResponseCookie, parse_cookie_header
+from .documents import (
+    Document,
+    build_document,
+    check_key,
+    check_value,
+    document_ttl,
+    iso_date,
+    new_cookie,
+    parse_document,
+    parse_iso_date,
+    touch,
+    ttl_until,
+)
+from .errors import SessionTooLarge, StoreError
+from .flow import (
+    Create,
+    CreateDocument,
+    Delete,
+    DeleteDocument,
+    DocumentTouch,
+    Flow,
+    Load,
+    LoadDocument,
+    Merge,
+    MergeResult,
+    ReplaceDocument,
+)
+from .record import NO_META, CorruptRecord, Record, merge_data
 from .session import SessionState
 from .tokens import TokenCodec
 
-__all__ = ["CookieSessions", "Lifetimes", "Saved", "StoredSessions", "Strategy"]
+__all__ = ["ConnectSessions", "CookieSessions", "Lifetimes", "Saved", "StoredSessions", "Strategy"]
 
 #: What a save did, for the lifecycle's events.
 Outcome = Literal["nothing", "created", "updated", "ended", "emptied", "gone", "corrupt"]
@@ -77,11 +109,11 @@ class Strategy(Protocol):
     def read(self, header: str | None) -> Incoming:
         """The request's session cookie, verified; never raises on bad input."""
 
-    def load(self, incoming: Incoming, now: float) -> Load | None:
+    def load(self, incoming: Incoming, now: float) -> Load | LoadDocument | None:
         """The store operation a verified cookie's session needs before it can be used, if any."""
 
     @property
-    def loaded(self) -> Callable[[Incoming, float, Record | None], tuple[Record | None, str]] | None:
+    def loaded(self) -> Callable[[Incoming, float, Any], tuple[Record | None, str]] | None:
         """The session's record given that operation's result (or None and why: "idle", "revoked");
         None when the operation's result *is* the record.
 
@@ -95,7 +127,7 @@ class Strategy(Protocol):
 
 def _id_of(state: SessionState) -> str:
     if state.id is None:
-        state.id = new_session_id()
+        state.id = state.new_id()
     return state.id
 
 
@@ -118,9 +150,9 @@ class StoredSessions:
     loaded = None
 
     def save(self, state: SessionState, now: float) -> Flow[Saved]:
-        name = self.codec.name
         lifetimes = self.lifetimes
         if state.is_new:
+            name = self.codec.name
             doomed = tuple(state.doomed)
             data = state.encoded_data()
             if data:
@@ -146,15 +178,16 @@ class StoredSessions:
                 # What the store holds cannot be read back: as on load, the session starts over.
                 yield Delete(stored_id)
                 state.mark_gone()
-                return Saved([ResponseCookie(name, None)], "corrupt")
+                return Saved([ResponseCookie(self.codec.name, None)], "corrupt")
             if result is not MergeResult.APPLIED:
                 # Emptied, or invalidated elsewhere meanwhile: invalidation wins.
                 state.mark_gone()
-                return Saved([ResponseCookie(name, None)], "emptied" if result is MergeResult.EMPTIED else "gone")
+                outcome: Outcome = "emptied" if result is MergeResult.EMPTIED else "gone"
+                return Saved([ResponseCookie(self.codec.name, None)], outcome)
         cookies = []
         if state.incoming.stale_key or (changes and state.cookie_changes(changes)):
             max_age = lifetimes.max_age(state, state.created_at, now)
-            cookies.append(ResponseCookie(name, self.codec.signer.sign(stored_id), max_age))
+            cookies.append(ResponseCookie(self.codec.name, self.codec.signer.sign(stored_id), max_age))
         state.mark_saved(stored_id, merge_data(state.baseline, changes) if changes else state.baseline)
         return Saved(cookies, "updated" if changes else "nothing")
 
@@ -226,6 +259,10 @@ class CookieSessions:
 
     def save(self, state: SessionState, now: float) -> Flow[Saved]:
         lifetimes = self.lifetimes
+        # Rolling: re-issue once a tenth of the idle timeout has passed, not on every read.
+        refresh_due = lifetimes.rolling and now - state.accessed_at >= lifetimes.idle / 10
+        if not refresh_due and state.is_quiet():
+            return Saved([], "nothing")  # a read, not yet due: the cookie the browser holds stays as it is
         ended = bool(state.doomed)
         if state.doomed and self.revokes:
             for old_id in tuple(state.doomed):
@@ -237,8 +274,6 @@ class CookieSessions:
             state.mark_saved(None, {})
             return Saved([ResponseCookie(self._part(part), None) for part in range(issued)],
                          "ended" if ended else "nothing")
-        # Rolling: re-issue once a tenth of the idle timeout has passed, not on every read.
-        refresh_due = lifetimes.rolling and now - state.accessed_at >= lifetimes.idle / 10
         # `data` holds every key's bytes already: compare them with what came in, not re-encode.
         if not (state.is_new or incoming.stale_key or refresh_due or data != dict(state.baseline)):
             return Saved([], "nothing")
@@ -249,7 +284,7 @@ class CookieSessions:
         max_age = lifetimes.max_age(state, created_at, now)
         overhead = self._overhead(max_age, state.https)
         if len(token) + overhead <= MAX_COOKIE_BYTES:  # the common case: one cookie
-            chunks = [token]
+            cookies = [ResponseCookie(self.codec.name, token, max_age)]
         else:
             budget = MAX_COOKIE_BYTES - overhead - 2  # room for ".N" in the name
             chunks = [token[start:start + budget] for start in range(0, len(token), budget)]
@@ -260,8 +295,9 @@ class CookieSessions:
                     f"{MAX_COOKIE_BYTES} ({self.tokens.split} cookie(s) allowed): store less in the session, "
                     "or use cookie://?compress=1, ?split=N, or a server store",
                     size=size, limit=MAX_COOKIE_BYTES * self.tokens.split)
-        cookies = [ResponseCookie(self._part(part), chunk, max_age) for part, chunk in enumerate(chunks)]
-        cookies += [ResponseCookie(self._part(part), None) for part in range(len(chunks), issued)]
+            cookies = [ResponseCookie(self._part(part), chunk, max_age) for part, chunk in enumerate(chunks)]
+        if issued > len(cookies):  # the session shrank: expire the parts it no longer needs
+            cookies += [ResponseCookie(self._part(part), None) for part in range(len(cookies), issued)]
         state.mark_saved(session_id, data)
         state.accessed_at = now
         return Saved(cookies, "created" if was_new else "updated")
@@ -273,3 +309,155 @@ class CookieSessions:
         if overhead is None:
             overhead = self._overheads[key] = self.codec.overhead(max_age=max_age, https=https)
         return overhead
+
+
+#: How often a save re-applies its changes onto a document someone else changed meanwhile.
+MAX_DOCUMENT_ATTEMPTS = 8
+
+
+class ConnectSessions:
+    """express-session's signed id in the cookie, connect-redis's document in the store.
+
+    Lifetimes are express-session's: every request that loads the session
+    touches it (``expires = now + originalMaxAge``, and the TTL with it; a
+    read leaves a document touched less than a second ago as it is);
+    `max_age` (seconds, or None for a cookie that ends with the browser) is
+    ``cookie.maxAge`` for new sessions, `default_ttl` connect-redis's ``ttl``
+    for sessions whose cookie has no expiry, and `rolling` re-sends the cookie
+    on every response, as express-session's ``rolling`` does. A session Node
+    made keeps its own ``originalMaxAge``.
+    """
+
+    def __init__(self, codec: CookieCodec, *, max_age: float | None, default_ttl: int, rolling: bool,
+                 new_id: Callable[[], str]) -> None:
+        self.codec = codec
+        self.read = codec.read
+        self.max_age = max_age
+        self.default_ttl = default_ttl
+        self.rolling = rolling
+        self.new_id = new_id
+        #: A quiet request writes nothing, but a rolling cookie is sent again each time.
+        self.quiet_is_free = not rolling
+        self._max_age_text = "null" if max_age is None else str(round(max_age * 1000))
+        self._touch_ttl = default_ttl if max_age is None else -(-round(max_age * 1000) // 1000)
+
+    def _touch(self, now: float) -> DocumentTouch:
+        """The touch a read asks the store for: what this configuration's cookie looks like, touched now."""
+        if self.max_age is None:
+            return DocumentTouch("null", "", self.default_ttl, self.default_ttl)
+        expires_ms = math.floor(now * 1000) + round(self.max_age * 1000)
+        return DocumentTouch(self._max_age_text, iso_date(expires_ms), self._touch_ttl, self.default_ttl,
+                             iso_date(expires_ms - 1000))
+
+    def load(self, incoming: Incoming, now: float) -> LoadDocument:
+        assert incoming.session_id is not None
+        return LoadDocument(incoming.session_id, self._touch(now))
+
+    def loaded(self, incoming: Incoming, now: float, result: tuple[bytes, bool] | None) -> tuple[Record | None, str]:
+        """The document as a record; one the store could not touch is checked here, and touched at save."""
+        if result is None:
+            return None, "idle"
+        raw, touched = result
+        document = parse_document(raw, touch_due=not touched)
+        if not touched:
+            try:
+                ttl = ttl_until(touch(document.cookie, now)[1], now, self.default_ttl)
+            except ValueError:
+                ttl = 0
+            if ttl <= 0:
+                raise CorruptRecord("the session's cookie has no time left (originalMaxAge <= 0 or out of range)")
+        # The document has no creation time: the session's clock is this request's.
+        return Record(document.members, now, now, NO_META, document), "idle"
+
+    def _cookie(self, session_id: str, cookie: Mapping[str, Any], now: float,
+                expires: int | Literal[False] | None = False) -> ResponseCookie:
+        """The response's cookie for a session whose cookie object is `cookie`: it expires with it
+        (`expires` in ms when the caller knows it already)."""
+        if expires is False:
+            text = cookie.get("expires")
+            expires = parse_iso_date(text) if text else None
+        max_age = None if expires is None else max(0, -(-(expires - math.floor(now * 1000)) // 1000))
+        return ResponseCookie(self.codec.name, self.codec.signer.sign(session_id), max_age)
+
+    def _new_cookie(self, state: SessionState, now: float) -> dict[str, Any]:
+        codec = self.codec
+        persistent = self.max_age is not None and state.persistent_cookie()
+        return new_cookie(self.max_age if persistent else None, now, path=codec.path, domain=codec.domain,
+                          secure=state.https if codec.secure is None else (True if codec.secure else None),
+                          httponly=codec.httponly, samesite=codec.samesite, partitioned=codec.partitioned)
+
+    def save(self, state: SessionState, now: float) -> Flow[Saved]:
+        name = self.codec.name
+        if state.is_new:
+            doomed = tuple(state.doomed)
+            data = state.encoded_data()
+            if data:
+                for key, value in data.items():
+                    check_key(key)
+                    check_value(key, value)
+                session_id = _id_of(state)
+                cookie = self._new_cookie(state, now)
+                document = build_document(cookie, data)
+                yield CreateDocument(session_id, document, document_ttl(cookie, now, self.default_ttl), doomed)
+                state.mark_saved(session_id, data)
+                state.document = Document(document, data, {}, cookie)
+                state.touch_due = False
+                return Saved([self._cookie(session_id, cookie, now)], "created")
+            for old_id in doomed:
+                yield DeleteDocument(old_id)
+            state.mark_saved(None, {})
+            cookies = [ResponseCookie(name, None)] if state.incoming.present else []
+            return Saved(cookies, "ended" if doomed else "nothing")
+        stored_id = state.id
+        current = state.document
+        assert stored_id is not None and current is not None  # a stored session was read from its document
+        changes = state.changes()
+        for key, change in changes.items():
+            check_key(key)
+            if change is not None:
+                check_value(key, change)
+        cookie = current.cookie
+        expires: int | Literal[False] | None = False
+        if changes or state.touch_due:
+            gone = [ResponseCookie(name, None)]
+            for _attempt in range(MAX_DOCUMENT_ATTEMPTS):
+                members = merge_data(current.members, changes)
+                if not members:
+                    # Emptied: as for any store, an empty session is not kept.
+                    yield DeleteDocument(stored_id)
+                    state.mark_gone()
+                    return Saved(gone, "emptied")
+                try:
+                    cookie, expires = touch(current.cookie, now)
+                    ttl = ttl_until(expires, now, self.default_ttl)
+                except ValueError:
+                    ttl = 0
+                if ttl <= 0:
+                    # No time left: connect-redis deletes such a session rather than store it.
+                    yield DeleteDocument(stored_id)
+                    state.mark_gone()
+                    return Saved(gone, "gone")
+                written = build_document(cookie, members)
+                try:
+                    result = yield ReplaceDocument(stored_id, current.raw, written, ttl)
+                    if result is MergeResult.APPLIED:
+                        break
+                    if result is MergeResult.GONE:  # ended meanwhile: invalidation wins
+                        state.mark_gone()
+                        return Saved(gone, "gone")
+                    assert isinstance(result, bytes)
+                    current = parse_document(result)  # changed meanwhile: apply ours to theirs
+                except CorruptRecord:
+                    yield DeleteDocument(stored_id)
+                    state.mark_gone()
+                    return Saved(gone, "corrupt")
+            else:
+                raise StoreError(f"the session document changed under {MAX_DOCUMENT_ATTEMPTS} saves in a row; "
+                                 "nothing was written")
+            state.document = Document(written, members, {}, cookie)
+            state.touch_due = False
+        cookies = []
+        if self.rolling or state.incoming.stale_key or (changes and cookie.get("expires")):
+            cookies.append(self._cookie(stored_id, cookie, now, expires))
+        state.mark_saved(stored_id, merge_data(state.baseline, changes) if changes else state.baseline)
+        return Saved(cookies, "updated" if changes else "nothing")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -15,7 +18,7 @@ from redis.cluster import RedisCluster as ClusterClient
 from redis.sentinel import Sentinel
 
 import testservers as servers
-from testservers import HttpServer, MemcachedServer, RedisCluster, RedisSentinelSet, RedisServer
+from testservers import HttpServer, MemcachedServer, NginxServer, RedisCluster, RedisSentinelSet, RedisServer
 
 AnyServer = RedisServer | MemcachedServer
 SERVER_CLASSES = [RedisServer, MemcachedServer]
@@ -194,6 +197,17 @@ def test_http_server_runs_a_command_on_a_free_port_until_stopped() -> None:
         socket.create_connection((server.host, server.port), timeout=1).close()
 
 
+def test_http_server_fills_host_and_port_into_its_environment() -> None:
+    server = HttpServer([sys.executable, "-c", HELLO_SERVER, "{host}", "{port}"], name="hello",
+                        env={"GREETING": "listening on {host}:{port}"})
+    server.start()
+    try:
+        with urllib.request.urlopen(server.url, timeout=5) as response:
+            assert response.read() == f"listening on 127.0.0.1:{server.port}".encode()
+    finally:
+        server.stop()
+
+
 def test_http_server_that_exits_fails_start_with_its_output() -> None:
     server = HttpServer([sys.executable, "-c", "print('no such app'); raise SystemExit(3)"])
     with pytest.raises(RuntimeError, match=r"(?s)exited with code 3.*no such app"):
@@ -356,3 +370,104 @@ def test_redis_sentinel_stop_ends_every_process(
     redis_sentinel.stop()
     assert all(pid is not None and _gone(pid) for pid in pids)
     assert not any(os.path.exists(tmpdir) for tmpdir in tmpdirs)
+
+
+# --- nginx ------------------------------------------------------------------------
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie: a killed master's workers are reparented, and reaped when their new parent gets to it."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _nginx_workers(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        return [int(child) for child in children.read().split()]
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@pytest.fixture(scope="module")
+def hello() -> Iterator[HttpServer]:
+    server = HttpServer([sys.executable, "-c", HELLO_SERVER, "{host}", "{port}"], name="hello",
+                        env={"GREETING": "behind nginx"})
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_nginx_proxies_with_every_path_it_writes_in_its_own_directory(hello: HttpServer) -> None:
+    nginx = NginxServer(
+        f"upstream hello {{ server {hello.host}:{hello.port}; }}\n"
+        "server { listen {host}:{port}; location / { proxy_pass http://hello; } }"
+    )
+    nginx.start()
+    pid, tmpdir = nginx.pid, nginx.tmpdir
+    try:
+        assert pid is not None
+        assert nginx.url == f"http://127.0.0.1:{nginx.port}"
+        assert _get(f"{nginx.url}/anything") == (200, b"behind nginx")
+        config = open(nginx.config_path).read()
+        assert "daemon off;" in config and f"listen 127.0.0.1:{nginx.port};" in config
+        written = re.findall(r"^\s*(?:pid|access_log|\w+_temp_path)\s+(\S+);", config, re.M)
+        assert len(written) == 7 and all(path.startswith(tmpdir + "/") for path in written), written
+        assert '"GET /anything HTTP/1.1" 200' in open(nginx.access_log_path).read()
+        workers = _nginx_workers(pid)
+        assert workers
+    finally:
+        nginx.stop()
+    assert _gone(pid) and all(_dead(worker) for worker in workers)
+    assert not os.path.exists(tmpdir)
+
+
+def test_nginx_with_a_bad_config_fails_start_with_its_error() -> None:
+    nginx = NginxServer("server { listen {host}:{port}; no_such_directive on; }")
+    with pytest.raises(RuntimeError, match=r'(?s)exited with code 1.*unknown directive "no_such_directive"'):
+        nginx.start()
+    assert nginx.pid is None and nginx.tmpdir == ""
+
+
+def test_nginx_start_retries_a_taken_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        ports = iter([taken])
+        real_free_port = servers.free_port
+        monkeypatch.setattr(servers, "free_port", lambda: next(ports, None) or real_free_port())
+        nginx = NginxServer("server { listen {host}:{port}; location / { return 200 'up'; } }")
+        nginx.start()
+        try:
+            assert nginx.port != taken
+            assert _get(nginx.url) == (200, b"up")
+        finally:
+            nginx.stop()
+
+
+def test_nginx_kill_ends_its_workers_and_restart_serves_on_the_same_port() -> None:
+    nginx = NginxServer("server { listen {host}:{port}; location / { return 200 'up'; } }")
+    nginx.start()
+    try:
+        pid, port = nginx.pid, nginx.port
+        assert pid is not None
+        workers = _nginx_workers(pid)
+        nginx.kill()
+        assert _gone(pid) and all(_dead(worker) for worker in workers)
+        with pytest.raises(OSError):
+            socket.create_connection((nginx.host, port), timeout=1).close()
+        nginx.restart()
+        assert nginx.port == port and nginx.pid not in (None, pid)
+        assert _get(nginx.url) == (200, b"up")
+    finally:
+        nginx.stop()

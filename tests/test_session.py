@@ -4,6 +4,7 @@ import pytest
 
 from sessionkit import SerializationError, Session
 from sessionkit.codec import Incoming
+from sessionkit.record import Record
 from sessionkit.serializers import JSONSerializer
 
 JSON = JSONSerializer()
@@ -13,7 +14,7 @@ def stored(data: dict[str, object]) -> Session:
     """A session attached to `data` as if loaded from a store."""
     session = Session(Incoming("i" * 43, present=True), JSON, None, 0.0)
     raw = {key: JSON.dumps(value) for key, value in data.items()}
-    session.state.attach("i" * 43, raw, {key: JSON.loads(value) for key, value in raw.items()}, 0.0, 0.0)
+    session.state.attach("i" * 43, Record(raw, 0.0, 0.0), JSON.loads)
     session.state.loaded = True
     return session
 
@@ -155,3 +156,21 @@ def test_values_read_before_a_save_are_still_watched_after_it() -> None:
     session.state.mark_saved(session.id, {"cart": b"[1]"})
     cart.append(2)  # e.g. while a streamed body is produced, after the response started
     assert session.state.has_pending() and session.changes() == {"cart": b"[1,2]"}
+
+
+def test_a_session_and_its_books_are_freed_without_the_garbage_collector() -> None:
+    """No reference cycle: a request's session goes the moment it is dropped, not at the next collection."""
+    import gc
+    import weakref
+
+    session = stored({"cart": [1]})
+    session["cart"].append(2)
+    session["user"] = "alice"
+    assert session.changes() == {"cart": b"[1,2]", "user": b'"alice"'}
+    gone = weakref.ref(session)
+    gc.disable()
+    try:
+        del session
+        assert gone() is None
+    finally:
+        gc.enable()

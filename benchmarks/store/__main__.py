@@ -19,6 +19,8 @@ from ..wsgi_bench import WARMUP_REQUESTS, bench_parser, parse_bench_args
 from .counting import probe_all
 from .harness import Setup, close_setups, measure, profile, run_job, running_servers, warm_up
 from .setups import (
+    SK_CONNECT_ASYNC,
+    SK_CONNECT_SYNC,
     SK_MC_ASYNC,
     SK_MC_SYNC,
     SK_REDIS_ASYNC,
@@ -35,6 +37,7 @@ from .verdicts import format_premise, format_round_trips, format_table, format_v
 __all__ = ["PROFILE_TARGETS", "main", "parse_args"]
 
 PROFILE_TARGETS = {"redis-sync": SK_REDIS_SYNC, "redis-async": SK_REDIS_ASYNC,
+                   "connect-sync": SK_CONNECT_SYNC, "connect-async": SK_CONNECT_ASYNC,
                    "memcache-sync": SK_MC_SYNC, "memcache-async": SK_MC_ASYNC}
 
 

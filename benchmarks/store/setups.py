@@ -37,6 +37,8 @@ __all__ = [
     "FLOOR_REDIS_ASYNC",
     "FLOOR_REDIS_SYNC",
     "PEERS",
+    "SK_CONNECT_ASYNC",
+    "SK_CONNECT_SYNC",
     "SK_MC_ASYNC",
     "SK_MC_SYNC",
     "SK_MEMORY",
@@ -61,6 +63,7 @@ __all__ = [
 BARE_WSGI, BARE_ASGI, BARE_FLASK, BARE_STARLETTE = "bare WSGI", "bare ASGI", "bare Flask", "bare Starlette"
 SK_REDIS_SYNC, SK_REDIS_ASYNC = "sessionkit redis WSGI", "sessionkit redis ASGI"
 SK_MC_SYNC, SK_MC_ASYNC = "sessionkit memcache WSGI", "sessionkit memcache ASGI"
+SK_CONNECT_SYNC, SK_CONNECT_ASYNC = "sessionkit redis connect WSGI", "sessionkit redis connect ASGI"
 FLOOR_REDIS_SYNC, FLOOR_REDIS_ASYNC = "floor redis-py WSGI", "floor redis.asyncio ASGI"
 WIRE_REDIS_SYNC = "wire redis-py Connection WSGI"
 SK_MEMORY, BARE_RT, SK_MEMORY_RT = "sessionkit memory WSGI", "bare WSGI + 1 RT", "sessionkit memory WSGI + 1 RT"
@@ -84,8 +87,8 @@ class Environment:
     memcache_floor: MemcacheFloor | None = None
 
 
-def _manager(url: str) -> SessionManager:
-    return SessionManager(url, secret_keys=[SECRET_KEY])
+def _manager(url: str, **options: Any) -> SessionManager:
+    return SessionManager(url, secret_keys=[SECRET_KEY], **options)
 
 
 # -- bare apps and sessionkit ------------------------------------------------------------------------------
@@ -124,6 +127,13 @@ def sessionkit_setups(env: Environment) -> list[Setup]:
         setups.append(Setup(async_name, "asgi", SessionkitASGIMiddleware(session_asgi_app, async_manager),
                             BARE_ASGI, store, strict_cookies=True, optional=optional,
                             close=async_manager.close, aclose=async_manager.aclose))
+    # Express's format on the same redis, its defaults (cookie.maxAge one day: a write re-sends the cookie).
+    sync_manager, async_manager = _manager(env.redis_url, codec="connect"), _manager(env.redis_url, codec="connect")
+    setups.append(Setup(SK_CONNECT_SYNC, "wsgi", SessionMiddleware(session_app, sync_manager), BARE_WSGI, "redis",
+                        strict_cookies=True, close=sync_manager.close))
+    setups.append(Setup(SK_CONNECT_ASYNC, "asgi", SessionkitASGIMiddleware(session_asgi_app, async_manager),
+                        BARE_ASGI, "redis", strict_cookies=True, close=async_manager.close,
+                        aclose=async_manager.aclose))
     return setups
 
 

@@ -22,6 +22,8 @@ from .setups import (
     FLOOR_REDIS_ASYNC,
     FLOOR_REDIS_SYNC,
     PEERS,
+    SK_CONNECT_ASYNC,
+    SK_CONNECT_SYNC,
     SK_MC_ASYNC,
     SK_MC_SYNC,
     SK_MEMORY,
@@ -33,6 +35,7 @@ from .setups import (
 )
 
 __all__ = [
+    "CONNECT_LIMIT",
     "FLOOR_LIMIT",
     "PEER_SPEEDUP",
     "Verdict",
@@ -47,6 +50,9 @@ __all__ = [
 #: Per-round ratio limits (median over rounds).
 FLOOR_LIMIT = 1.25
 PEER_SPEEDUP = 2.0
+#: Express's format (``codec="connect"``) per request against the native format, same store, same face:
+#: no more, give or take the run-to-run noise of a median of ratios.
+CONNECT_LIMIT = 1.05
 
 
 @dataclass
@@ -77,6 +83,15 @@ def verdicts(results: Results) -> tuple[list[Verdict], list[str]]:
             over = statistics.median(results.per_round(sk, floor, workload, lambda a, b: a - b))
             out.append(Verdict(f"{sk} / {floor}, {workload}", value, FLOOR_LIMIT, False,
                                f"sessionkit costs {over:+.1f} µs over the floor"))
+    for connect, native in ((SK_CONNECT_SYNC, SK_REDIS_SYNC), (SK_CONNECT_ASYNC, SK_REDIS_ASYNC)):
+        if not (results.has(connect) and results.has(native)):
+            missing.append(f"{connect} vs {native}: not judged (not measured)")
+            continue
+        for workload in WORKLOADS:
+            value = statistics.median(results.per_round(connect, native, workload, ratio))
+            over = statistics.median(results.per_round(connect, native, workload, lambda a, b: a - b))
+            out.append(Verdict(f"{connect} / {native}, {workload}", value, CONNECT_LIMIT, False,
+                               f"the connect codec costs {over:+.1f} µs per request over the native one"))
     sk_added = results.added(SK_REDIS_SYNC, "read") if results.has(SK_REDIS_SYNC) else []
     for peer in PEERS:
         if not (results.has(peer) and results.has(SK_REDIS_SYNC)):
@@ -143,6 +158,7 @@ def format_premise(setups: list[Setup], probes: dict[str, Probe]) -> str:
 
 def format_verdicts(found: list[Verdict], missing: list[str], results: Results) -> str:
     lines = [f"verdicts (median over rounds of per-round ratios; sessionkit vs floor <= {FLOOR_LIMIT}x, "
+             f"connect codec vs native <= {CONNECT_LIMIT}x, "
              f"peer vs sessionkit redis WSGI >= {PEER_SPEEDUP}x slower on reads):"]
     width = max((len(v.label) for v in found), default=0)
     for v in found:

@@ -22,7 +22,7 @@ import flask
 from flask.sessions import SessionInterface, SessionMixin
 from flask.wrappers import Request, Response
 
-from ..config import MIN_KEY_BYTES, parse_secret_keys, redact, split_secret_keys
+from ..config import MIN_KEY_BYTES, StoreURL, parse_secret_keys, redact, split_secret_keys
 from ..errors import ConfigError, StoreError
 from ..manager import SessionManager
 from ..session import Session
@@ -125,6 +125,8 @@ class FlaskSettings(NamedTuple):
     refresh_each_request: bool
     #: Read on each request too, so that a change is refused rather than ignored (the store is opened once).
     store_url: str
+    #: ``SESSIONKIT_CODEC``: ``native`` (the default) or ``connect`` (Express's format).
+    codec: str = "native"
     #: ``SESSIONKIT_ENCRYPTION_KEYS``: the keys of a ``?encrypt=1`` store, newest first (empty: the secret keys).
     encryption_keys: tuple[str | bytes, ...] = ()
 
@@ -185,6 +187,7 @@ class SessionKitInterface(SessionInterface):
             app.permanent_session_lifetime,
             bool(config.get("SESSION_REFRESH_EACH_REQUEST", True)),
             self.get_store_url(app),
+            str(config.get("SESSIONKIT_CODEC") or "native"),
             self.get_encryption_keys(app),
         )
 
@@ -275,6 +278,15 @@ class _AppSessions:
         }
         if settings.encryption_keys:
             options["encryption_keys"] = settings.encryption_keys
+        if settings.codec != "native":
+            # Express's format: PERMANENT_SESSION_LIFETIME is a permanent session's cookie.maxAge (there is
+            # no absolute timeout), and Flask's default cookie name becomes express-session's.
+            options["codec"] = settings.codec
+            del options["absolute_timeout"]
+            if StoreURL.parse(url).idle_timeout is None:
+                options["idle_timeout"] = settings.lifetime
+            if settings.cookie_name == "session":
+                options["cookie_name"] = None
         # The URL is parsed anew each time (it says how sessions travel, and its idle_timeout=);
         # the store it names is opened once.
         manager = SessionManager(url, store=self.store, **options)

@@ -20,18 +20,29 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from starlette.requests import HTTPConnection
+
 from ..codec import SameSite
 from ..config import MIN_KEY_BYTES, StoreURL, parse_secret_keys
 from ..errors import ConfigError
 from ..manager import SessionManager
 from ..session import Session
 from . import asgi
-from .asgi import get_session
 
 if TYPE_CHECKING:
     from starlette.datastructures import Secret
 
 __all__ = ["DEFAULT_MAX_AGE", "DEFAULT_URL", "Session", "SessionMiddleware", "get_session", "manager_from_starlette"]
+
+
+def get_session(request: HTTPConnection) -> Session:
+    """The request's (or WebSocket's) session, typed: FastAPI's ``Depends(get_session)``.
+
+    FastAPI fills a dependency's parameter by its annotation; a Starlette
+    `HTTPConnection` is what it passes the request (or the WebSocket) for.
+    """
+    return asgi.get_session(request)
+
 
 #: Starlette's default: 14 days, the cookie's Max-Age and (here) the server's absolute timeout.
 DEFAULT_MAX_AGE = 14 * 24 * 60 * 60
@@ -83,7 +94,10 @@ def manager_from_starlette(
       scheme (sessionkit's default), which Starlette never sets.
 
     Other keyword `options` go to `SessionManager` (``idle_timeout``,
-    ``rolling``, ``trusted_proxies``, ``on_store_error`` …).
+    ``rolling``, ``trusted_proxies``, ``on_store_error``, ``codec`` …). With
+    ``codec="connect"`` (Express's format) `max_age` is express-session's
+    ``cookie.maxAge``, with no absolute timeout, and the default cookie name
+    ``session`` becomes ``connect.sid``.
     """
     for option, starlette_name in _SET_BY_STARLETTE.items():
         if option in options:
@@ -101,16 +115,22 @@ def manager_from_starlette(
         absolute = max_age
     if "idle_timeout" not in options and StoreURL.parse(url).idle_timeout is None:
         options["idle_timeout"] = absolute
+    cookie_name: str | None = session_cookie
+    if options.get("codec", "native") == "native":
+        options["absolute_timeout"] = absolute
+    elif session_cookie == "session":
+        # Express's format: max_age is cookie.maxAge (no absolute timeout), and Starlette's default
+        # cookie name becomes express-session's.
+        cookie_name = None
     return SessionManager(
         url,
         secret_keys=_secret_keys(secret_key),
-        cookie_name=session_cookie,
+        cookie_name=cookie_name,
         cookie_path=path,
         cookie_domain=domain,
         secure=True if https_only else None,
         samesite=same_site,
         partitioned=partitioned,
-        absolute_timeout=absolute,
         persistent_cookie=max_age is not None,
         **options,
     )
@@ -151,6 +171,7 @@ class SessionMiddleware(asgi.SessionMiddleware):
     def __init__(
         self,
         app: asgi.ASGIApp,
+        /,  # as Starlette's middleware factory protocol has it: with **options, mypy needs it to match
         secret_key: str | bytes | Secret | Iterable[str | bytes | Secret] | None = None,
         session_cookie: str = "session",
         max_age: float | timedelta | None = DEFAULT_MAX_AGE,

@@ -14,10 +14,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ..errors import ConfigError
-from ..flow import MergeResult
+from ..flow import DocumentTouch, MergeResult
 from ..record import Record
 
-__all__ = ["AsyncSessionStore", "NoStore", "SessionStore", "Store", "ThreadedAsyncFace"]
+__all__ = ["AsyncDocumentStore", "AsyncSessionStore", "DocumentStore", "NoStore", "SessionStore", "Store",
+           "ThreadedAsyncFace"]
 
 
 @runtime_checkable
@@ -67,6 +68,45 @@ class AsyncSessionStore(Protocol):
 @runtime_checkable
 class Store(SessionStore, AsyncSessionStore, Protocol):
     """Both faces: what `open_store` returns and a `SessionManager` holds."""
+
+
+@runtime_checkable
+class DocumentStore(Protocol):
+    """The sync face of a store that also keeps sessions as whole documents (connect-redis's format).
+
+    Documents are opaque bytes to the store, under keys of their own (the raw
+    id after a prefix, as Node's stores name them). The rules — what a
+    document holds, its TTL, what a conflict means — are the lifecycle's
+    (`sessionkit.documents`, `strategies.ConnectSessions`). `load_document`
+    raises `CorruptRecord` for a key that holds no document.
+    """
+
+    def load_document(self, session_id: str, touch: DocumentTouch | None) -> tuple[bytes, bool] | None:
+        """The document and whether `touch` was applied to it, or None."""
+
+    def create_document(self, session_id: str, document: bytes, ttl: int, replaces: tuple[str, ...] = ()) -> None:
+        """Store `document` expiring in `ttl` seconds; delete the `replaces` ids."""
+
+    def replace_document(self, session_id: str, expected: bytes, document: bytes, ttl: int) -> MergeResult | bytes:
+        """Atomically write `document` if the store holds `expected`; else GONE, or what it holds."""
+
+    def delete_document(self, session_id: str) -> None:
+        """Remove the document; a missing one is not an error."""
+
+
+@runtime_checkable
+class AsyncDocumentStore(Protocol):
+    """The async face of `DocumentStore`."""
+
+    async def aload_document(self, session_id: str, touch: DocumentTouch | None) -> tuple[bytes, bool] | None: ...
+
+    async def acreate_document(self, session_id: str, document: bytes, ttl: int,
+                               replaces: tuple[str, ...] = ()) -> None: ...
+
+    async def areplace_document(self, session_id: str, expected: bytes, document: bytes,
+                                ttl: int) -> MergeResult | bytes: ...
+
+    async def adelete_document(self, session_id: str) -> None: ...
 
 
 class NoStore:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 import redis
+from fastapi import Depends, FastAPI, WebSocket
 from starlette.applications import Starlette
 from starlette.datastructures import Secret
 from starlette.middleware import Middleware
@@ -15,8 +16,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from sessionkit import ConfigError, SessionManager
-from sessionkit.adapters.starlette import DEFAULT_MAX_AGE, SessionMiddleware, manager_from_starlette
+from sessionkit import ConfigError, Session, SessionManager
+from sessionkit.adapters.starlette import DEFAULT_MAX_AGE, SessionMiddleware, get_session, manager_from_starlette
 
 from ..helpers import KEY, OLD_KEY
 
@@ -267,3 +268,40 @@ def test_the_store_it_made_is_closed_when_the_lifespan_ends(redis_url: str) -> N
         ours = _client_ids(redis_url) - before
         assert ours
     assert not ours & _client_ids(redis_url)
+
+
+
+# At module level: FastAPI resolves a route's string annotations (this module has
+# ``from __future__ import annotations``) in the module's globals.
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def fastapi_app() -> FastAPI:
+    api = FastAPI()
+
+    @api.get("/login")
+    async def login(session: SessionDep) -> dict[str, Any]:
+        session["user"] = "alice"
+        return {"is_session": isinstance(session, Session)}
+
+    @api.get("/me")
+    async def me(session: SessionDep) -> dict[str, Any]:
+        return {"user": session.get("user")}
+
+    @api.websocket("/ws")
+    async def ws(websocket: WebSocket, session: SessionDep) -> None:
+        await websocket.accept()
+        await websocket.send_json({"user": session.get("user")})
+        await websocket.close()
+
+    api.add_middleware(SessionMiddleware, secret_key=KEY, url="memory://")
+    return api
+
+
+def test_fastapi_dependency_hands_the_session_to_http_and_websocket_routes() -> None:
+    with TestClient(fastapi_app()) as client:
+        assert client.get("/me").json() == {"user": None}  # not a query parameter named "request"
+        assert client.get("/login").json() == {"is_session": True}
+        assert client.get("/me").json() == {"user": "alice"}
+        with client.websocket_connect("/ws") as websocket:
+            assert websocket.receive_json() == {"user": "alice"}

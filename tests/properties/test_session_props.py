@@ -22,7 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from sessionkit import Session, SessionManager
 from sessionkit.adapters.asgi import SessionMiddleware
 from sessionkit.codec import Incoming
-from sessionkit.record import merge_data
+from sessionkit.record import Record, merge_data
 from sessionkit.serializers import JSONSerializer
 
 from . import json_scalars, json_text, json_values
@@ -87,7 +87,7 @@ class SessionBooks(RuleBasedStateMachine):
 
     def _load(self, raw: dict[str, bytes]) -> None:
         def loader(session: Session) -> None:  # what SessionManager.load_flow does with a record
-            session.state.attach(SESSION_ID, raw, {key: JSON.loads(value) for key, value in raw.items()}, 0.0, 0.0)
+            session.state.attach(SESSION_ID, Record(raw, 0.0, 0.0), JSON.loads)
 
         # Lazy, as in a WSGI request: the first access loads.
         self.session = Session(Incoming(SESSION_ID, present=True), JSON, loader, 0.0)

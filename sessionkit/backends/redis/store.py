@@ -28,10 +28,21 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...config import StoreURL
 from ...errors import StoreError, StoreUnavailable
-from ...flow import MergeResult
+from ...flow import DocumentTouch, MergeResult
 from ...naming import stored_name
 from ...record import CorruptRecord, Record
 from .clients import ClientSettings, make_client, read_settings
+from .documents import (
+    CREATE_DOCUMENT,
+    DOCUMENT_PREFIX,
+    LOAD_DOCUMENT,
+    REPLACE_DOCUMENT,
+    create_args,
+    decode_load,
+    decode_replace,
+    load_args,
+    replace_args,
+)
 from .layout import (
     CREATE,
     DEFAULT_PREFIX,
@@ -56,6 +67,9 @@ _LOAD_MOVING = Script(LOAD_MOVING)
 _DUMP_FOR_MOVE = Script(DUMP_FOR_MOVE)
 _CREATE = Script(CREATE)
 _MERGE = Script(MERGE)
+_LOAD_DOCUMENT = Script(LOAD_DOCUMENT)
+_REPLACE_DOCUMENT = Script(REPLACE_DOCUMENT)
+_CREATE_DOCUMENT = Script(CREATE_DOCUMENT)
 
 
 class _DriverErrors:
@@ -115,11 +129,20 @@ class RedisStore:
     and moves it (atomically, in one script; in steps on a cluster). Only a
     miss sends the raw id to Redis, and costs a second round trip. Off once
     every such session has ended (one absolute timeout after the upgrade).
+
+    It is also a `DocumentStore`: sessions in connect-redis's format, one JSON
+    string per session under ``?prefix=`` (default ``sess:``, connect-redis's)
+    and the raw id (see `documents`): that format requires the raw id as the
+    key, so Node reads what Python writes; it takes neither ``legacy_keys`` nor
+    hashed names.
     """
 
     def __init__(self, url: StoreURL) -> None:
         self.url = url
-        self.prefix = (url.get_str("prefix", DEFAULT_PREFIX) or "").encode("utf-8", "surrogateescape")
+        prefix = url.get_str("prefix")
+        self.prefix = (DEFAULT_PREFIX if prefix is None else prefix).encode("utf-8", "surrogateescape")
+        #: Where whole-document sessions live: the URL's prefix, else connect-redis's default.
+        self.document_prefix = (DOCUMENT_PREFIX if prefix is None else prefix).encode("utf-8", "surrogateescape")
         self.legacy_keys = url.get_bool("legacy_keys", True)
         self.settings: ClientSettings = read_settings(url)
         url.finish()
@@ -295,6 +318,64 @@ class RedisStore:
         if isinstance(commands, AsyncWire):
             await commands.drop_idle()
         await client.aclose()
+
+    # -- whole documents (connect-redis's format), both faces ---------------------------
+
+    def _document_key(self, session_id: str) -> bytes:
+        return self.document_prefix + session_id.encode("utf-8")
+
+    def _document_keys(self, session_id: str, replaces: tuple[str, ...]) -> tuple[list[bytes], list[bytes]]:
+        """As `_create_keys`, for documents."""
+        old = [self._document_key(old_id) for old_id in replaces]
+        if self.kind == "cluster":
+            return [self._document_key(session_id)], old
+        return [self._document_key(session_id), *old], []
+
+    def load_document(self, session_id: str, touch: DocumentTouch | None) -> tuple[bytes, bool] | None:
+        with _LOAD_ERRORS:
+            reply = _LOAD_DOCUMENT.run(self._sync(), [self._document_key(session_id)], load_args(touch))
+        return decode_load(reply)
+
+    def create_document(self, session_id: str, document: bytes, ttl: int, replaces: tuple[str, ...] = ()) -> None:
+        keys, extra = self._document_keys(session_id, replaces)
+        with _CREATE_ERRORS:
+            _CREATE_DOCUMENT.run(self._sync(), keys, create_args(document, ttl))
+            if extra:
+                self._sync().delete(*extra)
+
+    def replace_document(self, session_id: str, expected: bytes, document: bytes, ttl: int) -> MergeResult | bytes:
+        with _MERGE_ERRORS:
+            reply = _REPLACE_DOCUMENT.run(self._sync(), [self._document_key(session_id)],
+                                          replace_args(expected, document, ttl))
+        return decode_replace(reply)
+
+    def delete_document(self, session_id: str) -> None:
+        with _DELETE_ERRORS:
+            self._sync().delete(self._document_key(session_id))
+
+    async def aload_document(self, session_id: str, touch: DocumentTouch | None) -> tuple[bytes, bool] | None:
+        with _LOAD_ERRORS:
+            reply = await _LOAD_DOCUMENT.arun(self._async(), [self._document_key(session_id)], load_args(touch))
+        return decode_load(reply)
+
+    async def acreate_document(self, session_id: str, document: bytes, ttl: int,
+                               replaces: tuple[str, ...] = ()) -> None:
+        keys, extra = self._document_keys(session_id, replaces)
+        with _CREATE_ERRORS:
+            await _CREATE_DOCUMENT.arun(self._async(), keys, create_args(document, ttl))
+            if extra:
+                await self._async().delete(*extra)
+
+    async def areplace_document(self, session_id: str, expected: bytes, document: bytes,
+                                ttl: int) -> MergeResult | bytes:
+        with _MERGE_ERRORS:
+            reply = await _REPLACE_DOCUMENT.arun(self._async(), [self._document_key(session_id)],
+                                                 replace_args(expected, document, ttl))
+        return decode_replace(reply)
+
+    async def adelete_document(self, session_id: str) -> None:
+        with _DELETE_ERRORS:
+            await self._async().delete(self._document_key(session_id))
 
     def _create_keys(self, session_id: str, replaces: tuple[str, ...]) -> tuple[list[bytes], list[bytes]]:
         """Keys for the create script, and keys to delete apart from it.

@@ -1,0 +1,146 @@
+"""How a whole-document session (connect-redis's format) sits in Redis, and the scripts that change it.
+
+Layout: one string per session at ``<prefix><id>`` (``sess:<id>`` by
+default, as connect-redis names it), holding the JSON document, with the TTL
+on the key. The id is used as it is, never hashed: Node's store looks the
+session up under exactly that name.
+
+- Read (`LOAD_DOCUMENT`): ``GET``, and the touch the lifecycle asked for, in
+  one round trip (none when the document was touched less than a second
+  ago). The script touches only a document in the shape Node and
+  sessionkit write (``{"cookie":{…`` first, no whitespace, a flat cookie
+  object) whose ``originalMaxAge`` is the one the lifecycle expected: it
+  splices the new ``expires`` in and sets the document and its TTL together
+  (or, for a cookie with no expiry, only renews the TTL). Any other document
+  comes back untouched, flagged, and the lifecycle touches it with its save.
+- Write (`REPLACE_DOCUMENT`): a compare-and-set on the SHA-1 of the
+  document as it was read; a missing key is never written (a logout wins),
+  a changed one is returned so the lifecycle can re-apply its changes.
+- New (`CREATE_DOCUMENT`): ``SET … EX``, deleting the ids it replaces.
+
+Nothing here does I/O or decides a rule; `RedisStore` sends the scripts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from ...flow import DocumentTouch, MergeResult
+from ...record import CorruptRecord
+
+__all__ = ["CREATE_DOCUMENT", "DOCUMENT_PREFIX", "LOAD_DOCUMENT", "REPLACE_DOCUMENT", "create_args",
+           "decode_load", "decode_replace", "load_args", "replace_args"]
+
+#: connect-redis's default key prefix.
+DOCUMENT_PREFIX = "sess:"
+
+#: KEYS[1] session; ARGV[1] the originalMaxAge (JSON text) a touch expects, or '' for no touch;
+#: ARGV[2] the new expires; ARGV[3] its TTL in seconds; ARGV[4] the TTL of a cookie with no expiry;
+#: ARGV[5] the earliest stored expires that counts as touched already (less than a second ago).
+#: Returns nil, or {document after the read, 1 if touched (or nothing to touch) else 0}.
+LOAD_DOCUMENT = r"""
+local doc = redis.call('GET', KEYS[1])
+if not doc then return false end
+if ARGV[1] == '' then return {doc, 0} end
+-- The shape express-session and sessionkit write, matched at once: originalMaxAge, then expires.
+local max_age, from, to = string.match(doc, '^{"cookie":{"originalMaxAge":([^,}"]*),"expires":()[^,}]*()[,}]')
+if max_age then
+  to = to - 1
+  local value = string.sub(doc, from, to)
+  if value ~= 'null' and not string.match(value, '^"[%w%-:%.%+]*"$') then max_age = nil end
+end
+if not max_age then
+  -- Any other order of the cookie's members (partitioned, priority first): scan them.
+  if string.sub(doc, 1, 11) ~= '{"cookie":{' then return {doc, 0} end
+  local i = 12
+  while true do
+  if string.sub(doc, i, i) ~= '"' then return {doc, 0} end
+  local close = string.find(doc, '"', i + 1, true)
+  if not close then return {doc, 0} end
+  local name = string.sub(doc, i + 1, close - 1)
+  if string.find(name, '\\', 1, true) or string.sub(doc, close + 1, close + 1) ~= ':' then return {doc, 0} end
+  local first = close + 2
+  local last
+  if string.sub(doc, first, first) == '"' then
+    local j = first + 1
+    while true do
+      local k = string.find(doc, '["\\]', j)
+      if not k then return {doc, 0} end
+      if string.sub(doc, k, k) == '\\' then j = k + 2 else last = k break end
+    end
+  else
+    local k = string.find(doc, '[,}]', first)
+    if not k or k == first then return {doc, 0} end
+    last = k - 1
+    if string.find(string.sub(doc, first, last), '[^%w%.%+%-]') then return {doc, 0} end
+  end
+  if name == 'originalMaxAge' then max_age = string.sub(doc, first, last)
+  elseif name == 'expires' then from, to = first, last end
+  local sep = string.sub(doc, last + 1, last + 1)
+  i = last + 2
+  if sep == '}' then break end
+  if sep ~= ',' then return {doc, 0} end
+  end
+end
+if not from then return {doc, 0} end
+local expires = string.sub(doc, from, to)
+if max_age == 'null' and expires == 'null' then
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  return {doc, 1}
+end
+if max_age == ARGV[1] and string.sub(expires, 1, 1) == '"' then
+  local stored = string.sub(expires, 2, -2)
+  if #stored == 24 and #ARGV[5] == 24 and stored >= ARGV[5] and stored <= ARGV[2] then return {doc, 1} end
+  doc = string.sub(doc, 1, from - 1) .. '"' .. ARGV[2] .. '"' .. string.sub(doc, to + 1)
+  redis.call('SET', KEYS[1], doc, 'EX', ARGV[3])
+  return {doc, 1}
+end
+return {doc, 0}
+"""
+
+#: KEYS[1] session; ARGV[1] SHA-1 (hex) of the document expected; ARGV[2] the new one; ARGV[3] TTL in s.
+#: Returns 0 (gone: nothing written), 1 (written) or the document the key holds instead (nothing written).
+REPLACE_DOCUMENT = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if redis.sha1hex(current) ~= ARGV[1] then return current end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+
+#: KEYS[1] new session, KEYS[2..] ids it replaces; ARGV[1] the document, ARGV[2] TTL in s.
+CREATE_DOCUMENT = """
+for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+
+def load_args(touch: DocumentTouch | None) -> list[Any]:
+    if touch is None:
+        return ["", "", 0, 0, ""]
+    return [touch.max_age, touch.expires, touch.ttl, touch.default_ttl, touch.recent]
+
+
+def decode_load(reply: Any) -> tuple[bytes, bool] | None:
+    if reply is None:
+        return None
+    if not isinstance(reply, list) or len(reply) != 2 or not isinstance(reply[0], bytes):
+        raise CorruptRecord("unexpected reply to a document read")
+    return reply[0], bool(reply[1])
+
+
+def replace_args(expected: bytes, document: bytes, ttl: int) -> list[Any]:
+    return [hashlib.sha1(expected, usedforsecurity=False).hexdigest(), document, ttl]
+
+
+def decode_replace(reply: Any) -> MergeResult | bytes:
+    if isinstance(reply, bytes):
+        return reply
+    return MergeResult.APPLIED if int(reply) == 1 else MergeResult.GONE
+
+
+def create_args(document: bytes, ttl: int) -> Sequence[Any]:
+    return [document, ttl]
