@@ -254,7 +254,11 @@ class SessionManager:
 
     def _connect_strategy(self, persistent_cookie: bool) -> ConnectSessions:
         from .backends.base import AsyncDocumentStore, DocumentStore
+        from .sealing import NeedsKeys
 
+        if isinstance(self.store, NeedsKeys):
+            raise ConfigError("codec='connect' keeps connect-redis's documents as Express reads them: "
+                              "drop ?encrypt=1 from the store URL", option="encrypt")
         if not (isinstance(self.store, DocumentStore) and isinstance(self.store, AsyncDocumentStore)):
             raise ConfigError("codec='connect' needs a store that keeps connect-redis's documents: "
                               "redis://, rediss://, redis+sentinel:// or redis+cluster://", option="codec")

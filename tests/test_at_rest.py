@@ -413,3 +413,10 @@ def test_a_sealed_store_is_the_store_below_plus_sealing(redis_url: str, tmp_path
         assert isinstance(store, SealedStore) and not isinstance(store.inner, SealedStore)
         store.close()
     assert not isinstance(open_store("memory://?encrypt=0"), SealedStore)
+
+
+def test_the_connect_codec_refuses_encryption(redis_url: str) -> None:
+    """connect-redis's documents must stay readable by Express: encrypt=1 is refused, naming the option."""
+    with pytest.raises(ConfigError) as caught:
+        SessionManager(redis_url + "?encrypt=1", secret_keys=[KEY], codec="connect")
+    assert caught.value.option == "encrypt"
