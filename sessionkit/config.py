@@ -152,6 +152,10 @@ class StoreURL:
             _options=options,
         )
 
+    def has(self, name: str) -> bool:
+        """The URL gives option `name` and no getter has read it yet."""
+        return name in self._options
+
     def get_str(self, name: str, default: str | None = None) -> str | None:
         return self._options.pop(name, default)
 

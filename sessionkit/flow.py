@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .events import Event, EventHub
 
 __all__ = [
+    "TOUCH_DIVISOR",
     "Create",
     "CreateDocument",
     "Delete",
@@ -39,6 +40,7 @@ __all__ = [
     "ReplaceDocument",
     "run_async",
     "run_sync",
+    "touch_interval",
 ]
 
 T = TypeVar("T")
@@ -65,6 +67,18 @@ class Load(NamedTuple):
 
     async def arun(self, store: AsyncSessionStore) -> Record | None:
         return await store.aload(self.session_id, self.touch_ttl)
+
+
+#: A rolling session's expiry is pushed out at most once per idle timeout / TOUCH_DIVISOR (a tenth)
+#: by what does not refresh it on every read: the rolling cookie re-issue, and a store that serves
+#: reads without a round trip (Redis's near cache). Such a session expires between 0.9 and 1.0
+#: idle timeouts after its last request, never later.
+TOUCH_DIVISOR = 10
+
+
+def touch_interval(touch_ttl: float) -> float:
+    """How long after a TTL refresh of `touch_ttl` seconds the next one is due."""
+    return touch_ttl / TOUCH_DIVISOR
 
 
 class Create(NamedTuple):

@@ -56,6 +56,7 @@ from .flow import (
     Merge,
     MergeResult,
     ReplaceDocument,
+    touch_interval,
 )
 from .record import NO_META, CorruptRecord, Record, merge_data
 from .session import SessionState
@@ -260,7 +261,7 @@ class CookieSessions:
     def save(self, state: SessionState, now: float) -> Flow[Saved]:
         lifetimes = self.lifetimes
         # Rolling: re-issue once a tenth of the idle timeout has passed, not on every read.
-        refresh_due = lifetimes.rolling and now - state.accessed_at >= lifetimes.idle / 10
+        refresh_due = lifetimes.rolling and now - state.accessed_at >= touch_interval(lifetimes.idle)
         if not refresh_due and state.is_quiet():
             return Saved([], "nothing")  # a read, not yet due: the cookie the browser holds stays as it is
         ended = bool(state.doomed)

@@ -313,6 +313,34 @@ class HttpServer(_Server):
         return status_line.startswith(b"HTTP/1.") and status_line.split(b" ")[1:2] == [b"200"]
 
 
+class ConfiguredHttpServer(HttpServer):
+    """An `HttpServer` whose config file is written for its port at each start (nginx, HAProxy).
+
+    ``render(port, directory)`` returns the file's text; ``{conf}`` in ``argv``
+    is its path, in the server's own temporary directory.
+    """
+
+    def __init__(self, argv: Sequence[str], render: Callable[[int, str], str], **options: object) -> None:
+        super().__init__(argv, **options)  # type: ignore[arg-type]
+        self.render = render
+
+    @property
+    def conf_path(self) -> str:
+        return os.path.join(self.tmpdir, "server.conf")
+
+    def command(self) -> list[str]:
+        return [arg.replace("{conf}", self.conf_path) for arg in super().command()]
+
+    def _spawn(self) -> None:
+        if not self.tmpdir:
+            self.tmpdir = tempfile.mkdtemp(prefix=f"sessionkit-{self.name}-")
+            if os.geteuid() == 0:
+                os.chmod(self.tmpdir, 0o711)  # noqa: S103  # workers run as nobody and must reach their buffers
+        with open(self.conf_path, "w") as conf:
+            conf.write(self.render(self.port, self.tmpdir))
+        super()._spawn()
+
+
 def nginx_binary() -> str | None:
     """The nginx executable: on PATH, or Debian's /usr/sbin/nginx (not on a non-root PATH)."""
     found = shutil.which("nginx")

@@ -285,3 +285,20 @@ def test_memcache_concurrent_first_loads_move_a_session_once_and_all_see_it(
         assert {f"t{n}" for n in range(8)} <= set(stored["d"])
     finally:
         client.close()
+
+
+def test_redis_with_a_near_cache_moves_a_session_its_cache_and_redis_missed(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    """The near cache's miss goes on to the look for the pre-hashing key; the moved session is then cached."""
+    from .test_redis_near_cache import near_url, online
+
+    fill_redis(redis_client)
+    mgr = manager(near_url(redis_url))
+    online(mgr.store)  # type: ignore[arg-type]
+    for made in FIXTURE["redis"]["sessions"]:
+        session_id = _id(made["cookie"])
+        assert visit("sync", mgr, made["cookie"], change=False) == made["data"]
+        assert not redis_client.exists(f"session:{session_id}")
+        assert redis_client.exists(f"session:{stored_name(session_id)}")
+        assert visit("sync", mgr, made["cookie"], change=False) == made["data"]  # now from the cache or Redis
+    mgr.close()

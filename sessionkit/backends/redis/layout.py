@@ -26,13 +26,14 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import InvalidResponse, NoScriptError
 
 from ...flow import MergeResult
 from ...record import CorruptRecord, Record
 
-__all__ = ["CREATE", "DEFAULT_PREFIX", "DUMP_FOR_MOVE", "LOAD_AND_TOUCH", "LOAD_MOVING", "MERGE", "MERGE_CORRUPT",
-           "MERGE_RESULTS", "Script", "decode_fields", "merge_args", "milliseconds", "record_args"]
+__all__ = ["CREATE", "CREATE_TRACKED", "DEFAULT_PREFIX", "DUMP_FOR_MOVE", "LOAD_AND_TOUCH", "LOAD_MOVING",
+           "LOAD_TRACKED", "MERGE", "MERGE_CORRUPT", "MERGE_RESULTS", "MERGE_TRACKED", "Script", "decode_fields",
+           "merge_args", "merge_reply", "milliseconds", "record_args", "tracked_reply"]
 
 DEFAULT_PREFIX = "session:"
 _DATA = b"d:"
@@ -119,6 +120,49 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 """
+
+# The near cache's variants (see `tracking`). Redis forgets a key's readers once it has told them
+# of a change, and NOLOOP spares the writer that message: a tracked connection that writes a key
+# must read it again *after* the write, in the same script, or later changes go unheard.
+
+#: KEYS[1] session; ARGV[1] TTL in ms, or 0: no refresh. Refresh (a hash only), then read:
+#: returns {HGETALL, PTTL}. A key that is not a hash fails the HGETALL with WRONGTYPE, untouched.
+LOAD_TRACKED = """
+if ARGV[1] ~= '0' and redis.call('TYPE', KEYS[1]).ok == 'hash' then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return {redis.call('HGETALL', KEYS[1]), redis.call('PTTL', KEYS[1])}
+"""
+
+#: CREATE, then the new key's PTTL (the read that keeps it tracked).
+CREATE_TRACKED = "local function create()\n" + CREATE + """
+end
+create()
+return redis.call('PTTL', KEYS[1])
+"""
+
+#: MERGE, then {result, PTTL} (the read that keeps the key tracked; the caller knows what it wrote).
+MERGE_TRACKED = "local function merge()\n" + MERGE + """
+end
+local result = merge()
+return {result, redis.call('PTTL', KEYS[1])}
+"""
+
+
+def tracked_reply(reply: Any) -> tuple[Sequence[bytes], int]:
+    """The (fields, PTTL in ms) a tracked read returned; `InvalidResponse` for any other shape."""
+    if not isinstance(reply, list) or len(reply) != 2:
+        raise InvalidResponse("a tracked read's reply is not {fields, pttl}")
+    fields, pttl = reply
+    if not isinstance(fields, list) or type(pttl) is not int or not all(type(item) is bytes for item in fields):
+        raise InvalidResponse("a tracked read's reply is not {fields, pttl}")
+    return fields, pttl
+
+
+def merge_reply(reply: Any) -> tuple[int, int]:
+    """The MERGE_TRACKED reply: the merge's result code and the key's PTTL after it; `InvalidResponse` else."""
+    if not isinstance(reply, list) or len(reply) != 2 or type(reply[0]) is not int or type(reply[1]) is not int:
+        raise InvalidResponse("the merge script's reply is not {result, pttl}")
+    return reply[0], reply[1]
+
 
 #: The MERGE script's reply for a hash it cannot read (it wrote nothing).
 MERGE_CORRUPT = 3

@@ -12,12 +12,18 @@ that is not a session hash) or `StoreError` (anything else) at one boundary,
 Keys: ``<prefix><stored_name(id)>``, built in `RedisStore._key` alone; the key a
 release before hashed names used, ``<prefix><id>``, only in `_legacy_key`, for
 the move on load that ``legacy_keys`` turns on (see `layout.LOAD_MOVING`).
+
+``?near_cache=N`` keeps up to N sessions in-process, coherent through Redis
+client tracking (`near`, `tracking`, `nearcache`): a warm read sends nothing;
+``near_cache_ttl=`` (seconds, default 5) bounds how long an entry is served
+without asking Redis again, should an invalidation ever go missing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -27,7 +33,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...config import StoreURL
-from ...errors import StoreError, StoreUnavailable
+from ...errors import ConfigError, StoreError, StoreUnavailable
 from ...flow import DocumentTouch, MergeResult
 from ...naming import stored_name
 from ...record import CorruptRecord, Record
@@ -58,6 +64,8 @@ from .layout import (
     milliseconds,
     record_args,
 )
+from .near import BYPASS, NearFront
+from .nearcache import NearCache
 from .wire import AsyncWire, Wire
 
 __all__ = ["RedisStore"]
@@ -70,6 +78,11 @@ _MERGE = Script(MERGE)
 _LOAD_DOCUMENT = Script(LOAD_DOCUMENT)
 _REPLACE_DOCUMENT = Script(REPLACE_DOCUMENT)
 _CREATE_DOCUMENT = Script(CREATE_DOCUMENT)
+
+_monotonic = time.monotonic
+
+#: Seconds a near-cache entry is served without asking Redis again, should an invalidation go missing.
+DEFAULT_NEAR_CACHE_TTL = 5.0
 
 
 class _DriverErrors:
@@ -145,8 +158,19 @@ class RedisStore:
         self.document_prefix = (DOCUMENT_PREFIX if prefix is None else prefix).encode("utf-8", "surrogateescape")
         self.legacy_keys = url.get_bool("legacy_keys", True)
         self.settings: ClientSettings = read_settings(url)
+        near_entries = url.get_int("near_cache", 0, minimum=0)
+        if url.has("near_cache_ttl") and not near_entries:
+            raise ConfigError("near_cache_ttl= needs near_cache=N (the number of sessions to keep)",
+                              option="near_cache_ttl")
+        near_ttl = url.get_float("near_cache_ttl", DEFAULT_NEAR_CACHE_TTL, minimum=0.001)
         url.finish()
         self.kind = self.settings.kind
+        self._near: NearFront | None = None
+        if near_entries:
+            if self.kind == "cluster":
+                raise ConfigError("near_cache= is for one Redis server or a Sentinel-managed master; "
+                                  "redis+cluster:// has no near cache", option="near_cache")
+            self._near = NearFront(self.settings, near_entries, near_ttl)
         self._client: Any = None
         self._commands: Any = None
         self._client_lock = threading.Lock()
@@ -157,6 +181,11 @@ class RedisStore:
     @classmethod
     def from_url(cls, url: StoreURL) -> RedisStore:
         return cls(url)
+
+    @property
+    def near_cache(self) -> NearCache | None:
+        """The near cache (``?near_cache=N``), for its `stats`; None without one."""
+        return None if self._near is None else self._near.cache
 
     # -- clients ------------------------------------------------------------------
 
@@ -197,8 +226,20 @@ class RedisStore:
 
     def load(self, session_id: str, touch_ttl: float | None) -> Record | None:
         key = self._key(session_id)
+        near = self._near
+        if near is not None:
+            cache = near.cache
+            now = _monotonic()
+            record = cache.get(key, now, touch_ttl)
+            if record is not None:
+                return record  # a hit: nothing sent
+            with _LOAD_ERRORS:
+                loaded = near.load(key, touch_ttl, cache.refresh_due(key, now, touch_ttl))
+            if loaded is not BYPASS and (loaded is not None or not self.legacy_keys):
+                return loaded  # type: ignore[no-any-return]
         with _LOAD_ERRORS:
-            reply = self._load(key, touch_ttl)
+            # A near cache's miss in Redis goes straight to the look for a pre-hashing key.
+            reply = [] if near is not None and loaded is None else self._load(key, touch_ttl)
             if not reply and self.legacy_keys:
                 if self.kind == "cluster":
                     self._move(session_id, key)
@@ -237,6 +278,9 @@ class RedisStore:
     def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
         keys, extra = self._create_keys(session_id, replaces)
         with _CREATE_ERRORS:
+            # `extra` is only ever filled on a cluster, which has no near cache.
+            if self._near is not None and self._near.create(keys[0], record, ttl, keys) is not BYPASS:
+                return
             _CREATE.run(self._sync(), keys, [milliseconds(ttl), *record_args(record)])
             if extra:
                 self._sync().delete(*extra)
@@ -244,14 +288,22 @@ class RedisStore:
     def merge(self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float,
               ttl: float) -> MergeResult:
         with _MERGE_ERRORS:
+            if self._near is not None:
+                result = self._near.merge(self._key(session_id), changes, accessed_at, ttl)
+                if result is not BYPASS:
+                    return result  # type: ignore[no-any-return]
             reply = _MERGE.run(self._sync(), [self._key(session_id)], merge_args(changes, accessed_at, ttl))
         return _merge_result(reply)
 
     def delete(self, session_id: str) -> None:
         with _DELETE_ERRORS:
+            if self._near is not None and self._near.delete(self._key(session_id)) is not BYPASS:
+                return
             self._sync().delete(self._key(session_id))
 
     def close(self) -> None:
+        if self._near is not None:
+            self._near.close()
         with self._client_lock:
             commands, self._commands = self._commands, None
             client, self._client = self._client, None
@@ -264,8 +316,20 @@ class RedisStore:
 
     async def aload(self, session_id: str, touch_ttl: float | None) -> Record | None:
         key = self._key(session_id)
+        near = self._near
+        if near is not None:
+            cache = near.cache
+            now = _monotonic()
+            record = cache.get(key, now, touch_ttl)
+            if record is not None:
+                return record  # a hit: nothing sent
+            with _LOAD_ERRORS:
+                loaded = await near.aload(key, touch_ttl, cache.refresh_due(key, now, touch_ttl))
+            if loaded is not BYPASS and (loaded is not None or not self.legacy_keys):
+                return loaded  # type: ignore[no-any-return]
         with _LOAD_ERRORS:
-            reply = await self._aload(key, touch_ttl)
+            # A near cache's miss in Redis goes straight to the look for a pre-hashing key.
+            reply = [] if near is not None and loaded is None else await self._aload(key, touch_ttl)
             if not reply and self.legacy_keys:
                 if self.kind == "cluster":
                     await self._amove(session_id, key)
@@ -296,6 +360,8 @@ class RedisStore:
     async def acreate(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
         keys, extra = self._create_keys(session_id, replaces)
         with _CREATE_ERRORS:
+            if self._near is not None and await self._near.acreate(keys[0], record, ttl, keys) is not BYPASS:
+                return
             await _CREATE.arun(self._async(), keys, [milliseconds(ttl), *record_args(record)])
             if extra:
                 await self._async().delete(*extra)
@@ -303,14 +369,22 @@ class RedisStore:
     async def amerge(self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float,
                      ttl: float) -> MergeResult:
         with _MERGE_ERRORS:
+            if self._near is not None:
+                result = await self._near.amerge(self._key(session_id), changes, accessed_at, ttl)
+                if result is not BYPASS:
+                    return result  # type: ignore[no-any-return]
             reply = await _MERGE.arun(self._async(), [self._key(session_id)], merge_args(changes, accessed_at, ttl))
         return _merge_result(reply)
 
     async def adelete(self, session_id: str) -> None:
         with _DELETE_ERRORS:
+            if self._near is not None and await self._near.adelete(self._key(session_id)) is not BYPASS:
+                return
             await self._async().delete(self._key(session_id))
 
     async def aclose(self) -> None:
+        if self._near is not None:
+            await self._near.aclose()
         face = self._async_faces.pop(asyncio.get_running_loop(), None)
         if face is None:
             return
