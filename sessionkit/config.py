@@ -45,32 +45,34 @@ def split_secret_keys(value: str) -> list[str]:
     return [key.strip() for key in value.split(",") if key.strip()]
 
 
-def parse_secret_keys(keys: str | bytes | Iterable[str | bytes] | None) -> tuple[bytes, ...]:
+def parse_secret_keys(keys: str | bytes | Iterable[str | bytes] | None, *,
+                      option: str = "secret_keys") -> tuple[bytes, ...]:
     """Secret keys as bytes, newest first; refuse missing or short keys.
 
     A single string is one key (not a comma list: commas are only split in
     `SESSIONKIT_SECRET_KEYS`, where the environment leaves no other choice).
+    `option` names the argument in errors (``encryption_keys`` follows the same rules).
     """
     if keys is None:
-        raise ConfigError("secret_keys is required: pass at least one key of 32+ bytes", option="secret_keys")
+        raise ConfigError(f"{option} is required: pass at least one key of 32+ bytes", option=option)
     items: Sequence[str | bytes] = [keys] if isinstance(keys, (str, bytes)) else list(keys)
     if not items:
-        raise ConfigError("secret_keys is empty: pass at least one key of 32+ bytes", option="secret_keys")
+        raise ConfigError(f"{option} is empty: pass at least one key of 32+ bytes", option=option)
     result = []
     for position, key in enumerate(items):
         if not isinstance(key, (str, bytes)):
-            raise ConfigError(f"secret_keys[{position}] must be str or bytes", option="secret_keys")
+            raise ConfigError(f"{option}[{position}] must be str or bytes", option=option)
         try:
             # surrogateescape gives back the bytes os.environ decoded a non-UTF-8 value from
             raw = key.encode("utf-8", "surrogateescape") if isinstance(key, str) else key
         except UnicodeEncodeError:
-            raise ConfigError(f"secret_keys[{position}] has characters with no byte form",
-                              option="secret_keys") from None
+            raise ConfigError(f"{option}[{position}] has characters with no byte form",
+                              option=option) from None
         if len(raw) < MIN_KEY_BYTES:
             raise ConfigError(
-                f"secret_keys[{position}] is {len(raw)} bytes; keys need at least {MIN_KEY_BYTES} "
+                f"{option}[{position}] is {len(raw)} bytes; keys need at least {MIN_KEY_BYTES} "
                 "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')",
-                option="secret_keys",
+                option=option,
             )
         result.append(raw)
     return tuple(result)

@@ -102,6 +102,13 @@ class SessionManager:
     hook for id guessing); ``invalid_cookies`` counts them. `subscribe` receives
     every lifecycle event (`sessionkit.events`).
 
+    A store URL with ``?encrypt=1`` seals every stored session value
+    (AES-256-GCM, `sessionkit.sealing`) under ``encryption_keys`` (newest
+    first, rotated like the secret keys; default: the secret keys themselves,
+    from which separate keys are derived), so the store's contents give away
+    no session's data. Given without such a store, ``encryption_keys`` is a
+    `ConfigError`: nothing would be encrypted.
+
     ``store`` is an already open store to use instead of opening the URL's again
     (an adapter that rebuilds its manager when its framework's settings change
     keeps one store); the URL still says how sessions travel, and its
@@ -133,6 +140,7 @@ class SessionManager:
         url: str | Store = "memory://",
         *,
         secret_keys: str | bytes | Iterable[str | bytes] | None,
+        encryption_keys: str | bytes | Iterable[str | bytes] | None = None,
         codec: Codec = "native",
         cookie_name: str | None = None,
         cookie_path: str = "/",
@@ -227,6 +235,7 @@ class SessionManager:
         else:
             url_idle = None
             self.store = url
+        self._bind_encryption_keys(keys, encryption_keys)
         idle = idle_timeout if idle_timeout is not None else url_idle or DEFAULT_IDLE_TIMEOUT
         self.idle_timeout = parse_duration(idle, name="idle_timeout")
         self.absolute_timeout = (math.inf if connect else parse_duration(
@@ -245,7 +254,11 @@ class SessionManager:
 
     def _connect_strategy(self, persistent_cookie: bool) -> ConnectSessions:
         from .backends.base import AsyncDocumentStore, DocumentStore
+        from .sealing import NeedsKeys
 
+        if isinstance(self.store, NeedsKeys):
+            raise ConfigError("codec='connect' keeps connect-redis's documents as Express reads them: "
+                              "drop ?encrypt=1 from the store URL", option="encrypt")
         if not (isinstance(self.store, DocumentStore) and isinstance(self.store, AsyncDocumentStore)):
             raise ConfigError("codec='connect' needs a store that keeps connect-redis's documents: "
                               "redis://, rediss://, redis+sentinel:// or redis+cluster://", option="codec")
@@ -254,6 +267,19 @@ class SessionManager:
                                default_ttl=math.ceil(self.idle_timeout), rolling=self.rolling,
                                new_id=new_connect_id)
 
+    def _bind_encryption_keys(self, secret_keys: tuple[bytes, ...],
+                              encryption_keys: str | bytes | Iterable[str | bytes] | None) -> None:
+        """Hand a sealing store (``?encrypt=1``) its keys: `encryption_keys`, or the secret keys."""
+        from .sealing import NeedsKeys
+
+        keys = secret_keys if encryption_keys is None else parse_secret_keys(encryption_keys,
+                                                                             option="encryption_keys")
+        if isinstance(self.store, NeedsKeys):
+            self.store.bind_keys(keys)
+        elif encryption_keys is not None:
+            raise ConfigError("encryption_keys is given but the store does not encrypt: add ?encrypt=1 to its URL",
+                              option="encryption_keys")
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **options: Any) -> SessionManager:
         """A manager from `SESSIONKIT_URL` and `SESSIONKIT_SECRET_KEYS` (comma-separated, newest first),
@@ -261,6 +287,7 @@ class SessionManager:
 
         The same two variables in every service's environment are what make
         them share sessions; keyword `options` set the rest.
+        `SESSIONKIT_ENCRYPTION_KEYS` (comma-separated, optional) sets ``encryption_keys``.
         """
         env = os.environ if environ is None else environ
         if "SESSIONKIT_CODEC" in env and "codec" not in options:
@@ -270,6 +297,9 @@ class SessionManager:
         if not keys:
             raise ConfigError("SESSIONKIT_SECRET_KEYS is not set (comma-separated keys, newest first)",
                               option="SESSIONKIT_SECRET_KEYS")
+        encryption_keys = split_secret_keys(env.get("SESSIONKIT_ENCRYPTION_KEYS", ""))
+        if encryption_keys and "encryption_keys" not in options:
+            options["encryption_keys"] = encryption_keys
         return cls(env.get("SESSIONKIT_URL", "memory://"), secret_keys=keys, **options)
 
     def subscribe(self, listener: Listener, async_listener: AsyncListener | None = None) -> None:

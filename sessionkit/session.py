@@ -133,6 +133,7 @@ class SessionState:
         """Fill the session with what the store held for `session_id`, decoded by `loads`.
 
         A value that does not decode raises its `ValueError` and leaves the session empty and new.
+        A record read from a whole document (`Record.document`) holds its values decoded already.
         """
         data = self.data_ref()
         document = record.document
@@ -223,7 +224,8 @@ class SessionState:
 
         `has_pending`, inlined, less what a stored session cannot have: ids to
         delete, a regenerate or an invalidate all make the session new again
-        (`restart`) until the save that clears them (`mark_saved`).
+        (`restart`) until the save that clears them (`mark_saved`). A document
+        its read could not touch is due a write (`touch_due`).
         """
         return not (self.is_new or self.changed or self.watched or self.force_write or self.incoming.stale_key
                     or self.touch_due)

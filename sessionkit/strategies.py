@@ -198,7 +198,10 @@ _REVOKED = Record({"revoked": b"true"}, 0.0, 0.0)
 
 
 def revoked_key(session_id: str) -> str:
-    """Where the revocation store keeps the mark of a logged-out cookie session."""
+    """The id under which the revocation store keeps the mark of a logged-out cookie session.
+
+    The store names it by its `stored_name`, as any session, so no token's id is stored.
+    """
     return "revoked:" + session_id
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import os
 import zlib
@@ -44,6 +43,7 @@ from .codec import KeyedSha256, derive_key, is_session_id
 from .config import StoreURL, redact
 from .errors import ConfigError
 from .record import CorruptRecord, Record, decode_record, encode_record
+from .sealing import KeyCipher, key_id, require_cryptography
 
 __all__ = ["TokenCodec"]
 
@@ -64,23 +64,17 @@ def _unb64(text: str) -> bytes:
 
 
 class _Key:
-    """One secret's derived keys and their ids."""
+    """One secret's derived keys and their ids (the encryption key's cipher is `sealing.KeyCipher`)."""
 
     def __init__(self, secret: bytes) -> None:
         sign = derive_key(secret, b"cookie-store-sign")
         self.signer = KeyedSha256(sign)
-        self.sign_id = _b64(hashlib.sha256(b"kid" + sign).digest()[:6])
-        encrypt = derive_key(secret, b"cookie-store-encrypt")
-        self.encrypt_key = encrypt
-        self.encrypt_id = _b64(hashlib.sha256(b"kid" + encrypt).digest()[:6])
-        self._aead: Any = None
+        self.sign_id = key_id(sign)
+        self.cipher = KeyCipher(derive_key(secret, b"cookie-store-encrypt"))
+        self.encrypt_id = self.cipher.id
 
     def aead(self) -> Any:
-        if self._aead is None:
-            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-            self._aead = AESGCM(self.encrypt_key)
-        return self._aead
+        return self.cipher.aead()
 
 
 class TokenCodec:
@@ -88,11 +82,7 @@ class TokenCodec:
 
     def __init__(self, *, encrypt: bool = False, compress: bool = False, split: int = 1) -> None:
         if encrypt:
-            try:
-                import cryptography.hazmat.primitives.ciphers.aead  # noqa: F401
-            except ImportError as exc:
-                raise ConfigError("cookie://?encrypt=1 needs the cryptography package "
-                                  "(pip install 'sessionkit[crypto]')", option="encrypt") from exc
+            require_cryptography("cookie://")
         if not 1 <= split <= 10:
             raise ConfigError(f"split must be 1 to 10 cookies, not {split}", option="split")
         self.encrypt = encrypt

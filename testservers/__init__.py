@@ -456,6 +456,18 @@ class NginxServer(_Server):
                 os.kill(worker, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        # SIGKILL is delivered, not awaited: wait until each worker is gone (or a zombie left to init),
+        # as a crash would leave things, before the caller looks.
+        _wait_for(lambda: next((f"worker {w} alive" for w in workers if not _exited(w)), None), STOP_TIMEOUT)
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie (dead, its exit not yet collected by its new parent)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 # --- redis cluster and sentinel -------------------------------------------

@@ -22,7 +22,7 @@ import flask
 from flask.sessions import SessionInterface, SessionMixin
 from flask.wrappers import Request, Response
 
-from ..config import MIN_KEY_BYTES, StoreURL, parse_secret_keys, redact
+from ..config import MIN_KEY_BYTES, StoreURL, parse_secret_keys, redact, split_secret_keys
 from ..errors import ConfigError, StoreError
 from ..manager import SessionManager
 from ..session import Session
@@ -127,6 +127,8 @@ class FlaskSettings(NamedTuple):
     store_url: str
     #: ``SESSIONKIT_CODEC``: ``native`` (the default) or ``connect`` (Express's format).
     codec: str = "native"
+    #: ``SESSIONKIT_ENCRYPTION_KEYS``: the keys of a ``?encrypt=1`` store, newest first (empty: the secret keys).
+    encryption_keys: tuple[str | bytes, ...] = ()
 
 
 class SessionKitInterface(SessionInterface):
@@ -160,6 +162,15 @@ class SessionKitInterface(SessionInterface):
         """``SESSIONKIT_URL``: the store every service sharing the sessions names (read once per app)."""
         return app.config.get("SESSIONKIT_URL") or "memory://"
 
+    def get_encryption_keys(self, app: flask.Flask) -> tuple[str | bytes, ...]:
+        """``SESSIONKIT_ENCRYPTION_KEYS`` (a list newest first, or a comma-separated string); empty if unset."""
+        keys = app.config.get("SESSIONKIT_ENCRYPTION_KEYS") or ()
+        if isinstance(keys, str):
+            return tuple(split_secret_keys(keys))
+        if isinstance(keys, bytes):
+            return (keys,)
+        return tuple(keys)
+
     def get_settings(self, app: flask.Flask) -> FlaskSettings:
         """The values the manager depends on, read through Flask's own getters."""
         config = app.config
@@ -177,6 +188,7 @@ class SessionKitInterface(SessionInterface):
             bool(config.get("SESSION_REFRESH_EACH_REQUEST", True)),
             self.get_store_url(app),
             str(config.get("SESSIONKIT_CODEC") or "native"),
+            self.get_encryption_keys(app),
         )
 
     def manager_for(self, app: flask.Flask) -> SessionManager | None:
@@ -264,6 +276,8 @@ class _AppSessions:
             "absolute_timeout": settings.lifetime,
             "rolling": settings.refresh_each_request,
         }
+        if settings.encryption_keys:
+            options["encryption_keys"] = settings.encryption_keys
         if settings.codec != "native":
             # Express's format: PERMANENT_SESSION_LIFETIME is a permanent session's cookie.maxAge (there is
             # no absolute timeout), and Flask's default cookie name becomes express-session's.

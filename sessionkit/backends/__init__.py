@@ -40,6 +40,8 @@ def open_store(url: str) -> Store:
 
     Raises `ConfigError` naming the bad part of the URL. ``cookie://`` is no
     store (the session travels in the cookie): give it to `SessionManager`.
+    With ``?encrypt=1`` (any store) the store seals every session value
+    (`SealedStore`); the `SessionManager` it is given hands it its keys.
     """
     return open_parsed(StoreURL.parse(url))
 
@@ -60,4 +62,10 @@ def open_parsed(parsed: StoreURL) -> Store:
         hint = f" (pip install 'sessionkit[{extra}]')" if extra else ""
         raise ConfigError(f"{parsed.scheme}:// needs a package that is not installed: {exc.name}{hint}",
                           option="scheme") from exc
-    return cast(Store, getattr(module, class_name).from_url(parsed))
+    encrypt = parsed.get_bool("encrypt", False)  # every store's option, read before the backend's own
+    store = cast(Store, getattr(module, class_name).from_url(parsed))
+    if not encrypt:
+        return store
+    from .sealed import SealedStore
+
+    return SealedStore(store)

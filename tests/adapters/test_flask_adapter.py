@@ -808,3 +808,24 @@ def test_the_documented_example_runs(tmp_path: Path) -> None:
     assert "Logged out." in page and 'name="username"' in page
     assert "user" not in reader(url, cookie.value)
     assert client.get("/count").status_code == 401
+
+
+@pytest.mark.parametrize("keys", [None, [OLD_KEY], f"{OLD_KEY},{KEY}"])
+def test_an_encrypting_store_takes_sessionkit_encryption_keys_or_the_secret_keys(keys: Any) -> None:
+    from sessionkit.codec import derive_key
+    from sessionkit.naming import stored_name
+    from sessionkit.sealing import PURPOSE, key_id
+
+    config: dict[str, Any] = {"SESSIONKIT_URL": "memory://?encrypt=1"}
+    if keys is not None:
+        config["SESSIONKIT_ENCRYPTION_KEYS"] = keys
+    app = make_app(**config)
+    client = app.test_client()
+    session_id = cookie_value(set_cookie(client.get("/count"))).split(".")[0]
+    assert client.get("/count").text == "user=None count=2"
+    manager = get_manager(app)
+    assert manager is not None
+    stored = manager.store.inner.load(session_id, None)  # type: ignore[attr-defined]
+    sealing_key = KEY if keys is None else OLD_KEY
+    assert stored.data["count"].startswith(f"e1.{key_id(derive_key(sealing_key.encode(), PURPOSE))}.".encode())
+    assert stored_name(session_id) in repr(manager.store.inner._entries)  # type: ignore[attr-defined]

@@ -7,6 +7,10 @@ through `run_async` and the async face, so the two faces cannot drift.
 A store that keeps its records outside the process (a server, files) subclasses
 `ServerStoreContract` instead: it also provides a `stored_items` fixture that
 reaches past the store to what it keeps, to plant records the store cannot read.
+
+Every store also runs sealed (``?encrypt=1``): a backend's module subclasses
+its contract class with `SealedStoreContract` mixed in and a `store` fixture
+that opens the store with ``?encrypt=1`` (see `sealed`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Any, ClassVar, Protocol
 
 import pytest
 
+from sessionkit.backends.sealed import SealedStore
+from sessionkit.errors import ConfigError
 from sessionkit.flow import Create, Delete, Load, Merge, MergeResult, Op, run_async, run_sync
 from sessionkit.record import CorruptRecord, Record
 
@@ -430,3 +436,97 @@ class ServerStoreContract(StoreContract):
         face.create(sid(1), {"fresh": b"1"})
         record = face.load(sid(1))
         assert record is not None and dict(record.data) == {"fresh": b"1"}
+
+
+#: Keys for the sealed stores of the contract (``?encrypt=1``).
+SEAL_KEY = b"s" * 32
+OLD_SEAL_KEY = b"o" * 32
+
+
+def sealed(store: Any, keys: tuple[bytes, ...] = (SEAL_KEY,)) -> Any:
+    """`store` (opened with ``?encrypt=1``), handed its keys as a `SessionManager` would."""
+    assert isinstance(store, SealedStore), type(store)
+    store.bind_keys(keys)
+    return store
+
+
+class SealedStoreContract:
+    """What ``?encrypt=1`` adds to a store's contract; mixed into a backend's contract class.
+
+    The whole contract above runs on the sealed store too (merges key by key,
+    expiry, ids, sizes); these tests reach past the sealing to the store below
+    (`SealedStore.inner`, through its own protocol) to see what it keeps.
+    """
+
+    def test_values_at_rest_are_sealed_and_times_stay_readable(self, face: Face) -> None:
+        face.create(sid(1), {"user": b'"alice"', "card": b'"4111 1111 1111 1111"'}, created_at=1_000_000.0)
+        face.merge(sid(1), {"note": b'"secret note"'})
+        kept = face.store.inner.load(sid(1), None)
+        assert kept is not None and set(kept.data) == {"user", "card", "note"}
+        for value in kept.data.values():
+            assert value.startswith(b"e1.")
+            assert b"alice" not in value and b"4111" not in value and b"secret" not in value
+        assert kept.created_at == pytest.approx(1_000_000.0)
+        record = face.load(sid(1))
+        assert record is not None
+        assert dict(record.data) == {"user": b'"alice"', "card": b'"4111 1111 1111 1111"', "note": b'"secret note"'}
+
+    def test_equal_values_seal_differently(self, face: Face) -> None:
+        face.create(sid(1), {"a": b"1", "b": b"1"})
+        face.create(sid(2), {"a": b"1"})
+        first, second = face.store.inner.load(sid(1), None), face.store.inner.load(sid(2), None)
+        assert len({first.data["a"], first.data["b"], second.data["a"]}) == 3
+
+    def test_a_value_moved_to_another_session_does_not_open(self, face: Face) -> None:
+        face.create(sid(1), {"user": b'"admin"'})
+        face.create(sid(2), {"user": b'"mallory"'})
+        stolen = face.store.inner.load(sid(1), None)
+        face.store.inner.create(sid(2), stolen, 60)  # what someone with write access to the store could do
+        with pytest.raises(CorruptRecord):
+            face.load(sid(2))
+        record = face.load(sid(1))
+        assert record is not None and dict(record.data) == {"user": b'"admin"'}
+
+    def test_a_value_moved_to_another_key_does_not_open(self, face: Face) -> None:
+        face.create(sid(1), {"role": b'"admin"', "name": b'"bob"'})
+        kept = face.store.inner.load(sid(1), None)
+        swapped = Record({"role": kept.data["name"], "name": kept.data["role"]}, kept.created_at, kept.accessed_at)
+        face.store.inner.create(sid(1), swapped, 60)
+        with pytest.raises(CorruptRecord):
+            face.load(sid(1))
+
+    @pytest.mark.parametrize("damage", ["plaintext", "flipped", "truncated", "unknown-key", "not-base64", "empty"])
+    def test_a_value_that_does_not_open_is_a_corrupt_record(self, face: Face, damage: str) -> None:
+        face.create(sid(1), {"user": b'"alice"'})
+        value = face.store.inner.load(sid(1), None).data["user"]
+        bad = {
+            "plaintext": b'"alice"',
+            "flipped": value[:-3] + bytes([value[-3] ^ 1]) + value[-2:],
+            "truncated": value[:30],
+            "unknown-key": b"e1.AAAAAAAA." + value[12:],
+            "not-base64": value[:12] + "é!".encode() * 10,
+            "empty": b"",
+        }[damage]
+        face.store.inner.create(sid(1), Record({"user": bad}, NOW(), NOW()), 60)
+        with pytest.raises(CorruptRecord):
+            face.load(sid(1))
+        with pytest.raises(CorruptRecord):
+            face.load(sid(1), touch_ttl=60)
+
+    def test_old_keys_still_open_and_the_newest_seals(self, face: Face) -> None:
+        sealed(face.store, (OLD_SEAL_KEY,))
+        face.create(sid(1), {"old": b"1"})
+        sealed(face.store, (SEAL_KEY, OLD_SEAL_KEY))
+        assert face.merge(sid(1), {"new": b"2"}) is MergeResult.APPLIED
+        record = face.load(sid(1))
+        assert record is not None and dict(record.data) == {"old": b"1", "new": b"2"}
+        kept = face.store.inner.load(sid(1), None).data
+        assert kept["old"][:12] != kept["new"][:12]  # different key ids
+        sealed(face.store, (SEAL_KEY,))  # the old key dropped: its values no longer open
+        with pytest.raises(CorruptRecord):
+            face.load(sid(1))
+
+    def test_a_store_without_keys_says_so(self, face: Face) -> None:
+        face.store._sealer = None  # as open_store returns it, before a manager hands it keys
+        with pytest.raises(ConfigError, match="bind_keys"):
+            face.create(sid(1), {"a": b"1"})

@@ -11,10 +11,11 @@ import pytest
 
 from sessionkit import ConfigError, StoreError, open_store
 from sessionkit.backends.file import FileStore
+from sessionkit.backends.sealed import SealedStore
 from sessionkit.flow import MergeResult
 from sessionkit.record import CorruptRecord, Record
 
-from .contract import ServerStoreContract, sid
+from .contract import SealedStoreContract, ServerStoreContract, sealed, sid
 
 
 class SessionFiles:
@@ -53,6 +54,14 @@ class TestFileContract(ServerStoreContract):
     @pytest.fixture
     def stored_items(self, tmp_path: Path) -> SessionFiles:
         return SessionFiles(tmp_path / "sessions")
+
+
+class TestFileSealedContract(SealedStoreContract, TestFileContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[SealedStore]:
+        store = sealed(open_store(f"file://{tmp_path}/sessions?encrypt=1"))
+        yield store
+        store.close()
 
 
 def session_files(directory: Path) -> list[Path]:

@@ -6,16 +6,25 @@ import pytest
 
 from sessionkit import ConfigError, open_store
 from sessionkit.backends.memory import MemoryStore
+from sessionkit.backends.sealed import SealedStore
 from sessionkit.record import Record
 
 from ..helpers import run_in_threads
-from .contract import StoreContract, sid
+from .contract import SealedStoreContract, StoreContract, sealed, sid
 
 
 class TestMemoryContract(StoreContract):
     @pytest.fixture
     def store(self) -> Iterator[MemoryStore]:
         store = open_store("memory://")
+        yield store
+        store.close()
+
+
+class TestMemorySealedContract(SealedStoreContract, TestMemoryContract):
+    @pytest.fixture
+    def store(self) -> Iterator[SealedStore]:
+        store = sealed(open_store("memory://?encrypt=1"))
         yield store
         store.close()
 

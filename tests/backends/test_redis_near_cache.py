@@ -22,6 +22,7 @@ from sessionkit.backends.redis.layout import merge_reply, tracked_reply
 from sessionkit.backends.redis.nearcache import CHANNEL, NearCache, read_message
 from sessionkit.backends.redis.tracking import ChannelDown, check_tracking
 from sessionkit.flow import MergeResult
+from sessionkit.naming import stored_name
 from sessionkit.record import Record
 from testservers import RedisServer, free_port
 
@@ -58,7 +59,7 @@ def online(store: RedisStore) -> RedisStore:
 def cached(store: RedisStore, session_id: str) -> bool:
     cache = store.near_cache
     assert cache is not None
-    return store.prefix + session_id.encode() in cache
+    return store.prefix + stored_name(session_id).encode() in cache
 
 
 # -- the store contract, through the near cache -----------------------------------------------
@@ -223,7 +224,8 @@ def test_own_writes_refresh_the_entry_and_own_ttl_refresh_does_not_evict_it(redi
         run(create(sid(1), Record({"a": b"1"}, time.time(), time.time()), 3.0))  # shorter than the touch TTL
         assert cached(store, sid(1))
         record = run(load(sid(1), 60.0))  # due for a refresh (3 s left, 60 wanted): goes to Redis, touches
-        assert record is not None and 59 < redis.Redis.from_url(redis_url).ttl(store.prefix + sid(1).encode()) <= 60
+        key = store.prefix + stored_name(sid(1)).encode()
+        assert record is not None and 59 < redis.Redis.from_url(redis_url).ttl(key) <= 60
         assert run(merge(sid(1), {"b": b"2"}, time.time(), 60.0)) is MergeResult.APPLIED
         time.sleep(0.2)  # a self-invalidation, were there one, would have landed by now
         before = cache.stats()
@@ -402,13 +404,13 @@ def test_tracking_connection_killed_flushes_the_cache_then_recovers(redis_url: s
         wait_for(lambda: cache.stats().flushes > flushes)
         assert not cached(store, sid(1))
         # While the channel is being re-established, nothing is served from the cache.
-        raw.hset(store.prefix + sid(1).encode(), "d:v", b"2")
+        raw.hset(store.prefix + stored_name(sid(1)).encode(), "d:v", b"2")
         record = store.load(sid(1), None)
         assert record is not None and record.data["v"] == b"2"
         wait_for(lambda: cache.online)
         assert store.load(sid(1), None).data["v"] == b"2"  # type: ignore[union-attr]
         assert cached(store, sid(1))  # cached again: tracking is back
-        raw.hset(store.prefix + sid(1).encode(), "d:v", b"3")  # and changes are heard again
+        raw.hset(store.prefix + stored_name(sid(1)).encode(), "d:v", b"3")  # and changes are heard again
         wait_for(lambda: not cached(store, sid(1)))
         assert store.load(sid(1), None).data["v"] == b"3"  # type: ignore[union-attr]
     finally:
@@ -434,7 +436,7 @@ def test_redis_restarted_mid_run_never_serves_a_stale_read(own_redis: RedisServe
         assert load(sid(1)) is not None and cached(store, sid(1))
         own_redis.restart()  # durable: the session survives the restart
         raw = redis.Redis.from_url(own_redis.url)
-        raw.hset(store.prefix + sid(1).encode(), "d:v", b"after")  # changed while nobody tracked it
+        raw.hset(store.prefix + stored_name(sid(1)).encode(), "d:v", b"after")  # changed while nobody tracked it
         for _ in range(50):  # every read from here on, as the store reconnects, sees the change
             record = load(sid(1))
             assert record is not None and record.data["v"] == b"after"
@@ -442,7 +444,7 @@ def test_redis_restarted_mid_run_never_serves_a_stale_read(own_redis: RedisServe
         wait_for(lambda: cache.online)
         load(sid(1))
         assert cached(store, sid(1))
-        raw.hset(store.prefix + sid(1).encode(), "d:v", b"later")
+        raw.hset(store.prefix + stored_name(sid(1)).encode(), "d:v", b"later")
         wait_for(lambda: not cached(store, sid(1)))
         assert load(sid(1)).data["v"] == b"later"  # type: ignore[union-attr]
         raw.close()
@@ -662,7 +664,7 @@ def test_the_idle_timeout_refresh_happens_once_per_touch_interval(redis_url: str
     session = manager.open(None)
     session["user"] = "alice"
     cookie = dict(manager.save(session))["Set-Cookie"].split(";")[0]
-    key = f"session:{cookie.split('=')[1].split('.')[0]}"
+    key = f"session:{stored_name(cookie.split('=')[1].split('.')[0])}"
     time.sleep(0.15)
     assert manager.open(cookie)["user"] == "alice"
     assert raw.pttl(key) < 2900  # a hit: not refreshed
@@ -709,7 +711,7 @@ def test_sentinel_failover_flushes_the_cache_and_tracking_follows_the_new_master
     redis_sentinel.failover()
     assert redis_sentinel.master.port != old_master
     new_master = redis.Redis(host="127.0.0.1", port=redis_sentinel.master.port)
-    new_master.hset(store.prefix + sid(1).encode(), "d:v", b"2")  # changed on the new master
+    new_master.hset(store.prefix + stored_name(sid(1)).encode(), "d:v", b"2")  # changed on the new master
     wait_for(lambda: cache.stats().flushes > flushes, timeout=5)  # the move noticed: everything dropped
     deadline = time.monotonic() + 15
     while True:  # the store's own writes reach the new master; the cache comes back online
@@ -723,7 +725,7 @@ def test_sentinel_failover_flushes_the_cache_and_tracking_follows_the_new_master
     record = store.load(sid(1), None)
     assert record is not None and dict(record.data) == {"v": b"2", "w": b"1"}
     assert store.load(sid(1), None) == record and cached(store, sid(1))
-    new_master.hset(store.prefix + sid(1).encode(), "d:v", b"3")  # tracked on the new master now
+    new_master.hset(store.prefix + stored_name(sid(1)).encode(), "d:v", b"3")  # tracked on the new master now
     wait_for(lambda: not cached(store, sid(1)))
     assert store.load(sid(1), None).data["v"] == b"3"  # type: ignore[union-attr]
     store.close()
@@ -754,13 +756,14 @@ def test_threads_writing_and_reading_through_one_cache_lose_nothing_and_agree_wi
             if record is None or record.data.get(f"t{n}") != value:
                 errors.append(f"thread {n} wrote {value!r} to {session_id} and read {record}")
             if n == 0 and i % 10 == 0:
-                raw.hset(store.prefix + session_id.encode(), "d:outside", str(i).encode())
+                raw.hset(store.prefix + stored_name(session_id).encode(), "d:outside", str(i).encode())
 
     run_in_threads(worker, 8)
     assert errors == []
     time.sleep(0.05)
     for session_id in ids:
-        in_redis = {key[2:].decode(): value for key, value in raw.hgetall(store.prefix + session_id.encode()).items()
+        fields = raw.hgetall(store.prefix + stored_name(session_id).encode()).items()
+        in_redis = {key[2:].decode(): value for key, value in fields
                     if key.startswith(b"d:")}
         record = store.load(session_id, None)
         assert record is not None and dict(record.data) == in_redis
@@ -826,7 +829,7 @@ def _forked_child(store: RedisStore, session_id: str, results: Any) -> None:
     while not cache.online and time.monotonic() < deadline:
         time.sleep(0.005)
     store.load(session_id, None)
-    outcome.append(store.prefix + session_id.encode() in cache)
+    outcome.append(store.prefix + stored_name(session_id).encode() in cache)
     results.put(outcome)
 
 
@@ -844,7 +847,7 @@ def test_a_forked_worker_starts_with_an_empty_cache_and_its_own_channel(redis_ur
     assert outcome == [0, False, "1", True]
     assert cached(store, sid(1)) and store.near_cache.online  # type: ignore[union-attr]  # the parent's is untouched
     raw = redis.Redis.from_url(redis_url)
-    raw.hset(store.prefix + sid(1).encode(), "d:v", b"2")  # and still hears changes
+    raw.hset(store.prefix + stored_name(sid(1)).encode(), "d:v", b"2")  # and still hears changes
     wait_for(lambda: not cached(store, sid(1)))
     raw.close()
     store.close()

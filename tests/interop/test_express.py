@@ -121,6 +121,11 @@ def flask_app(url: str, keys: list[str]) -> flask.Flask:
 
 
 def starlette_app(url: str, keys: list[str]) -> SessionMiddleware:
+    async def login(request: Request) -> Response:
+        request.session.regenerate()
+        request.session["user"] = request.query_params.get("user", "bob")
+        return JSONResponse({"user": request.session["user"]})
+
     async def me(request: Request) -> Response:
         return JSONResponse({key: value for key, value in request.session.items() if key != "_permanent"})
 
@@ -132,7 +137,7 @@ def starlette_app(url: str, keys: list[str]) -> SessionMiddleware:
         request.session.invalidate()
         return JSONResponse({"user": None})
 
-    routes = [Route("/me", me), Route("/count", count, methods=["POST"]),
+    routes = [Route("/login", login, methods=["POST"]), Route("/me", me), Route("/count", count, methods=["POST"]),
               Route("/logout", logout, methods=["POST"])]
     return SessionMiddleware(Starlette(routes=routes), SessionManager(url, secret_keys=keys, codec="connect"))
 
@@ -177,16 +182,12 @@ def test_login_on_express_is_read_and_changed_in_python(express: HttpServer, pyt
 
 
 def test_login_in_python_is_read_and_changed_on_express(express: HttpServer, python: Python) -> None:
-    if isinstance(python.client, TestClient):
-        # The ASGI app has no login route of its own: log in through a Flask app on the same store.
-        login = Python("wsgi", python.url, [NEW, OLD])
-        cookie = cookie_of(login("POST", "/login?user=bob"))
-    else:
-        cookie = cookie_of(python("POST", "/login?user=bob"))
+    cookie = cookie_of(python("POST", "/login?user=bob"))
     assert cookie
     seen = node(express, "GET", "/session", cookie).json()
     assert seen["data"]["user"] == "bob"
     assert seen["data"]["cookie"]["originalMaxAge"] == DAY_MS
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32}", seen["id"])
     assert node(express, "POST", "/increment", cookie).json() == {"count": 1}
     assert python("GET", "/me", cookie).json() == {"user": "bob", "count": 1}
 
@@ -277,3 +278,13 @@ def test_the_committed_vectors_are_what_node_make_vectors_makes(redis_url: str) 
 
     assert [timeless(v) for v in fresh["documents"]] == [timeless(v) for v in committed["documents"]]
 
+
+
+def test_a_python_regenerate_of_an_express_session_is_a_session_express_accepts(
+        express: HttpServer, python: Python, store: redis.Redis) -> None:
+    old = cookie_of(node(express, "POST", "/login?user=ann"))
+    new = cookie_of(python("POST", "/login?user=bob", old))
+    assert new and new != old
+    assert node(express, "GET", "/session", new).json()["data"]["user"] == "bob"
+    assert not node(express, "GET", "/session", old).json()["hasUser"]  # the old id is gone
+    assert len(store.keys("sess:*")) == 1

@@ -39,11 +39,12 @@ DOCUMENT_PREFIX = "sess:"
 #: KEYS[1] session; ARGV[1] the originalMaxAge (JSON text) a touch expects, or '' for no touch;
 #: ARGV[2] the new expires; ARGV[3] its TTL in seconds; ARGV[4] the TTL of a cookie with no expiry;
 #: ARGV[5] the earliest stored expires that counts as touched already (less than a second ago).
-#: Returns nil, or {document after the read, 1 if touched (or nothing to touch) else 0}.
+#: Returns nil, or the document after the read behind one character: 1 if it was touched (or had
+#: nothing to touch), else 0 (one bulk reply: cheaper to read than a two-item array).
 LOAD_DOCUMENT = r"""
 local doc = redis.call('GET', KEYS[1])
 if not doc then return false end
-if ARGV[1] == '' then return {doc, 0} end
+if ARGV[1] == '' then return '0' .. doc end
 -- The shape express-session and sessionkit write, matched at once: originalMaxAge, then expires.
 local max_age, from, to = string.match(doc, '^{"cookie":{"originalMaxAge":([^,}"]*),"expires":()[^,}]*()[,}]')
 if max_age then
@@ -53,51 +54,51 @@ if max_age then
 end
 if not max_age then
   -- Any other order of the cookie's members (partitioned, priority first): scan them.
-  if string.sub(doc, 1, 11) ~= '{"cookie":{' then return {doc, 0} end
+  if string.sub(doc, 1, 11) ~= '{"cookie":{' then return '0' .. doc end
   local i = 12
   while true do
-  if string.sub(doc, i, i) ~= '"' then return {doc, 0} end
+  if string.sub(doc, i, i) ~= '"' then return '0' .. doc end
   local close = string.find(doc, '"', i + 1, true)
-  if not close then return {doc, 0} end
+  if not close then return '0' .. doc end
   local name = string.sub(doc, i + 1, close - 1)
-  if string.find(name, '\\', 1, true) or string.sub(doc, close + 1, close + 1) ~= ':' then return {doc, 0} end
+  if string.find(name, '\\', 1, true) or string.sub(doc, close + 1, close + 1) ~= ':' then return '0' .. doc end
   local first = close + 2
   local last
   if string.sub(doc, first, first) == '"' then
     local j = first + 1
     while true do
       local k = string.find(doc, '["\\]', j)
-      if not k then return {doc, 0} end
+      if not k then return '0' .. doc end
       if string.sub(doc, k, k) == '\\' then j = k + 2 else last = k break end
     end
   else
     local k = string.find(doc, '[,}]', first)
-    if not k or k == first then return {doc, 0} end
+    if not k or k == first then return '0' .. doc end
     last = k - 1
-    if string.find(string.sub(doc, first, last), '[^%w%.%+%-]') then return {doc, 0} end
+    if string.find(string.sub(doc, first, last), '[^%w%.%+%-]') then return '0' .. doc end
   end
   if name == 'originalMaxAge' then max_age = string.sub(doc, first, last)
   elseif name == 'expires' then from, to = first, last end
   local sep = string.sub(doc, last + 1, last + 1)
   i = last + 2
   if sep == '}' then break end
-  if sep ~= ',' then return {doc, 0} end
+  if sep ~= ',' then return '0' .. doc end
   end
 end
-if not from then return {doc, 0} end
+if not from then return '0' .. doc end
 local expires = string.sub(doc, from, to)
 if max_age == 'null' and expires == 'null' then
   redis.call('EXPIRE', KEYS[1], ARGV[4])
-  return {doc, 1}
+  return '1' .. doc
 end
 if max_age == ARGV[1] and string.sub(expires, 1, 1) == '"' then
   local stored = string.sub(expires, 2, -2)
-  if #stored == 24 and #ARGV[5] == 24 and stored >= ARGV[5] and stored <= ARGV[2] then return {doc, 1} end
+  if #stored == 24 and #ARGV[5] == 24 and stored >= ARGV[5] and stored <= ARGV[2] then return '1' .. doc end
   doc = string.sub(doc, 1, from - 1) .. '"' .. ARGV[2] .. '"' .. string.sub(doc, to + 1)
   redis.call('SET', KEYS[1], doc, 'EX', ARGV[3])
-  return {doc, 1}
+  return '1' .. doc
 end
-return {doc, 0}
+return '0' .. doc
 """
 
 #: KEYS[1] session; ARGV[1] SHA-1 (hex) of the document expected; ARGV[2] the new one; ARGV[3] TTL in s.
@@ -127,9 +128,9 @@ def load_args(touch: DocumentTouch | None) -> list[Any]:
 def decode_load(reply: Any) -> tuple[bytes, bool] | None:
     if reply is None:
         return None
-    if not isinstance(reply, list) or len(reply) != 2 or not isinstance(reply[0], bytes):
+    if not isinstance(reply, bytes) or not reply:
         raise CorruptRecord("unexpected reply to a document read")
-    return reply[0], bool(reply[1])
+    return reply[1:], reply[0] == 49  # b"1"
 
 
 def replace_args(expected: bytes, document: bytes, ttl: int) -> list[Any]:

@@ -9,6 +9,10 @@ timeout, no free connection), `CorruptRecord` (a session key holding something
 that is not a session hash) or `StoreError` (anything else) at one boundary,
 `_DriverErrors`.
 
+Keys: ``<prefix><stored_name(id)>``, built in `RedisStore._key` alone; the key a
+release before hashed names used, ``<prefix><id>``, only in `_legacy_key`, for
+the move on load that ``legacy_keys`` turns on (see `layout.LOAD_MOVING`).
+
 ``?near_cache=N`` keeps up to N sessions in-process, coherent through Redis
 client tracking (`near`, `tracking`, `nearcache`): a warm read sends nothing;
 ``near_cache_ttl=`` (seconds, default 5) bounds how long an entry is served
@@ -31,6 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ...config import StoreURL
 from ...errors import ConfigError, StoreError, StoreUnavailable
 from ...flow import DocumentTouch, MergeResult
+from ...naming import stored_name
 from ...record import CorruptRecord, Record
 from .clients import ClientSettings, make_client, read_settings
 from .documents import (
@@ -47,7 +52,9 @@ from .documents import (
 from .layout import (
     CREATE,
     DEFAULT_PREFIX,
+    DUMP_FOR_MOVE,
     LOAD_AND_TOUCH,
+    LOAD_MOVING,
     MERGE,
     MERGE_CORRUPT,
     MERGE_RESULTS,
@@ -64,6 +71,8 @@ from .wire import AsyncWire, Wire
 __all__ = ["RedisStore"]
 
 _LOAD_AND_TOUCH = Script(LOAD_AND_TOUCH)
+_LOAD_MOVING = Script(LOAD_MOVING)
+_DUMP_FOR_MOVE = Script(DUMP_FOR_MOVE)
 _CREATE = Script(CREATE)
 _MERGE = Script(MERGE)
 _LOAD_DOCUMENT = Script(LOAD_DOCUMENT)
@@ -128,9 +137,17 @@ class RedisStore:
     `merge` over a key that holds something other than a session hash raises
     `CorruptRecord` and writes nothing: what to do with it is the lifecycle's call.
 
+    ``legacy_keys`` (URL ``?legacy_keys=``, on by default): a load that misses
+    looks for the session under the key a release before hashed names used,
+    and moves it (atomically, in one script; in steps on a cluster). Only a
+    miss sends the raw id to Redis, and costs a second round trip. Off once
+    every such session has ended (one absolute timeout after the upgrade).
+
     It is also a `DocumentStore`: sessions in connect-redis's format, one JSON
     string per session under ``?prefix=`` (default ``sess:``, connect-redis's)
-    and the raw id (see `documents`).
+    and the raw id (see `documents`): that format requires the raw id as the
+    key, so Node reads what Python writes; it takes neither ``legacy_keys`` nor
+    hashed names.
     """
 
     def __init__(self, url: StoreURL) -> None:
@@ -139,6 +156,7 @@ class RedisStore:
         self.prefix = (DEFAULT_PREFIX if prefix is None else prefix).encode("utf-8", "surrogateescape")
         #: Where whole-document sessions live: the URL's prefix, else connect-redis's default.
         self.document_prefix = (DOCUMENT_PREFIX if prefix is None else prefix).encode("utf-8", "surrogateescape")
+        self.legacy_keys = url.get_bool("legacy_keys", True)
         self.settings: ClientSettings = read_settings(url)
         near_entries = url.get_int("near_cache", 0, minimum=0)
         if url.has("near_cache_ttl") and not near_entries:
@@ -197,7 +215,12 @@ class RedisStore:
         return face[1]
 
     def _key(self, session_id: str) -> bytes:
-        return self.prefix + session_id.encode("utf-8")
+        """The one place a session's key is made: the prefix and the session's `stored_name`."""
+        return self.prefix + stored_name(session_id).encode("ascii")
+
+    def _legacy_key(self, session_id: str) -> bytes:
+        """The key of a session stored by a release before hashed names: the prefix and the raw id."""
+        return self.prefix + session_id.encode("utf-8", "surrogateescape")
 
     # -- the sync face --------------------------------------------------------------
 
@@ -212,14 +235,45 @@ class RedisStore:
                 return record  # a hit: nothing sent
             with _LOAD_ERRORS:
                 loaded = near.load(key, touch_ttl, cache.refresh_due(key, now, touch_ttl))
-            if loaded is not BYPASS:
+            if loaded is not BYPASS and (loaded is not None or not self.legacy_keys):
                 return loaded  # type: ignore[no-any-return]
         with _LOAD_ERRORS:
-            if touch_ttl is None:
-                reply = self._sync().hgetall(key)
-            else:
-                reply = _LOAD_AND_TOUCH.run(self._sync(), [key], [milliseconds(touch_ttl)])
+            # A near cache's miss in Redis goes straight to the look for a pre-hashing key.
+            reply = [] if near is not None and loaded is None else self._load(key, touch_ttl)
+            if not reply and self.legacy_keys:
+                if self.kind == "cluster":
+                    self._move(session_id, key)
+                    reply = self._load(key, touch_ttl)
+                else:
+                    reply = _LOAD_MOVING.run(self._sync(), [key, self._legacy_key(session_id)],
+                                             [0 if touch_ttl is None else milliseconds(touch_ttl)])
         return decode_fields(reply)
+
+    def _load(self, key: bytes, touch_ttl: float | None) -> Any:
+        if touch_ttl is None:
+            return self._sync().hgetall(key)
+        return _LOAD_AND_TOUCH.run(self._sync(), [key], [milliseconds(touch_ttl)])
+
+    def _move(self, session_id: str, key: bytes) -> None:
+        """Move a session from its old key to `key` across cluster slots, if it is there.
+
+        No script may touch two slots, so: DUMP and PTTL the old key (one
+        script), RESTORE it under `key` (``BUSYKEY``: another request moved it
+        first), then DEL the old key; the caller then reads `key` again, which
+        also finds a session another request moved meanwhile. A write to the
+        old key between the DUMP and the DEL (only a service still on the
+        previous release makes one) is lost.
+        """
+        old = self._legacy_key(session_id)
+        found = _DUMP_FOR_MOVE.run(self._sync(), [old], [])
+        if not found:
+            return
+        try:
+            self._sync().restore(key, max(0, int(found[1])), found[0])
+        except ResponseError as exc:
+            if "BUSYKEY" not in str(exc):
+                raise
+        self._sync().delete(old)
 
     def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
         keys, extra = self._create_keys(session_id, replaces)
@@ -271,14 +325,37 @@ class RedisStore:
                 return record  # a hit: nothing sent
             with _LOAD_ERRORS:
                 loaded = await near.aload(key, touch_ttl, cache.refresh_due(key, now, touch_ttl))
-            if loaded is not BYPASS:
+            if loaded is not BYPASS and (loaded is not None or not self.legacy_keys):
                 return loaded  # type: ignore[no-any-return]
         with _LOAD_ERRORS:
-            if touch_ttl is None:
-                reply = await self._async().hgetall(key)
-            else:
-                reply = await _LOAD_AND_TOUCH.arun(self._async(), [key], [milliseconds(touch_ttl)])
+            # A near cache's miss in Redis goes straight to the look for a pre-hashing key.
+            reply = [] if near is not None and loaded is None else await self._aload(key, touch_ttl)
+            if not reply and self.legacy_keys:
+                if self.kind == "cluster":
+                    await self._amove(session_id, key)
+                    reply = await self._aload(key, touch_ttl)
+                else:
+                    reply = await _LOAD_MOVING.arun(self._async(), [key, self._legacy_key(session_id)],
+                                                    [0 if touch_ttl is None else milliseconds(touch_ttl)])
         return decode_fields(reply)
+
+    async def _aload(self, key: bytes, touch_ttl: float | None) -> Any:
+        if touch_ttl is None:
+            return await self._async().hgetall(key)
+        return await _LOAD_AND_TOUCH.arun(self._async(), [key], [milliseconds(touch_ttl)])
+
+    async def _amove(self, session_id: str, key: bytes) -> None:
+        """`_move`, awaited."""
+        old = self._legacy_key(session_id)
+        found = await _DUMP_FOR_MOVE.arun(self._async(), [old], [])
+        if not found:
+            return
+        try:
+            await self._async().restore(key, max(0, int(found[1])), found[0])
+        except ResponseError as exc:
+            if "BUSYKEY" not in str(exc):
+                raise
+        await self._async().delete(old)
 
     async def acreate(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
         keys, extra = self._create_keys(session_id, replaces)
