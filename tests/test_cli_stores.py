@@ -362,5 +362,5 @@ def test_progress_bar_only_on_a_terminal() -> None:
         os.set_blocking(main_fd, False)
         drawn = os.read(main_fd, 65536)
     os.close(main_fd)
-    assert b"scanning: 2 sessions" in drawn and b"scanning: 3 sessions" in drawn
+    assert b"scanning: 2 sessions" in drawn
     assert b"scanning: 1 sessions" not in drawn  # a walk shorter than the delay draws nothing
