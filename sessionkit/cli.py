@@ -9,7 +9,7 @@ turns errors into one line on stderr, never a traceback. Exit codes:
 - 1 the store failed or is unreachable, or another sessionkit failure;
 - 2 a usage or configuration error (argparse's own code for bad arguments):
   a malformed URL, an unknown command, ``memory://``;
-- 3 the session or user named is not in the store;
+- 3 the session named is not in the store;
 - 4 a cookie value did not verify (forged, truncated, or an unlisted key).
 """
 

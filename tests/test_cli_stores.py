@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -9,12 +10,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import webtest
 
 from sessionkit import SessionManager
-from sessionkit.adapters.wsgi import SessionMiddleware
+from sessionkit.adapters.wsgi import ENVIRON_KEY, SessionMiddleware
 from sessionkit.cli import main
 from sessionkit.codec import IdSigner
 from sessionkit.events import id_hash
@@ -364,3 +366,65 @@ def test_progress_bar_only_on_a_terminal() -> None:
     os.close(main_fd)
     assert b"scanning: 2 sessions" in drawn
     assert b"scanning: 1 sessions" not in drawn  # a walk shorter than the delay draws nothing
+
+
+# -- sessions per user --------------------------------------------------------------------------
+
+#: Whether this sessionkit keeps a per-user index (`SessionManager(user_index=True)`).
+HAS_INDEX = "user_index" in inspect.signature(SessionManager).parameters
+
+
+def user_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    session = environ[ENVIRON_KEY]
+    user = environ["QUERY_STRING"].partition("=")[2]
+    session.regenerate()
+    session["user"] = user
+    session.bind_user(user)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+@pytest.fixture(params=["file", "redis", "cluster"])
+def index_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "file":
+        return f"file://{tmp_path}/sessions"
+    return str(request.getfixturevalue({"redis": "redis_url", "cluster": "redis_cluster_url"}[request.param]))
+
+
+def log_in_as(url: str, *users: str) -> list[str]:
+    manager = SessionManager(url, secret_keys=[KEY], user_index=True)
+    app = webtest.TestApp(SessionMiddleware(user_app, manager))
+    values = []
+    for user in users:
+        app.reset()
+        app.get(f"/login?user={user}")
+        values.append(app.cookies["session"])
+    manager.close()
+    return values
+
+
+def test_ls_and_revoke_by_user(index_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    if not HAS_INDEX:
+        code, out, err = run(capsys, "ls", "--url", index_url, "--user", "alice")
+        assert code == 2 and out == "" and "per-user index" in err and err.count("\n") == 1
+        code, out, err = run(capsys, "revoke", "--url", index_url, "--user", "alice")
+        assert code == 2 and "per-user index" in err
+        return
+    first, second, bob = log_in_as(index_url, "alice", "alice", "bob")
+    listed = run_json(capsys, "ls", "--url", index_url, "--user", "alice")
+    assert isinstance(listed, list)
+    assert sorted(item["id_hash"] for item in listed) == sorted(id_hash(value.split(".")[0])
+                                                               for value in (first, second))
+    code, out, _ = run(capsys, "ls", "--url", index_url, "--user", "alice")
+    assert code == 0 and first.split(".")[0] not in out and id_hash(first.split(".")[0]) in out
+    ended = run_json(capsys, "revoke", "--url", index_url, "--user", "alice", "--except", first)
+    assert ended == {"user": "alice", "ended": 1}
+    listed = run_json(capsys, "ls", "--url", index_url, "--user", "alice")
+    assert isinstance(listed, list) and [item["id_hash"] for item in listed] == [id_hash(first.split(".")[0])]
+    assert run_json(capsys, "revoke", "--url", index_url, "--user", "alice") == {"user": "alice", "ended": 1}
+    assert run_json(capsys, "ls", "--url", index_url, "--user", "alice") == []
+    assert len(run_json(capsys, "ls", "--url", index_url, "--user", "bob")) == 1  # type: ignore[arg-type]
+    assert run_json(capsys, "ls", "--url", index_url, "--user", "nobody") == []
+    code, _, err = run(capsys, "revoke", "--url", index_url, "--user", "bob", "--except", "0" * 16)
+    assert code == 2 and "not its hash" in err
+    del bob

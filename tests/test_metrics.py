@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from typing import Any
 
@@ -22,6 +23,7 @@ from sessionkit.measured import MeasuredStore
 from sessionkit.metrics import SessionMetrics
 
 from .helpers import KEY, act, login_app
+from .test_cli_stores import user_app
 
 
 def read(reader: InMemoryMetricReader) -> dict[str, list[tuple[dict[str, Any], Any]]]:
@@ -196,4 +198,30 @@ def test_zero_cost_when_opentelemetry_is_unconfigured(tmp_path: Any) -> None:
     metrics.attach(manager)
     browse(manager)
     assert metrics.snapshot()["counts"]["created"] == {"": 1}
+    manager.close()
+
+
+def test_evictions_by_the_per_user_limit_are_counted(redis_url: str) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    metrics = SessionMetrics(meter=provider.get_meter("sessionkit"))
+    if "max_sessions_per_user" not in inspect.signature(SessionManager).parameters:
+        # No per-user index in this sessionkit: the counter exists and stays at zero.
+        manager = SessionManager(redis_url, secret_keys=[KEY])
+        metrics.attach(manager)
+        browse(manager)
+        assert total(read(reader), "sessionkit.sessions.evicted") == 0
+        assert "evicted" not in metrics.snapshot()["counts"]
+        manager.close()
+        return
+    limited: Any = SessionManager
+    manager = limited(redis_url, secret_keys=[KEY], max_sessions_per_user=1)
+    metrics.attach(manager)
+    app = webtest.TestApp(WsgiMiddleware(user_app, manager))
+    for _ in range(3):
+        app.reset()
+        app.get("/login?user=alice")
+    assert total(read(reader), "sessionkit.sessions.evicted") == 2
+    assert total(read(reader), "sessionkit.sessions.invalidated", reason="evicted") == 2
+    assert metrics.snapshot()["counts"]["evicted"] == {"": 2}
     manager.close()

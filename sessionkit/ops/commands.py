@@ -10,8 +10,10 @@ the SHA-256 of the id do not).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import re
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -51,7 +53,7 @@ _RESCAN_PAUSE = 0.5
 
 
 class NotFound(SessionKitError):
-    """The session or user named is not in the store (exit 3)."""
+    """The session named is not in the store (exit 3)."""
 
 
 class Rejected(SessionKitError):
@@ -251,10 +253,15 @@ def _open(args: argparse.Namespace, environ: Mapping[str, str]) -> Inventory:
 
 
 def _manager(args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
+    """A manager on the store with its per-user index, for `ls --user` and `revoke`."""
     from ..manager import SessionManager
 
-    keys = split_secret_keys(environ.get(KEYS_ENV, "")) or ["x" * 32]  # reading an index needs no real key
-    return SessionManager(_url(args, environ), secret_keys=keys)
+    if "user_index" not in inspect.signature(SessionManager).parameters:
+        raise ConfigError("--user needs the per-user index, which this sessionkit does not have", option="user")
+    # Listing or ending a user's sessions signs nothing: without the services' keys, a throwaway one will do.
+    keys = split_secret_keys(environ.get(KEYS_ENV, "")) or [secrets.token_urlsafe(32)]
+    with_index: Any = SessionManager  # the parameter is checked above
+    return with_index(_url(args, environ), secret_keys=keys, user_index=True)
 
 
 def _user_api(manager: Any, name: str) -> Callable[..., Any]:
