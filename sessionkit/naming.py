@@ -16,6 +16,7 @@ digits of the same digest: a log line leads an operator to the key
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 __all__ = ["ID_HASH_LENGTH", "STORED_NAME_LENGTH", "id_hash", "stored_name"]
@@ -27,11 +28,17 @@ ID_HASH_LENGTH = 16
 _sha256 = hashlib.sha256
 
 
+@functools.lru_cache(maxsize=4096)
 def stored_name(session_id: str) -> str:
-    """The name a store keeps a session under: the hex SHA-256 of its id (any string, never an error)."""
+    """The name a store keeps a session under: the hex SHA-256 of its id (any string, never an error).
+
+    Remembered for the sessions in use: a request names its session to the store
+    two or three times (load, merge, the index), and a hash costs more than the
+    lookup. The ids it keeps are the ones this process is serving anyway.
+    """
     return _sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def id_hash(session_id: str) -> str:
     """A short, one-way name for an id, for logs, errors and events: a prefix of its `stored_name`."""
-    return _sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:ID_HASH_LENGTH]
+    return stored_name(session_id)[:ID_HASH_LENGTH]
