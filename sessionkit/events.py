@@ -5,8 +5,9 @@ created, regenerated, invalidated, expired on access, a cookie rejected, a
 store failure. A per-user index, push invalidation, metrics and structured
 logs are subscribers; none of them needs a copy of a lifecycle rule.
 
-Events name a session by `id_hash` (a short SHA-256 of the id), never by the
-id: a subscriber that logs or publishes an event must not leak a session.
+Events name a session by `id_hash` (a prefix of the name the store keeps it
+under, `sessionkit.naming`), never by the id: a subscriber that logs or
+publishes an event must not leak a session.
 
 Subscribers are plain callables, called by both faces; a subscriber may also
 give a coroutine function that the async face awaits instead. When nobody
@@ -16,13 +17,13 @@ A subscriber that raises is logged and skipped; it never fails a request.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from .errors import StoreError
+from .naming import id_hash
 
 __all__ = [
     "AsyncListener",
@@ -39,11 +40,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("sessionkit")
-
-
-def id_hash(session_id: str) -> str:
-    """A short, one-way name for an id, for logs and events: a logged id would be a stolen session."""
-    return hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """`file:///path` — one file per session, shared by the processes of one host.
 
 Layout and why:
-- A session's file name is the SHA-256 of its id, so no cookie can name a path.
+- A session's file name is its `stored_name` (the SHA-256 of its id), so no cookie
+  can name a path and a listing of the directory holds no id.
 - A file's mtime *is* its expiry time: a read checks it with the same `fstat`
   that opens the file, and a TTL refresh is one `utime`, not a rewrite.
 - Writes go to a temporary file renamed over the old one, so a reader sees the
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import os
 import secrets
 import threading
@@ -27,6 +27,7 @@ from pathlib import Path
 from ..config import StoreURL
 from ..errors import ConfigError, StoreError
 from ..flow import MergeResult
+from ..naming import stored_name
 from ..record import Record, decode_record, encode_record, merge_data
 from .base import ThreadedAsyncFace
 
@@ -152,7 +153,7 @@ class FileStore(ThreadedAsyncFace):
     # -- files ------------------------------------------------------------------
 
     def _path(self, session_id: str) -> Path:
-        return self.directory / (hashlib.sha256(session_id.encode("utf-8")).hexdigest() + _SUFFIX)
+        return self.directory / (stored_name(session_id) + _SUFFIX)
 
     def _read(self, path: Path, now: float) -> tuple[bytes | None, bool]:
         """The file's bytes if it exists and has not expired, and whether it had expired."""
@@ -208,7 +209,7 @@ class FileStore(ThreadedAsyncFace):
 
     @contextmanager
     def _locked(self, session_id: str) -> Iterator[None]:
-        with self._locked_digest(hashlib.sha256(session_id.encode("utf-8")).hexdigest()):
+        with self._locked_digest(stored_name(session_id)):
             yield
 
     @contextmanager

@@ -2,7 +2,8 @@
 
 For tests and single-process apps. It holds at most `max_entries` sessions and
 evicts the least recently used beyond that, so a flood of new sessions costs a
-bounded amount of memory instead of the process.
+bounded amount of memory instead of the process. Sessions are keyed by their
+`stored_name`, as in every store, so not even a dump of this dict lists ids.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from types import MappingProxyType
 from ..config import StoreURL, redact
 from ..errors import ConfigError
 from ..flow import MergeResult
+from ..naming import stored_name
 from ..record import NO_META, Record, merge_data
 
 __all__ = ["MemoryStore"]
@@ -47,48 +49,51 @@ class MemoryStore:
         return len(self._entries)
 
     def load(self, session_id: str, touch_ttl: float | None) -> Record | None:
+        name = stored_name(session_id)
         now = self._clock()
         with self._lock:
-            entry = self._entries.get(session_id)
+            entry = self._entries.get(name)
             if entry is None:
                 return None
             record, expires_at = entry
             if expires_at <= now:
-                del self._entries[session_id]
+                del self._entries[name]
                 return None
-            self._entries.move_to_end(session_id)
+            self._entries.move_to_end(name)
             if touch_ttl is not None:
-                self._entries[session_id] = (record, now + touch_ttl)
+                self._entries[name] = (record, now + touch_ttl)
             return record
 
     def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
         record = Record(dict(record.data), record.created_at, record.accessed_at,
                         MappingProxyType(dict(record.meta)) if record.meta else NO_META)
         with self._lock:
-            self._put(session_id, record, self._clock() + ttl)
+            self._put(stored_name(session_id), record, self._clock() + ttl)
             for old_id in replaces:
-                self._entries.pop(old_id, None)
+                self._entries.pop(stored_name(old_id), None)
 
     def merge(
         self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float, ttl: float
     ) -> MergeResult:
+        name = stored_name(session_id)
         now = self._clock()
         with self._lock:
-            entry = self._entries.get(session_id)
+            entry = self._entries.get(name)
             if entry is None or entry[1] <= now:
-                self._entries.pop(session_id, None)
+                self._entries.pop(name, None)
                 return MergeResult.GONE
             current = entry[0]
             data = merge_data(current.data, changes)
             if not data:
-                del self._entries[session_id]
+                del self._entries[name]
                 return MergeResult.EMPTIED
-            self._put(session_id, Record(data, current.created_at, accessed_at, current.meta), now + ttl)
+            self._put(name, Record(data, current.created_at, accessed_at, current.meta), now + ttl)
             return MergeResult.APPLIED
 
     def delete(self, session_id: str) -> None:
+        name = stored_name(session_id)
         with self._lock:
-            self._entries.pop(session_id, None)
+            self._entries.pop(name, None)
 
     def purge(self) -> int:
         """Drop every expired entry now; returns how many."""
@@ -103,9 +108,9 @@ class MemoryStore:
         with self._lock:
             self._entries.clear()
 
-    def _put(self, session_id: str, record: Record, expires_at: float) -> None:
-        self._entries[session_id] = (record, expires_at)
-        self._entries.move_to_end(session_id)
+    def _put(self, name: str, record: Record, expires_at: float) -> None:
+        self._entries[name] = (record, expires_at)
+        self._entries.move_to_end(name)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 

@@ -33,6 +33,7 @@ from sessionkit.backends import open_store
 from sessionkit.backends.memcache.protocol import ConnectionClosed, ErrorReply, ProtocolError
 from sessionkit.errors import StoreError, StoreUnavailable
 from sessionkit.flow import MergeResult
+from sessionkit.naming import stored_name
 from sessionkit.record import CorruptRecord, Record, decode_record, encode_record
 
 from .contract import sid
@@ -42,8 +43,10 @@ TIMEOUT = 0.5
 #: Waits of the scripted server's own threads: they check for shutdown this often
 #: (each test's teardown waits for that, so it is short).
 POLL = 0.01
-KEY = "session:" + sid(1)
-OTHER_KEY = "session:" + sid(2)
+KEY = "session:" + stored_name(sid(1))
+OTHER_KEY = "session:" + stored_name(sid(2))
+#: Where a release before hashed names kept sid(1).
+LEGACY_KEY = "session:" + sid(1)
 T = 1_700_000_000.0
 BLOB = encode_record(Record({"a": b"1"}, T, T))
 #: `_exptime(60)`: one second more than the TTL (memcached's clock ticks once a second).
@@ -217,9 +220,25 @@ def server() -> Iterator[ScriptedMemcached]:
     assert not scripted.errors, f"scripted server failed: {scripted.errors!r}"
 
 
+def _open(server: ScriptedMemcached, legacy_keys: bool) -> Any:
+    return open_store(f"memcache://127.0.0.1:{server.port}?timeout={TIMEOUT}&connect_timeout={TIMEOUT}"
+                      f"&legacy_keys={int(legacy_keys)}")
+
+
 @pytest.fixture
 def store(server: ScriptedMemcached) -> Iterator[Any]:
-    opened = open_store(f"memcache://127.0.0.1:{server.port}?timeout={TIMEOUT}&connect_timeout={TIMEOUT}")
+    """A store that looks for no pre-hashing keys: a miss is one command (the move has its own tests)."""
+    opened = _open(server, legacy_keys=False)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def moving_store(server: ScriptedMemcached) -> Iterator[Any]:
+    """A store that moves sessions from their pre-hashing keys (the default)."""
+    opened = _open(server, legacy_keys=True)
     try:
         yield opened
     finally:
@@ -371,13 +390,18 @@ def test_idle_connection_the_server_closed_is_replaced_before_reuse(server: Scri
     assert len(store._pool.idle) == 1 and store._pool.idle[0] is not idle
 
 
-def test_ids_that_are_not_keys_never_reach_the_wire(server: ScriptedMemcached, store: Any) -> None:
-    """An id with a space, CRLF or a control character names no session: nothing is sent."""
-    for bad in ("x y", f"{sid(1)}\r\nflush_all", "a\x00b", "é", "x" * 300):
-        assert store.load(bad, 60) is None
-        assert store.merge(bad, {"a": b"1"}, T, 60) is MergeResult.GONE
-    assert server.accepted == 0
-    assert server.lines() == []
+def test_ids_reach_the_wire_only_as_their_stored_names(server: ScriptedMemcached, moving_store: Any) -> None:
+    """An id with a space, CRLF or a control character is sent as its hash only; no old key is looked for."""
+    bad_ids = ("x y", f"{sid(1)}\r\nflush_all", "a\x00b", "é", "x" * 300)
+    for bad in bad_ids:
+        server.script(b"END\r\n", b"END\r\n")
+        assert moving_store.load(bad, 60) is None
+        assert moving_store.merge(bad, {"a": b"1"}, T, 60) is MergeResult.GONE
+    expected = []
+    for bad in bad_ids:
+        key = "session:" + stored_name(bad)
+        expected += [f"gats 61 {key}", f"gets {key}"]
+    assert [line for _, line in server.lines()] == expected
 
 
 # -- merge after a load: `cas` with the remembered token ---------------------------------
@@ -593,7 +617,7 @@ def delete_line(key: str = KEY) -> str:
     return f"delete {key}"
 
 
-REPLACED = ("session:" + sid(2), "session:" + sid(3))
+REPLACED = ("session:" + stored_name(sid(2)), "session:" + stored_name(sid(3)))
 
 BAD_DELETE_REPLIES = [
     pytest.param(b"DELETED\r\nDELETED\r\n", StoreError, id="deleted-twice"),
@@ -663,13 +687,15 @@ def test_delete_silent_server_times_out(server: ScriptedMemcached, store: Any) -
 
 def test_delete_and_create_replacing_good_replies(server: ScriptedMemcached, store: Any) -> None:
     """The baseline: `DELETED` and `NOT_FOUND` are both fine, for a delete and for replaced ids; one connection."""
-    server.script(b"DELETED\r\n", b"NOT_FOUND\r\n", b"STORED\r\n", b"NOT_FOUND\r\n", b"DELETED\r\n", hit())
+    server.script(b"DELETED\r\n", b"NOT_FOUND\r\n", b"STORED\r\n", b"NOT_FOUND\r\n", b"NOT_FOUND\r\n",
+                  b"DELETED\r\n", hit())
     store.delete(sid(1))
     store.delete(sid(1))
-    store.create(sid(1), RECORD, 60, replaces=(sid(2), sid(1), "not an id", sid(3)))  # itself and a non-key: skipped
+    store.create(sid(1), RECORD, 60, replaces=(sid(2), sid(1), "not an id", sid(3)))  # itself: skipped
     assert store.load(sid(1), None).data == {"a": b"1"}
+    odd = "session:" + stored_name("not an id")  # any id is a key once hashed
     assert server.lines() == [(0, delete_line()), (0, delete_line()), (0, SET), (0, delete_line(REPLACED[0])),
-                              (0, delete_line(REPLACED[1])), (0, GETS)]
+                              (0, delete_line(odd)), (0, delete_line(REPLACED[1])), (0, GETS)]
 
 
 def test_touching_load_of_a_tombstone_deletes_it_and_reads_that_reply_strictly(
@@ -725,3 +751,65 @@ def test_error_replies_are_store_errors_chained_from_a_typed_error_reply(
     assert isinstance(cause, ErrorReply) and caught.value.__cause__ is cause
     assert (cause.kind, cause.message, cause.command) == (kind, message, command)
     assert kind in str(caught.value)
+
+
+# -- the move from a pre-hashing key: `mg`, `add`, `delete` ---------------------------------
+
+
+def test_a_miss_moves_a_session_from_its_pre_hashing_key(server: ScriptedMemcached, moving_store: Any) -> None:
+    """Miss, ``mg`` the old key (value and time left), ``add`` it under the new one, delete the old, read again."""
+    server.script(b"END\r\n", b"VA %d t120\r\n%s\r\n" % (len(BLOB), BLOB), b"STORED\r\n", b"DELETED\r\n", hit())
+    record = moving_store.load(sid(1), None)
+    assert record is not None and record.data == {"a": b"1"}
+    assert [line for _, line in server.lines()] == [
+        f"gets {KEY}", f"mg {LEGACY_KEY} v t", f"add {KEY} 0 121 {len(BLOB)}", f"delete {LEGACY_KEY}", f"gets {KEY}"]
+    assert server.requests[2].data == BLOB
+
+
+def test_a_touching_move_gives_the_session_the_touch_ttl_and_one_without_expiry_keeps_none(
+        server: ScriptedMemcached, moving_store: Any) -> None:
+    server.script(b"END\r\n", b"VA %d t5\r\n%s\r\n" % (len(BLOB), BLOB), b"NOT_STORED\r\n", b"NOT_FOUND\r\n", hit())
+    assert moving_store.load(sid(1), 60) is not None  # NOT_STORED: another request moved it first; fine
+    server.script(b"END\r\n", b"VA %d t-1\r\n%s\r\n" % (len(BLOB), BLOB), b"STORED\r\n", b"DELETED\r\n", hit())
+    assert moving_store.load(sid(1), None) is not None
+    lines = [line for _, line in server.lines()]
+    assert lines[2] == f"add {KEY} 0 61 {len(BLOB)}" and lines[7] == f"add {KEY} 0 0 {len(BLOB)}"
+
+
+def test_a_miss_with_no_old_key_reads_the_new_one_again(server: ScriptedMemcached, moving_store: Any) -> None:
+    """The old key may be gone because a concurrent request just moved it: the new key is read once more."""
+    server.script(b"END\r\n", b"EN\r\n", b"END\r\n")
+    assert moving_store.load(sid(1), 60) is None
+    server.script(b"END\r\n", b"EN\r\n", hit())
+    assert moving_store.load(sid(1), 60) is not None
+    assert [line for _, line in server.lines()] == [GATS, f"mg {LEGACY_KEY} v t", GATS] * 2
+
+
+@pytest.mark.parametrize("reply", [
+    pytest.param(b"VA 1 t5\r\nxy\r\n", id="value-longer-than-size"),
+    pytest.param(b"VA 1\r\nx\r\n", id="no-ttl"),
+    pytest.param(b"VA 1 t5 t6\r\nx\r\n", id="two-ttls"),
+    pytest.param(b"VA 1 tx\r\nx\r\n", id="ttl-not-a-number"),
+    pytest.param(b"VA x t5\r\nx\r\n", id="size-not-a-number"),
+    pytest.param(b"VA 2147483648 t5\r\n", id="size-over-the-ceiling"),
+    pytest.param(b"VA 1 t5\r\nx\r\nEN\r\n", id="value-then-more"),
+    pytest.param(b"EN\r\nEN\r\n", id="miss-then-more"),
+    pytest.param(b"ERROR\r\n", id="no-meta-commands"),
+    pytest.param(b"VALUE x 0 1\r\nx\r\nEND\r\n", id="a-get-reply"),
+])
+def test_bad_replies_to_the_old_key_lookup_are_errors_and_drop_the_connection(
+        server: ScriptedMemcached, moving_store: Any, reply: bytes) -> None:
+    server.script(b"END\r\n", reply)
+    with pytest.raises(StoreError) as caught:
+        moving_store.load(sid(1), None)
+    assert isinstance(caught.value.original_error, ProtocolError)
+    server.script(hit())
+    assert moving_store.load(sid(1), None) is not None
+    assert server.lines()[-1][0] == 1  # a new connection
+
+
+@pytest.mark.parametrize("reply", [b"EXISTS\r\n", b"NOT_FOUND\r\n", b"STORED \r\n", b"SERVER_ERROR out of memory\r\n"])
+def test_bad_replies_to_the_add_are_errors(server: ScriptedMemcached, moving_store: Any, reply: bytes) -> None:
+    server.script(b"END\r\n", b"VA %d t120\r\n%s\r\n" % (len(BLOB), BLOB), reply)
+    with pytest.raises(StoreError):
+        moving_store.load(sid(1), None)

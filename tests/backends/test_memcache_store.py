@@ -29,6 +29,7 @@ from sessionkit.backends.memcache import (
     MemcacheStore,
 )
 from sessionkit.flow import MergeResult
+from sessionkit.naming import stored_name
 from sessionkit.record import CorruptRecord, Record, encode_record
 from testservers import MemcachedServer
 
@@ -139,7 +140,7 @@ class SessionItems:
         self.prefix = prefix
 
     def plant(self, session_id: str, how: str) -> None:
-        key = self.prefix + session_id
+        key = self.prefix + stored_name(session_id)
         client = raw(holder(self.servers, key))
         try:
             blob = client.get(key)
@@ -154,7 +155,7 @@ class SessionItems:
         for server in self.servers:
             client = raw(server)
             try:
-                value = client.get(self.prefix + session_id)
+                value = client.get(self.prefix + stored_name(session_id))
             finally:
                 client.close()
             if value is not None:
@@ -211,7 +212,7 @@ def test_touching_load_is_one_gat_plain_load_one_get(memcached_server: Memcached
     # gat counts as one touch and no get; a get followed by a touch would count both.
     assert delta(before, stats(memcached_server), *names) == {
         "cmd_get": 0, "get_hits": 0, "cmd_touch": 1, "touch_hits": 1, "cmd_set": 0}
-    assert 3599 <= (remaining_ttl(memcached_server, "session:" + sid(1)) or 0) <= 3601
+    assert 3599 <= (remaining_ttl(memcached_server, "session:" + stored_name(sid(1))) or 0) <= 3601
 
     before = stats(memcached_server)
     assert store.load(sid(1), None) is not None
@@ -283,7 +284,7 @@ def test_write_after_a_load_never_resurrects_a_session_deleted_in_between(
         assert store.load(sid(1), None) is None
         client = raw(memcached_server)
         try:
-            blob = client.get("session:" + sid(1))
+            blob = client.get("session:" + stored_name(sid(1)))
         finally:
             client.close()
         assert blob is None or (blob.startswith(b'{"v":1') and b'"d":{}' in blob)  # gone, or the tombstone
@@ -335,7 +336,8 @@ def test_remembered_tokens_are_bounded_and_skip_large_sessions(
         store.create(sid(n), record({"n": str(n).encode()}), 60)
         store.load(sid(n), 60)
     assert len(store._tokens) == 1024  # the oldest went first
-    assert "session:" + sid(0) not in store._tokens and "session:" + sid(1099) in store._tokens
+    assert "session:" + stored_name(sid(0)) not in store._tokens
+    assert "session:" + stored_name(sid(1099)) in store._tokens
     before = stats(memcached_server)
     assert store.merge(sid(0), {"x": b"1"}, NOW(), 60) is MergeResult.APPLIED  # forgotten: gets + cas
     assert store.merge(sid(1099), {"x": b"1"}, NOW(), 60) is MergeResult.APPLIED  # remembered: cas
@@ -343,7 +345,7 @@ def test_remembered_tokens_are_bounded_and_skip_large_sessions(
 
     store.create(sid(2000), record({"big": b"x" * 10_000}), 60)
     assert store.load(sid(2000), 60) is not None
-    assert "session:" + sid(2000) not in store._tokens
+    assert "session:" + stored_name(sid(2000)) not in store._tokens
     before = stats(memcached_server)
     assert store.merge(sid(2000), {"x": b"1"}, NOW(), 60) is MergeResult.APPLIED
     assert delta(before, stats(memcached_server), "cmd_get", "cas_hits") == {"cmd_get": 1, "cas_hits": 1}
@@ -356,7 +358,7 @@ def test_ring_change_between_load_and_merge_makes_the_merge_read_again(own_ring:
     ids = [new_id() for _ in range(30)]
     for session_id in ids:
         store.create(session_id, record({"a": b"1"}), 60)
-    home = {session_id: holder(own_ring, "session:" + session_id) for session_id in ids}
+    home = {session_id: holder(own_ring, "session:" + stored_name(session_id)) for session_id in ids}
     victim = own_ring[0]
     kept = next(session_id for session_id in ids if home[session_id] is not victim)
     lost = next(session_id for session_id in ids if home[session_id] is victim)
@@ -411,7 +413,7 @@ def test_ttl_becomes_whole_seconds_and_long_ones_absolute_times(
     # Right after a write memcached reports the exptime itself, one less if its clock
     # ticked in between (so sample twice); its Unix-time conversion is off by a few.
     store = open_store(memcache_url)
-    key = "session:" + sid(1)
+    key = "session:" + stored_name(sid(1))
 
     def by_create() -> int | None:
         store.create(sid(1), record({"a": b"1"}), ttl)
@@ -437,9 +439,10 @@ def test_items_use_the_prefix_and_hold_the_record_blob(memcached_server: Memcach
     open_store(memcache_url + "?prefix=app2:").create(sid(2), stored, 60)
     client = raw(memcached_server)
     try:
-        assert client.get("session:" + sid(1)) == encode_record(stored)
-        assert client.get("app2:" + sid(2)) == encode_record(stored)
-        assert client.get("session:" + sid(2)) is None
+        assert client.get("session:" + stored_name(sid(1))) == encode_record(stored)
+        assert client.get("app2:" + stored_name(sid(2))) == encode_record(stored)
+        assert client.get("app2:" + sid(2)) is None and client.get("session:" + sid(1)) is None
+        assert client.get("session:" + stored_name(sid(2))) is None
     finally:
         client.close()
 
@@ -483,12 +486,12 @@ def test_emptying_merge_writes_a_short_lived_tombstone_with_cas(
     before = stats(memcached_server)
     assert store.merge(sid(1), {"a": None}, NOW(), 3600) is MergeResult.EMPTIED
     assert delta(before, stats(memcached_server), "cas_hits", "delete_hits") == {"cas_hits": 1, "delete_hits": 0}
-    remaining = remaining_ttl(memcached_server, "session:" + sid(1))
+    remaining = remaining_ttl(memcached_server, "session:" + stored_name(sid(1)))
     assert remaining is None or remaining <= 1  # gone within a second, not in an hour
     assert store.load(sid(1), None) is None
     assert store.merge(sid(1), {"b": b"2"}, NOW(), 3600) is MergeResult.GONE
     assert store.load(sid(1), 3600) is None  # the touch must not keep a tombstone alive for an hour...
-    assert remaining_ttl(memcached_server, "session:" + sid(1)) is None  # ...so the load removed it
+    assert remaining_ttl(memcached_server, "session:" + stored_name(sid(1))) is None  # ...so the load removed it
 
 
 def _race(emptier: MemcacheStore, adder: MemcacheStore, session_id: str) -> tuple[MergeResult, MergeResult]:
@@ -639,16 +642,24 @@ def test_url_defaults_and_options() -> None:
 
 
 @pytest.mark.parametrize("bad_id", ["x\r\nflush_all", "a b", "", "é" * 43, "x" * 300, "a\x00b", "tab\there"])
-def test_ids_that_cannot_be_keys_name_no_session_and_inject_nothing(memcache_url: str, bad_id: str) -> None:
+def test_ids_that_cannot_be_keys_reach_memcached_only_hashed_and_inject_nothing(
+        memcached_server: MemcachedServer, memcache_url: str, bad_id: str) -> None:
+    """Any text is a key once hashed; its raw form is never sent (no old key is looked for either)."""
     store = open_store(memcache_url)
     store.create(sid(1), record({"a": b"1"}), 60)
     assert store.load(bad_id, None) is None
     assert store.load(bad_id, 60) is None
     assert store.merge(bad_id, {"a": b"1"}, NOW(), 60) is MergeResult.GONE
     store.delete(bad_id)
-    with pytest.raises(StoreError):
-        store.create(bad_id, record({"a": b"1"}), 60)
+    store.create(bad_id, record({"b": b"2"}), 60)
+    loaded = store.load(bad_id, 60)
+    assert loaded is not None and loaded.data == {"b": b"2"}
     assert store.load(sid(1), None) is not None  # no injected flush_all, no desynchronised connection
+    client = raw(memcached_server)
+    try:
+        assert client.get("session:" + stored_name(bad_id)) is not None
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize(
@@ -663,7 +674,7 @@ def test_corrupt_item_raises_corrupt_record_on_load_and_merge_and_stays(
     store = open_store(memcache_url)
     client = raw(memcached_server)
     try:
-        client.set("session:" + sid(1), garbage, expire=60)
+        client.set("session:" + stored_name(sid(1)), garbage, expire=60)
         with pytest.raises(CorruptRecord):
             store.load(sid(1), None)
         with pytest.raises(CorruptRecord):
@@ -675,7 +686,7 @@ def test_corrupt_item_raises_corrupt_record_on_load_and_merge_and_stays(
             store.merge(sid(1), {"a": b"1"}, NOW(), 60)
         assert delta(before, stats(memcached_server), "cmd_get", "cmd_set", "delete_hits", "delete_misses") == {
             "cmd_get": 1, "cmd_set": 0, "delete_hits": 0, "delete_misses": 0}
-        assert client.get("session:" + sid(1)) == garbage
+        assert client.get("session:" + stored_name(sid(1))) == garbage
     finally:
         client.close()
 
@@ -689,10 +700,10 @@ def test_merge_over_an_item_corrupted_after_its_load_raises_corrupt_record_and_l
     assert store.load(sid(1), 60) is not None
     client = raw(memcached_server)
     try:
-        client.set("session:" + sid(1), b"garbage", expire=60)
+        client.set("session:" + stored_name(sid(1)), b"garbage", expire=60)
         with pytest.raises(CorruptRecord):
             store.merge(sid(1), {"b": b"2"}, NOW(), 60)
-        assert client.get("session:" + sid(1)) == b"garbage"
+        assert client.get("session:" + stored_name(sid(1))) == b"garbage"
     finally:
         client.close()
     store.create(sid(2), record({"a": b"2"}), 60)
@@ -799,7 +810,7 @@ def test_ring_with_a_stopped_server_serves_fresh_sessions_not_errors(own_ring: l
     ids = [new_id() for _ in range(60)]
     for session_id in ids:
         store.create(session_id, record({"id": session_id.encode()}), 60)
-    home = {session_id: holder(own_ring, "session:" + session_id) for session_id in ids}
+    home = {session_id: holder(own_ring, "session:" + stored_name(session_id)) for session_id in ids}
     assert {server.port for server in home.values()} == {server.port for server in own_ring}
     victim = own_ring[1]
     victim.stop()
@@ -830,7 +841,7 @@ def test_ring_with_a_stopped_server_serves_fresh_sessions_not_errors(own_ring: l
     for session_id in fresh:
         loaded = store.load(session_id, 60)
         assert loaded is not None and loaded.data == {"id": session_id.encode()}
-        assert holder([s for s in own_ring if s is not victim], "session:" + session_id) is not victim
+        assert holder([s for s in own_ring if s is not victim], "session:" + stored_name(session_id)) is not victim
 
 
 def test_ring_server_rejoins_after_dead_timeout_and_only_its_keys_move(own_ring: list[MemcachedServer]) -> None:
@@ -839,7 +850,7 @@ def test_ring_server_rejoins_after_dead_timeout_and_only_its_keys_move(own_ring:
     for session_id in ids:
         store.create(session_id, record({"a": b"1"}), 60)
     victim = own_ring[2]
-    home = {session_id: holder(own_ring, "session:" + session_id) for session_id in ids}
+    home = {session_id: holder(own_ring, "session:" + stored_name(session_id)) for session_id in ids}
     victim.stop()
     for session_id in ids:
         store.load(session_id, 60)  # takes the victim out of the ring
@@ -848,7 +859,7 @@ def test_ring_server_rejoins_after_dead_timeout_and_only_its_keys_move(own_ring:
     fresh = [new_id() for _ in range(60)]
     for session_id in fresh:
         store.create(session_id, record({"b": b"2"}), 60)
-    assert any(holder(own_ring, "session:" + session_id) is victim for session_id in fresh)
+    assert any(holder(own_ring, "session:" + stored_name(session_id)) is victim for session_id in fresh)
     for session_id in ids:
         if home[session_id] is not victim:
             assert store.load(session_id, 60) is not None  # rendezvous hashing moved nothing else
@@ -864,7 +875,7 @@ def test_ring_with_a_hung_server_pays_one_timeout_then_serves_fresh_sessions(
     for session_id in ids:
         store.create(session_id, record({"a": b"1"}), 60)
     victim = own_ring[0]
-    lost = [session_id for session_id in ids if holder(own_ring, "session:" + session_id) is victim]
+    lost = [session_id for session_id in ids if holder(own_ring, "session:" + stored_name(session_id)) is victim]
     assert lost
     assert victim.pid is not None
     freeze(victim.pid)
@@ -922,7 +933,7 @@ def test_ring_puts_each_key_where_pymemcache_hash_client_puts_it() -> None:
     servers = [("10.0.0.1", 11211), ("10.0.0.2", 11211), ("cache-3.internal", 11311), ("::1", 11211)]
     store = MemcacheStore(servers)
     reference = HashClient(servers, use_pooling=True)
-    keys = ["session:" + new_id() for _ in range(300)]
+    keys = ["session:" + stored_name(new_id()) for _ in range(300)]
     ours = [store._ring.pool_for(key).name for key in keys]  # type: ignore[union-attr]
     theirs = [reference.hasher.get_node(key) for key in keys]
     assert ours == theirs
@@ -937,7 +948,7 @@ def test_ring_bookkeeping_survives_threads_failing_on_one_server_at_once(own_rin
     for session_id in ids:
         store.create(session_id, record({"a": b"1"}), 60)
     victim = own_ring[1]
-    lost = {session_id for session_id in ids if holder(own_ring, "session:" + session_id) is victim}
+    lost = {session_id for session_id in ids if holder(own_ring, "session:" + stored_name(session_id)) is victim}
     victim.stop()
     wrong: list[str] = []
     barrier = threading.Barrier(16)

@@ -15,6 +15,7 @@ from sessionkit import ConfigError, SessionManager, StoreUnavailable, open_store
 from sessionkit.adapters.wsgi import SessionMiddleware
 from sessionkit.backends.redis import RedisStore
 from sessionkit.flow import MergeResult
+from sessionkit.naming import stored_name
 from sessionkit.record import CorruptRecord
 from testservers import RedisCluster, RedisSentinelSet, RedisServer, free_port
 
@@ -30,7 +31,7 @@ class SessionKeys:
         self.prefix = prefix
 
     def plant(self, session_id: str, how: str) -> None:
-        key = self.prefix + session_id
+        key = self.prefix + stored_name(session_id)
         expires_in = self.client.pttl(key)
         assert expires_in > 0
         self.client.delete(key)
@@ -47,7 +48,7 @@ class SessionKeys:
         self.client.pexpire(key, expires_in)  # still live: unreadable, not expired
 
     def raw(self, session_id: str) -> tuple[bytes, object] | None:
-        key = self.prefix + session_id
+        key = self.prefix + stored_name(session_id)
         kind = self.client.type(key)
         if kind == b"none":
             return None
@@ -123,7 +124,7 @@ def test_seed_service_key_layout_lifetime_and_logout(redis_url: str) -> None:
     browser = client(redis_url.replace("/0", "/0?prefix=ncc:session:"))
     browser.get("/login")
     raw = redis.Redis.from_url(redis_url)
-    key = f"ncc:session:{session_id_of(browser)}"
+    key = f"ncc:session:{stored_name(session_id_of(browser))}"
     assert raw.exists(key)
     assert raw.hget(key, "d:user") == b'"alice"'
     assert 86400 - 5 < raw.ttl(key) <= 86400  # one day by default
@@ -210,17 +211,17 @@ def test_corrupt_hash_is_a_corrupt_record_and_a_fresh_session(redis_url: str) ->
     raw = redis.Redis.from_url(redis_url)
     for fields in [{"d:user": "x"}, {"m:c": "not-a-time", "d:user": '"x"'}, {b"d:\xff": b"1", "m:c": b"1"},
                    {"m:c": "1"}]:
-        raw.delete(f"session:{sid(1)}")
-        raw.hset(f"session:{sid(1)}", mapping=fields)  # type: ignore[arg-type]
+        raw.delete(f"session:{stored_name(sid(1))}")
+        raw.hset(f"session:{stored_name(sid(1))}", mapping=fields)  # type: ignore[arg-type]
         with pytest.raises(CorruptRecord):
             store.load(sid(1), None)
-    raw.delete(f"session:{sid(1)}")
-    raw.set(f"session:{sid(1)}", "a plain string, not a hash")
+    raw.delete(f"session:{stored_name(sid(1))}")
+    raw.set(f"session:{stored_name(sid(1))}", "a plain string, not a hash")
     browser = client(redis_url)
     cookie = SessionManager(redis_url, secret_keys=[KEY]).codec.signer.sign(sid(1))
     response = browser.get("/count", headers={"Cookie": f"session={cookie}"})
     assert response.text == "user=None count=1"
-    assert not raw.exists(f"session:{sid(1)}")  # the foreign value under our key was removed
+    assert not raw.exists(f"session:{stored_name(sid(1))}")  # the foreign value under our key was removed
 
 
 @pytest.mark.parametrize("face", ["sync", "async"])
@@ -236,7 +237,7 @@ def test_merge_over_a_corrupt_session_is_a_corrupt_record_and_leaves_the_key(
     """The store reports what it cannot read and writes nothing; deleting it is the lifecycle's decision."""
     store = open_store(redis_url)
     raw = redis.Redis.from_url(redis_url)
-    key = f"session:{sid(1)}"
+    key = f"session:{stored_name(sid(1))}"
     if isinstance(stored, str):
         raw.set(key, stored)
     else:
@@ -266,7 +267,7 @@ def test_merge_into_a_sound_session_passes_the_corruption_check(redis_url: str) 
     """The check reads the creation time the store itself writes: a real session merges as before."""
     store = open_store(redis_url)
     raw = redis.Redis.from_url(redis_url)
-    raw.hset(f"session:{sid(1)}", mapping={"m:c": "1700000000.25", "d:user": '"x"'})
+    raw.hset(f"session:{stored_name(sid(1))}", mapping={"m:c": "1700000000.25", "d:user": '"x"'})
     assert store.merge(sid(1), {"user": b'"bob"'}, time.time(), 60.0) is MergeResult.APPLIED
     loaded = store.load(sid(1), None)
     assert loaded is not None and loaded.data == {"user": b'"bob"'} and loaded.created_at == 1700000000.25

@@ -32,6 +32,7 @@ from sessionkit.backends.redis.wire import CALL, CONNECT, AsyncWire, Step, Wire
 from sessionkit.config import StoreURL
 from sessionkit.errors import StoreError
 from sessionkit.flow import MergeResult
+from sessionkit.naming import stored_name
 from sessionkit.record import CorruptRecord, Record
 from testservers import RedisServer
 
@@ -143,7 +144,7 @@ def test_an_error_reply_keeps_the_connection(redis_url: str, observer: Observer)
     (connection,) = wire.pool.idle
     client_id = wire.execute("CLIENT", "ID")
 
-    raw.set(f"session:{sid(2)}", "a plain string, not a hash")
+    raw.set(f"session:{stored_name(sid(2))}", "a plain string, not a hash")
     with pytest.raises(CorruptRecord):
         store.load(sid(2), None)  # HGETALL: -WRONGTYPE
     with pytest.raises(CorruptRecord):

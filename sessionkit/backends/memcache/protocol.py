@@ -1,4 +1,4 @@
-"""memcached's text protocol, for the five commands a session store sends.
+"""memcached's text protocol, for the commands a session store sends.
 
 Each command writes one request on a socket and reads its reply with a strict,
 bounded reader: a reply line over `LINE_LIMIT` bytes, a value over memcached's
@@ -25,10 +25,12 @@ __all__ = [
     "ConnectionClosed",
     "ErrorReply",
     "ProtocolError",
+    "add_item",
     "cas",
     "delete",
     "delete_many",
     "fetch",
+    "fetch_with_ttl",
     "set_item",
 ]
 
@@ -141,6 +143,35 @@ def fetch(sock: socket.socket, command: bytes, key: str) -> tuple[bytes, bytes] 
     if line != b"END" or buf:
         raise _unexpected(line, command, buf)
     return value, parts[4]
+
+
+def fetch_with_ttl(sock: socket.socket, key: str) -> tuple[bytes, int] | None:
+    """``mg <key> v t`` (meta get, memcached 1.6+): (value, seconds left, -1 for none), or None on a miss."""
+    name = key.encode("ascii")
+    sock.sendall(b"mg %s v t\r\n" % name)
+    line, buf = _read_line(sock, b"")
+    if line == b"EN" and not buf:
+        return None
+    parts = line.split(b" ")
+    ttls = [part[1:] for part in parts[2:] if part[:1] == b"t"]
+    if (len(parts) < 3 or parts[0] != b"VA" or not parts[1].isdigit() or int(parts[1]) > MAX_VALUE_SIZE
+            or len(ttls) != 1 or not (ttls[0] == b"-1" or ttls[0].isdigit())):
+        raise _unexpected(line, b"mg")
+    value, buf = _read_value(sock, buf, int(parts[1]))
+    if buf:
+        raise _unexpected(line, b"mg", buf)
+    return value, int(ttls[0])
+
+
+def add_item(sock: socket.socket, key: str, value: bytes, exptime: int) -> bool:
+    """``add``: True if stored, False if the key holds an item already (NOT_STORED)."""
+    sock.sendall(b"add %s 0 %d %d\r\n%s\r\n" % (key.encode("ascii"), exptime, len(value), value))
+    line = _read_last_line(sock, b"add")
+    if line == b"STORED":
+        return True
+    if line == b"NOT_STORED":
+        return False
+    raise _unexpected(line, b"add")
 
 
 def cas(sock: socket.socket, key: str, value: bytes, token: bytes, exptime: int) -> bool | None:

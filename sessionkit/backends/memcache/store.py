@@ -1,7 +1,8 @@
 """The memcache store: the session store protocol on memcached, one item per session.
 
-Each session is one item, ``prefix + session_id``, holding `encode_record`'s
-JSON blob. Reads and writes are single commands: a load is one `gats`
+Each session is one item, ``prefix + stored_name(id)`` (the hex SHA-256 of the
+id: no key holds an id; `MemcacheStore._key` is the one place it is made),
+holding `encode_record`'s JSON blob. Reads and writes are single commands: a load is one `gats`
 (get-and-touch, with the item's cas token) or `gets` without a touch; a merge
 is `cas` retried on conflict, so concurrent requests that change different keys
 lose nothing and a merge never recreates a session that a logout deleted.
@@ -33,6 +34,16 @@ How failures surface, and why:
   and a delete succeeds. After ``dead_timeout`` the server is tried again.
   Only when no server is left does a call raise `StoreUnavailable`.
 
+Sessions stored by a release before hashed names sit at ``prefix + id``: with
+``legacy_keys`` on (the default), a load that misses reads the old key with its
+remaining lifetime (``mg``, memcached 1.6+), ``add``s it under the new key,
+deletes the old one and reads the new key again. memcached has no multi-key
+transaction, so this takes several commands, not one: a write to the old key
+between them (only a service still on the previous release makes one) is lost.
+Two requests moving one session at once agree: the second's ``add`` finds the
+first's item, or its ``mg`` finds the old key gone and its second read finds the
+moved item. A miss costs three commands while ``legacy_keys`` is on.
+
 Every command goes through `_run`, the one place that translates the errors of
 sockets and of the protocol (`.protocol`) into sessionkit's.
 """
@@ -51,6 +62,7 @@ from typing import Any, TypeVar
 from ...config import StoreURL, parse_duration
 from ...errors import ConfigError, SessionTooLarge, StoreError, StoreUnavailable
 from ...flow import MergeResult
+from ...naming import STORED_NAME_LENGTH, stored_name
 from ...record import NO_META, Record, decode_record, encode_record, merge_data
 from ..base import ThreadedAsyncFace
 from . import protocol
@@ -93,7 +105,8 @@ DEFAULT_DEAD_TIMEOUT = 60.0
 #: memcached's key limit, and the length of the ids `sessionkit.codec` makes.
 MAX_KEY_LENGTH = 250
 SESSION_ID_LENGTH = 43
-MAX_PREFIX_LENGTH = MAX_KEY_LENGTH - SESSION_ID_LENGTH
+#: A key is the prefix and a 64-digit stored name.
+MAX_PREFIX_LENGTH = MAX_KEY_LENGTH - STORED_NAME_LENGTH
 #: memcached reads an exptime above 30 days as an absolute Unix time.
 _RELATIVE_EXPTIME_LIMIT = 30 * 24 * 3600
 #: An emptied session is overwritten by an empty record for at most a second.
@@ -175,6 +188,7 @@ class MemcacheStore(ThreadedAsyncFace):
         retries: int = DEFAULT_RETRIES,
         max_item_size: int = DEFAULT_MAX_ITEM_SIZE,
         dead_timeout: float = DEFAULT_DEAD_TIMEOUT,
+        legacy_keys: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not servers:
@@ -196,6 +210,8 @@ class MemcacheStore(ThreadedAsyncFace):
             raise ConfigError(f"max_item_size must be between {_MIN_ITEM_SIZE} and {protocol.MAX_VALUE_SIZE} bytes, "
                               f"not {max_item_size}", option="max_item_size")
         self.max_item_size = max_item_size
+        #: A miss also looks for (and moves) a session stored under its raw id by an earlier release.
+        self.legacy_keys = legacy_keys
         self._clock = clock
         pools = [Pool(server, connect_timeout=self.connect_timeout, timeout=self.timeout) for server in self.servers]
         #: One server: its pool, and `_ring` is None. A ring: `_pool` is None.
@@ -235,6 +251,7 @@ class MemcacheStore(ThreadedAsyncFace):
             "retries": url.get_int("retries", DEFAULT_RETRIES),
             "max_item_size": url.get_int("max_item_size", DEFAULT_MAX_ITEM_SIZE),
             "dead_timeout": url.get_float("dead_timeout", DEFAULT_DEAD_TIMEOUT),
+            "legacy_keys": url.get_bool("legacy_keys", True),
         }
         url.finish()
         return cls(servers, **options)
@@ -243,12 +260,13 @@ class MemcacheStore(ThreadedAsyncFace):
 
     def load(self, session_id: str, touch_ttl: float | None) -> Record | None:
         key = self._key(session_id)
-        if key is None:
-            return None
         ring = self._ring
         version = 0 if ring is None else ring.version  # read before the command: see _merge_remembered
         command = _GETS if touch_ttl is None else b"gats %d" % self._exptime(touch_ttl)
         found = self._run(key, protocol.fetch, command, key)
+        if found is None and self.legacy_keys and self._move(session_id, key, touch_ttl):
+            # Moved here, or (the old key was gone) maybe by a concurrent request just now: look again.
+            found = self._run(key, protocol.fetch, command, key)
         if found is None:
             return None
         blob, token = found
@@ -265,13 +283,10 @@ class MemcacheStore(ThreadedAsyncFace):
 
     def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
         key = self._key(session_id)
-        if key is None:
-            raise StoreError(f"session id of {len(session_id)} characters cannot be a memcached key "
-                             f"(printable ASCII, at most {MAX_KEY_LENGTH - len(self.prefix)})")
         blob = self._encode(record)
         if not self._run(key, protocol.set_item, key, blob, self._exptime(ttl)):
             raise StoreError(f"memcached ({self._where}) did not store the session")
-        old_keys = [old for old in map(self._key, replaces) if old is not None and old != key]
+        old_keys = [old for old in map(self._key, replaces) if old != key]
         if not old_keys:
             return
         if self._ring is None:
@@ -284,8 +299,6 @@ class MemcacheStore(ThreadedAsyncFace):
         self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float, ttl: float
     ) -> MergeResult:
         key = self._key(session_id)
-        if key is None:
-            return MergeResult.GONE
         exptime = self._exptime(ttl)
         if self._tokens:
             result = self._merge_remembered(key, changes, accessed_at, exptime)
@@ -311,10 +324,9 @@ class MemcacheStore(ThreadedAsyncFace):
 
     def delete(self, session_id: str) -> None:
         key = self._key(session_id)
-        if key is not None:
-            if self._tokens:
-                self._tokens.forget(key)
-            self._run(key, protocol.delete, key)
+        if self._tokens:
+            self._tokens.forget(key)
+        self._run(key, protocol.delete, key)
 
     def close(self) -> None:
         """Close the idle connections; the store stays usable and reconnects on demand."""
@@ -365,10 +377,38 @@ class MemcacheStore(ThreadedAsyncFace):
             return MergeResult.GONE  # deleted or expired since the token was read
         return None
 
+    # -- moving a session stored under its raw id ---------------------------------------
+
+    def _move(self, session_id: str, key: str, touch_ttl: float | None) -> bool:
+        """Move a session from its pre-hashing key to `key` if it is there; False if the id can have none.
+
+        The item keeps its remaining lifetime (or gets `touch_ttl`, as the
+        load would have given it). If `key` holds an item already, another
+        request moved the session first: the old key goes all the same.
+        """
+        old = self._legacy_key(session_id)
+        if old is None:
+            return False
+        found = self._run(old, protocol.fetch_with_ttl, old)
+        if found is None:
+            return True
+        blob, left = found
+        if touch_ttl is not None:
+            exptime = self._exptime(touch_ttl)
+        else:
+            exptime = 0 if left < 0 else self._exptime(max(1, left))
+        self._run(key, protocol.add_item, key, blob, exptime)
+        self._run(old, protocol.delete, old)
+        return True
+
     # -- keys, TTLs, sizes --------------------------------------------------------
 
-    def _key(self, session_id: str) -> str | None:
-        """The item key for an id, or None if the id cannot be one (it then names no session)."""
+    def _key(self, session_id: str) -> str:
+        """The one place an item key is made: the prefix and the session's `stored_name`."""
+        return self.prefix + stored_name(session_id)
+
+    def _legacy_key(self, session_id: str) -> str | None:
+        """The key a release before hashed names used (prefix and raw id), or None if the id could not be one."""
         key = self.prefix + session_id
         if len(key) > MAX_KEY_LENGTH or not _KEY_TEXT.fullmatch(session_id):
             return None
@@ -461,7 +501,7 @@ def _check_prefix(prefix: str) -> None:
         raise ConfigError(f"prefix {prefix!r} must be printable ASCII without spaces or control characters "
                           "(memcached keys)", option="prefix")
     if len(prefix) > MAX_PREFIX_LENGTH:
-        raise ConfigError(f"prefix is {len(prefix)} characters; with a {SESSION_ID_LENGTH}-character session id "
+        raise ConfigError(f"prefix is {len(prefix)} characters; with a {STORED_NAME_LENGTH}-character stored name "
                           f"a memcached key (max {MAX_KEY_LENGTH}) leaves room for {MAX_PREFIX_LENGTH}",
                           option="prefix")
 

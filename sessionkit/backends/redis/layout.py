@@ -1,12 +1,18 @@
 """How a session sits in Redis: one hash per session, its field codec, and the Lua scripts that change it.
 
-Layout: one hash per session at ``<prefix><id>`` (``session:<id>`` by default),
-with a field per session key (``d:<key>``) and metadata fields (``m:c`` created,
+Layout: one hash per session at ``<prefix><name>`` (``session:<name>`` by
+default), where ``<name>`` is the session's `stored_name` (the hex SHA-256 of
+its id: no key holds an id), with a field per session key (``d:<key>``) and metadata fields (``m:c`` created,
 ``m:a`` last write, ``m:.<name>`` anything else). Per-key fields are what let a
 save change only the keys a request changed, atomically, in a Lua script: two
 concurrent requests that set different keys both survive, and a merge into a key
 that no longer exists is refused, so a write racing a logout never brings the
 session back.
+
+Releases before hashed names kept a session at ``<prefix><id>``: with
+``legacy_keys`` on, a load that finds nothing under the name looks there too and
+moves what it finds, in the same script (`LOAD_MOVING`); a cluster, where the
+two keys live in different slots, moves it in steps (`DUMP_FOR_MOVE`).
 
 Nothing here does I/O: the store sends the scripts (`Script.run`/`Script.arun`
 take whatever client or wire it uses) and decodes the replies with these
@@ -25,8 +31,8 @@ from redis.exceptions import NoScriptError
 from ...flow import MergeResult
 from ...record import CorruptRecord, Record
 
-__all__ = ["CREATE", "DEFAULT_PREFIX", "LOAD_AND_TOUCH", "MERGE", "MERGE_CORRUPT", "MERGE_RESULTS", "Script",
-           "decode_fields", "merge_args", "milliseconds", "record_args"]
+__all__ = ["CREATE", "DEFAULT_PREFIX", "DUMP_FOR_MOVE", "LOAD_AND_TOUCH", "LOAD_MOVING", "MERGE", "MERGE_CORRUPT",
+           "MERGE_RESULTS", "Script", "decode_fields", "merge_args", "milliseconds", "record_args"]
 
 DEFAULT_PREFIX = "session:"
 _DATA = b"d:"
@@ -48,6 +54,29 @@ LOAD_AND_TOUCH = """
 local fields = redis.call('HGETALL', KEYS[1])
 if #fields > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return fields
+"""
+
+#: KEYS[1] session, KEYS[2] where a release before hashed names kept it; ARGV[1] TTL in ms, or 0 for no
+#: refresh. `LOAD_AND_TOUCH` (or HGETALL), and if the session is not there but its old key is, the old key
+#: becomes the new one first: RENAME keeps the value, its type and its TTL, and removes the old key, atomically.
+#: A hash is never empty in Redis, so no fields means no key. An old key that is no hash moves all the same,
+#: and the HGETALL then fails with WRONGTYPE (a corrupt record, which the lifecycle deletes).
+LOAD_MOVING = """
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then
+  if redis.call('EXISTS', KEYS[2]) == 0 then return fields end
+  redis.call('RENAME', KEYS[2], KEYS[1])
+  fields = redis.call('HGETALL', KEYS[1])
+end
+if ARGV[1] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return fields
+"""
+
+#: KEYS[1] an old key (cluster). Its DUMP and PTTL read together, or nil: what a move needs to RESTORE it.
+DUMP_FOR_MOVE = """
+local value = redis.call('DUMP', KEYS[1])
+if not value then return false end
+return {value, redis.call('PTTL', KEYS[1])}
 """
 
 #: KEYS[1] new session, KEYS[2..] ids it replaces; ARGV[1] TTL in ms, ARGV[2..] field/value pairs.

@@ -8,6 +8,10 @@ cluster client. Driver errors become `StoreUnavailable` (connection refused,
 timeout, no free connection), `CorruptRecord` (a session key holding something
 that is not a session hash) or `StoreError` (anything else) at one boundary,
 `_DriverErrors`.
+
+Keys: ``<prefix><stored_name(id)>``, built in `RedisStore._key` alone; the key a
+release before hashed names used, ``<prefix><id>``, only in `_legacy_key`, for
+the move on load that ``legacy_keys`` turns on (see `layout.LOAD_MOVING`).
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ...config import StoreURL
 from ...errors import StoreError, StoreUnavailable
 from ...flow import MergeResult
+from ...naming import stored_name
 from ...record import CorruptRecord, Record
 from .clients import ClientSettings, make_client, read_settings
 from .layout import (
     CREATE,
     DEFAULT_PREFIX,
+    DUMP_FOR_MOVE,
     LOAD_AND_TOUCH,
+    LOAD_MOVING,
     MERGE,
     MERGE_CORRUPT,
     MERGE_RESULTS,
@@ -45,6 +52,8 @@ from .wire import AsyncWire, Wire
 __all__ = ["RedisStore"]
 
 _LOAD_AND_TOUCH = Script(LOAD_AND_TOUCH)
+_LOAD_MOVING = Script(LOAD_MOVING)
+_DUMP_FOR_MOVE = Script(DUMP_FOR_MOVE)
 _CREATE = Script(CREATE)
 _MERGE = Script(MERGE)
 
@@ -100,11 +109,18 @@ class RedisStore:
 
     `merge` over a key that holds something other than a session hash raises
     `CorruptRecord` and writes nothing: what to do with it is the lifecycle's call.
+
+    ``legacy_keys`` (URL ``?legacy_keys=``, on by default): a load that misses
+    looks for the session under the key a release before hashed names used,
+    and moves it (atomically, in the load's own script; in steps on a cluster).
+    Off once every such session has ended (one absolute timeout after the
+    upgrade): a miss is then one key lookup, and no raw id is looked for.
     """
 
     def __init__(self, url: StoreURL) -> None:
         self.url = url
         self.prefix = (url.get_str("prefix", DEFAULT_PREFIX) or "").encode("utf-8", "surrogateescape")
+        self.legacy_keys = url.get_bool("legacy_keys", True)
         self.settings: ClientSettings = read_settings(url)
         url.finish()
         self.kind = self.settings.kind
@@ -147,18 +163,53 @@ class RedisStore:
         return face[1]
 
     def _key(self, session_id: str) -> bytes:
-        return self.prefix + session_id.encode("utf-8")
+        """The one place a session's key is made: the prefix and the session's `stored_name`."""
+        return self.prefix + stored_name(session_id).encode("ascii")
+
+    def _legacy_key(self, session_id: str) -> bytes:
+        """The key of a session stored by a release before hashed names: the prefix and the raw id."""
+        return self.prefix + session_id.encode("utf-8", "surrogateescape")
 
     # -- the sync face --------------------------------------------------------------
 
     def load(self, session_id: str, touch_ttl: float | None) -> Record | None:
         key = self._key(session_id)
         with _LOAD_ERRORS:
-            if touch_ttl is None:
-                reply = self._sync().hgetall(key)
+            if self.legacy_keys and self.kind != "cluster":
+                reply = _LOAD_MOVING.run(self._sync(), [key, self._legacy_key(session_id)],
+                                         [0 if touch_ttl is None else milliseconds(touch_ttl)])
             else:
-                reply = _LOAD_AND_TOUCH.run(self._sync(), [key], [milliseconds(touch_ttl)])
+                reply = self._load(key, touch_ttl)
+                if not reply and self.legacy_keys:
+                    self._move(session_id, key)
+                    reply = self._load(key, touch_ttl)
         return decode_fields(reply)
+
+    def _load(self, key: bytes, touch_ttl: float | None) -> Any:
+        if touch_ttl is None:
+            return self._sync().hgetall(key)
+        return _LOAD_AND_TOUCH.run(self._sync(), [key], [milliseconds(touch_ttl)])
+
+    def _move(self, session_id: str, key: bytes) -> None:
+        """Move a session from its old key to `key` across cluster slots, if it is there.
+
+        No script may touch two slots, so: DUMP and PTTL the old key (one
+        script), RESTORE it under `key` (``BUSYKEY``: another request moved it
+        first), then DEL the old key; the caller then reads `key` again, which
+        also finds a session another request moved meanwhile. A write to the
+        old key between the DUMP and the DEL (only a service still on the
+        previous release makes one) is lost.
+        """
+        old = self._legacy_key(session_id)
+        found = _DUMP_FOR_MOVE.run(self._sync(), [old], [])
+        if not found:
+            return
+        try:
+            self._sync().restore(key, max(0, int(found[1])), found[0])
+        except ResponseError as exc:
+            if "BUSYKEY" not in str(exc):
+                raise
+        self._sync().delete(old)
 
     def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
         keys, extra = self._create_keys(session_id, replaces)
@@ -191,11 +242,33 @@ class RedisStore:
     async def aload(self, session_id: str, touch_ttl: float | None) -> Record | None:
         key = self._key(session_id)
         with _LOAD_ERRORS:
-            if touch_ttl is None:
-                reply = await self._async().hgetall(key)
+            if self.legacy_keys and self.kind != "cluster":
+                reply = await _LOAD_MOVING.arun(self._async(), [key, self._legacy_key(session_id)],
+                                                [0 if touch_ttl is None else milliseconds(touch_ttl)])
             else:
-                reply = await _LOAD_AND_TOUCH.arun(self._async(), [key], [milliseconds(touch_ttl)])
+                reply = await self._aload(key, touch_ttl)
+                if not reply and self.legacy_keys:
+                    await self._amove(session_id, key)
+                    reply = await self._aload(key, touch_ttl)
         return decode_fields(reply)
+
+    async def _aload(self, key: bytes, touch_ttl: float | None) -> Any:
+        if touch_ttl is None:
+            return await self._async().hgetall(key)
+        return await _LOAD_AND_TOUCH.arun(self._async(), [key], [milliseconds(touch_ttl)])
+
+    async def _amove(self, session_id: str, key: bytes) -> None:
+        """`_move`, awaited."""
+        old = self._legacy_key(session_id)
+        found = await _DUMP_FOR_MOVE.arun(self._async(), [old], [])
+        if not found:
+            return
+        try:
+            await self._async().restore(key, max(0, int(found[1])), found[0])
+        except ResponseError as exc:
+            if "BUSYKEY" not in str(exc):
+                raise
+        await self._async().delete(old)
 
     async def acreate(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
         keys, extra = self._create_keys(session_id, replaces)
