@@ -58,9 +58,10 @@ class SessionState:
     never hold a second copy of it.
     """
 
-    __slots__ = ("accessed_at", "baseline", "changed", "created_at", "data", "degraded", "doomed",
-                 "force_write", "https", "id", "incoming", "invalidated", "is_new", "legacy_cookie", "loaded",
-                 "loader", "now", "persistent_key", "regenerated", "serializer", "settled", "touched", "watched")
+    __slots__ = ("accessed_at", "baseline", "changed", "created_at", "data", "degraded", "device", "doomed",
+                 "early_headers", "evicted", "force_write", "https", "id", "incoming", "invalidated", "is_new",
+                 "legacy_cookie", "loaded", "loaded_user", "loader", "now", "persistent_key", "regenerated",
+                 "serializer", "settled", "touched", "user", "watched")
 
     def __init__(self, incoming: Incoming, data: dict[str, Any], serializer: Serializer, loader: Loader | None,
                  now: float, https: bool, persistent_key: str | None) -> None:
@@ -100,6 +101,16 @@ class SessionState:
         self.legacy_cookie: str | None = None
         #: The data key whose truthiness makes the cookie persistent (None: always persistent).
         self.persistent_key = persistent_key
+        #: The user the session is bound to (`Session.bind_user`; kept by regenerate, dropped by invalidate).
+        self.user: str | None = None
+        #: The user the stored session was bound to when loaded (its index entry goes when it ends).
+        self.loaded_user: str | None = None
+        #: What the app recorded about the client at binding: label, user agent, address.
+        self.device: tuple[object, object, str | None] = (None, None, None)
+        #: Stored names of sessions the per-user limit evicted when this one was saved.
+        self.evicted: list[str] = []
+        #: Headers an early save (`SessionManager.login`) produced, for the response's own save to send.
+        self.early_headers: list[tuple[str, str]] = []
 
     # -- loading ------------------------------------------------------------------
 
@@ -127,6 +138,8 @@ class SessionState:
         self.baseline = record.data
         self.created_at = record.created_at
         self.accessed_at = record.accessed_at
+        if record.meta:
+            self.user = self.loaded_user = record.meta.get("u")
 
     def doom(self, session_id: str) -> None:
         """Delete `session_id` from the store when the response is saved."""
@@ -352,12 +365,35 @@ class Session(dict[str, Any]):
         state.regenerated = True
         state.changed = {*state.changed, *dict.keys(self)}
 
+    def bind_user(self, user_id: str, *, label: object = None, user_agent: object = None,
+                  client_address: str | None = None) -> None:
+        """Bind the session to `user_id` (at login): it joins that user's index when saved.
+
+        A login is a privilege change, so this regenerates the session (a new id,
+        the data kept); later `regenerate` calls keep the binding, `invalidate`
+        drops it. `label`, `user_agent` and `client_address` (cut to its network)
+        are what `SessionManager.sessions_for` shows; pass them only if the app
+        wants them kept. A manager without ``user_index`` refuses to save a bound session.
+        """
+        if not isinstance(user_id, str) or not user_id:
+            raise TypeError(f"a user id is a non-empty str, not {user_id!r}")
+        self.regenerate()
+        self.state.user = user_id
+        self.state.device = (label, user_agent, client_address)
+
+    @property
+    def user(self) -> str | None:
+        """The user this session is bound to, or None."""
+        self.state.ensure_loaded(self)
+        return self.state.user
+
     def invalidate(self) -> None:
         """End the session: its data is dropped, its id deleted on save, its cookie expired.
 
         Writes after this start a new, separate session with a new id.
         """
         state = self.state
+        state.user = None
         state.touched = True
         if not state.loaded and state.incoming.session_id is not None:
             state.loaded = True  # no need to read what we are about to delete
