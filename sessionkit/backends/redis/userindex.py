@@ -12,8 +12,9 @@ script may touch both on Redis Cluster:
 can break the tag). Every script first drops the entries past their expiry and
 then sets both keys to expire with the last entry (``PEXPIREAT``), so no
 keyspace event is needed and nothing outlives its sessions. Session keys live
-in other slots, so a script never touches them: the store deletes what a
-script evicted right after it, and only then writes the new session.
+in other slots, so a script never touches them: a login writes its session,
+then runs the index script, then deletes what the script evicted (see
+`RedisUserIndex.index_create` for why in that order).
 
 Why a Stream and not pub/sub: a PUBLISH reaches only the connections
 subscribed at that instant, so an instance that is reconnecting (a restart, a
@@ -224,22 +225,25 @@ class RedisUserIndex:
 
     def index_create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...], user: str,
                      entry: IndexEntry, limit: Limit | None) -> list[str] | None:
+        """The session is written first, the index decides second, and what it evicted is deleted third.
+
+        In that order, a session is always stored before any login can evict it,
+        so the DEL of an evicted session can never precede its own creation
+        (which would leave it live and out of the index). A refused login
+        deletes the session it wrote, which no client has seen yet.
+        """
         commands = self._sync()
+        new_key = self._key(session_id)
         with _errors("login"):
+            _CREATE.run(commands, [new_key], [milliseconds(ttl), *record_args(record)])
             reply = _ADD.run(commands, self._user_keys(user), self._add_args(self._now(), entry, replaces, limit))
             if reply is None:
+                commands.delete(new_key)
                 return None
             evicted = [_text(name) for name in reply]
-            for name in evicted:  # one by one: on a cluster each session key is in a slot of its own
-                commands.delete(self._session_key(name))
-            self._create_session(commands, session_id, record, ttl, replaces)
+            for key in (*(self._session_key(name) for name in evicted), *(self._key(old) for old in replaces)):
+                commands.delete(key)  # one by one: on a cluster each session key is in a slot of its own
         return evicted
-
-    def _create_session(self, commands: Any, session_id: str, record: Record, ttl: float,
-                        replaces: tuple[str, ...]) -> None:
-        _CREATE.run(commands, [self._key(session_id)], [milliseconds(ttl), *record_args(record)])
-        for old in replaces:
-            commands.delete(self._key(old))
 
     def index_touch(self, user: str, name: str, seen_at: float, expires_at: float) -> None:
         with _errors("index touch"):
@@ -271,17 +275,17 @@ class RedisUserIndex:
     async def aindex_create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...], user: str,
                             entry: IndexEntry, limit: Limit | None) -> list[str] | None:
         commands = self._async()
+        new_key = self._key(session_id)
         with _errors("login"):
+            await _CREATE.arun(commands, [new_key], [milliseconds(ttl), *record_args(record)])
             reply = await _ADD.arun(commands, self._user_keys(user),
                                     self._add_args(self._now(), entry, replaces, limit))
             if reply is None:
+                await commands.delete(new_key)
                 return None
             evicted = [_text(name) for name in reply]
-            for name in evicted:
-                await commands.delete(self._session_key(name))
-            await _CREATE.arun(commands, [self._key(session_id)], [milliseconds(ttl), *record_args(record)])
-            for old in replaces:
-                await commands.delete(self._key(old))
+            for key in (*(self._session_key(name) for name in evicted), *(self._key(old) for old in replaces)):
+                await commands.delete(key)
         return evicted
 
     async def aindex_touch(self, user: str, name: str, seen_at: float, expires_at: float) -> None:
