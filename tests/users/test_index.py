@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from sessionkit import ConfigError, SessionManager
 from sessionkit.backends.file import FileStore
@@ -42,7 +41,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
 def test_login_lists_the_session_with_its_device_and_never_the_id(store_url: Any) -> None:
     m = manager(store_url)
     cookie_a, a = login(m, "alice", label="laptop", user_agent="Firefox", client_address="203.0.113.77")
-    cookie_b, b = login(m, "alice")
+    _cookie_b, b = login(m, "alice")
     login(m, "bob")
     found = m.sessions_for("alice")
     assert {entry.id_hash for entry in found} == {stored_name(a.id)[:16], stored_name(b.id)[:16]}
@@ -58,7 +57,7 @@ def test_login_lists_the_session_with_its_device_and_never_the_id(store_url: Any
 
 def test_regenerate_keeps_the_binding_and_moves_the_entry(store_url: Any) -> None:
     m = manager(store_url)
-    cookie, first = login(m, "alice")
+    cookie, _first = login(m, "alice")
     session = m.open(cookie)
     session.regenerate()
     new_cookie = cookie_of(m.save(session))
@@ -222,8 +221,8 @@ def test_invalidations_are_published(store_url: Any) -> None:
         listener = asyncio.create_task(m.store.listen(got.append, reconnected))  # type: ignore[attr-defined]
         await asyncio.sleep(0.3)
         ready.set()
-        first, a = await asyncio.to_thread(login, m, "alice")
-        second, b = await asyncio.to_thread(login, m, "alice")  # evicts the first
+        _first, a = await asyncio.to_thread(login, m, "alice")
+        _second, b = await asyncio.to_thread(login, m, "alice")  # evicts the first
         await asyncio.to_thread(m.invalidate_user, "alice")
         for _ in range(50):
             if len(got) >= 2:
