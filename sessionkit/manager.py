@@ -562,7 +562,7 @@ class SessionManager:
                 log.warning("session %s: invalidation not published (%s); its clients learn on their next request",
                             invalidation.id_hash, exc)
 
-    def _require_index(self) -> UserPolicy:
+    def require_index(self) -> UserPolicy:
         if self.users is None:
             raise ConfigError("sessions per user need SessionManager(user_index=True)", option="user_index")
         return self.users
@@ -575,7 +575,7 @@ class SessionManager:
         Raises `SessionLimitReached` (``on_limit="refuse"``): nothing is
         written, and the session stays as it was, unbound.
         """
-        self._require_index()
+        self.require_index()
         state = session.state
         state.ensure_loaded(session)
         snapshot = (state.id, state.is_new, state.doomed, state.created_at, state.accessed_at, state.baseline,
@@ -605,13 +605,13 @@ class SessionManager:
 
     def sessions_for_flow(self, user_id: str) -> Flow[list[IndexEntry]]:
         """The live sessions of a user, oldest first: id hash, times, and what the app recorded."""
-        self._require_index()
+        self.require_index()
         return (yield ListBound(user_id))  # type: ignore[no-any-return]
 
     def end_sessions_flow(self, user_id: str, names: tuple[str, ...] | None, keep: str | None,
                           reason: Literal["revoked", "evicted"] = "revoked") -> Flow[list[str]]:
         """End sessions of a user by stored name (None: all but `keep`), then tell their clients."""
-        self._require_index()
+        self.require_index()
         ended: list[str] = yield EndBound(user_id, names, keep)
         if self.events.active:
             for name in ended:
@@ -629,7 +629,7 @@ class SessionManager:
 
         Anything but 16 to 64 lowercase hex digits matches nothing (never an error).
         """
-        self._require_index()
+        self.require_index()
         if not (isinstance(session_id_hash, str) and 16 <= len(session_id_hash) <= 64
                 and all(ch in "0123456789abcdef" for ch in session_id_hash)):
             return False
@@ -666,10 +666,19 @@ class SessionManager:
         session_id = incoming.session_id
         if session_id is None or not isinstance(self.strategy, StoredSessions):
             return None
+        return session_id if (yield from self.alive_flow(session_id)) else None
+
+    def alive_flow(self, session_id: str) -> Flow[bool]:
+        """The store holds `session_id`'s session, within its absolute timeout (one read, no write)."""
         record = yield Load(session_id, None)
-        if record is None or self._clock() - record.created_at >= self.absolute_timeout:
-            return None
-        return session_id
+        return record is not None and self._clock() - record.created_at < self.absolute_timeout
+
+    async def aalive(self, session_id: str) -> bool:
+        """`alive_flow` on the async face (an unreadable record is not a live session)."""
+        try:
+            return await run_async(self.alive_flow(session_id), self.store)
+        except CorruptRecord:
+            return False
 
     def status(self, cookie_header: str | None) -> str | None:
         """`status_flow` on the sync face (a `CorruptRecord` counts as no session)."""
