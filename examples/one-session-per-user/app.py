@@ -64,7 +64,9 @@ if (signedIn) {
     onState(transport, state) { document.body.dataset.transport = transport; document.body.dataset.state = state; },
     onInvalidated(reason) {
       const status = document.getElementById("status");
-      status.textContent = reason === "evicted" ? "Signed out elsewhere" : "Signed out (" + reason + ")";
+      // Polling learns only that the session is gone ("invalid"); in this app that means a login elsewhere.
+      const elsewhere = reason === "evicted" || reason === "invalid";
+      status.textContent = elsewhere ? "Signed out elsewhere" : "Signed out (" + reason + ")";
       status.className = "out";
     },
   });
