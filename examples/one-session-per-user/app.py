@@ -15,8 +15,10 @@ the sessionkit browser client; ``?transports=sse,poll`` picks the transports
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import sys
 from typing import Any
 
 from starlette.applications import Starlette
@@ -130,6 +132,18 @@ pages = SessionMiddleware(Starlette(routes=[
     Route("/api", api),
     Route("/devices", devices),
 ]), manager)
+
+
+async def memory(request: Request) -> Response:
+    """What the process holds (``EXAMPLE_DEBUG=1`` only): live Python blocks, watched sessions, resident memory."""
+    with open("/proc/self/status") as status:
+        rss = next((int(line.split()[1]) for line in status if line.startswith("VmRSS:")), 0)
+    gc.collect()
+    return JSONResponse({"blocks": sys.getallocatedblocks(), "watches": len(push.hub), "rss_kib": rss})
+
+
+if os.environ.get("EXAMPLE_DEBUG") == "1":
+    pages.app.routes.append(Route("/debug/memory", memory))  # type: ignore[attr-defined]
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:

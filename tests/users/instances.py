@@ -20,9 +20,9 @@ def env(redis_url: str, instance: str, **more: str) -> dict[str, str]:
     return {"SESSIONKIT_URL": redis_url, "SESSIONKIT_SECRET_KEYS": KEY, "INSTANCE": instance, **more}
 
 
-def uvicorn(redis_url: str, instance: str, **more: str) -> HttpServer:
+def uvicorn(redis_url: str, instance: str, *options: str, **more: str) -> HttpServer:
     return HttpServer([sys.executable, "-m", "uvicorn", "--app-dir", str(EXAMPLE), "app:app", "--host", "{host}",
-                       "--port", "{port}", "--log-level", "warning", "--ws", "websockets"],
+                       "--port", "{port}", "--log-level", "warning", "--ws", "websockets", *options],
                       name=f"uvicorn-{instance}", env=env(redis_url, instance, **more))
 
 
