@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
-from .errors import SessionKitError
+from .errors import SessionLimitReached as SessionLimitReached
 
 __all__ = [
     "USER_META_KEY",
@@ -46,15 +46,6 @@ InvalidationReason = Literal["logout", "emptied", "regenerated", "evicted", "rev
 
 #: Longest text kept from what the app records about a device (a label, a user agent).
 _MAX_TEXT = 256
-
-
-class SessionLimitReached(SessionKitError):
-    """A login would give a user more than ``max_sessions_per_user`` sessions, and the policy is ``refuse``."""
-
-    def __init__(self, message: str, *, user_id: str, limit: int) -> None:
-        super().__init__(message)
-        self.user_id = user_id
-        self.limit = limit
 
 
 class Limit(NamedTuple):

@@ -250,3 +250,34 @@ def _redis_keys(url: str) -> list[bytes]:
     finally:
         client.close()
     return [key for key in keys if not key.endswith(b"invalidations")]
+
+
+def test_the_async_face(store_url: Any) -> None:
+    """The same rules through `run_async`: login, listing, ending, the limit's refusal."""
+    m = manager(store_url, max_sessions_per_user=2, on_limit="refuse")
+
+    async def alogin(user: str) -> str:
+        session = await m.aopen(None)
+        session["name"] = user
+        await m.alogin(session, user, label="async")
+        cookie = cookie_of(await m.asave(session))
+        assert cookie is not None
+        return cookie
+
+    async def scenario() -> None:
+        first = await alogin("alice")
+        second = await alogin("alice")
+        with pytest.raises(SessionLimitReached):
+            await alogin("alice")
+        entries = await m.asessions_for("alice")
+        assert [entry.label for entry in entries] == ["async", "async"]
+        assert await m.astatus(first) is not None
+        assert await m.ainvalidate_session("alice", entries[0].id_hash) is True
+        assert await m.ainvalidate_user("alice") == 1
+        assert await m.astatus(first) is None and await m.astatus(second) is None
+        assert await m.asessions_for("alice") == []
+        session = await m.aopen(second)
+        assert session.user is None and not session
+
+    asyncio.run(scenario())
+    m.close()

@@ -167,3 +167,17 @@ def test_the_client_script_is_served(instances: tuple[HttpServer, HttpServer, Ht
         response = httpx.get(base(server) + "/session-events/client.js")
         assert response.status_code == 200 and "SessionKitPush" in response.text
         assert response.headers["content-type"].startswith("text/javascript")
+
+
+@pytest.mark.parametrize("store", ["memory", "file"])
+def test_memory_and_file_deliver_in_process(store: str, tmp_path: object) -> None:
+    """Without Redis, one instance still tells its own clients (the store's in-process delivery)."""
+    url = "memory://" if store == "memory" else f"file://{tmp_path}/sessions"
+    server = uvicorn(url, "M")
+    server.start()
+    try:
+        message, code, elapsed = asyncio.run(_ws_told(server, server))
+    finally:
+        server.stop()
+    assert message == {"event": "sessionInvalidated", "reason": "evicted"}
+    assert code == CLOSE_SESSION_ENDED and elapsed < DELIVERY_LIMIT
