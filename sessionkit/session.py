@@ -371,7 +371,7 @@ class Session(dict[str, Any]):
 
         A login is a privilege change, so this regenerates the session (a new id,
         the data kept); later `regenerate` calls keep the binding, `invalidate`
-        drops it. `label`, `user_agent` and `client_address` (cut to its network)
+        drops it; `bound_user` reads it. `label`, `user_agent` and `client_address` (cut to its network)
         are what `SessionManager.sessions_for` shows; pass them only if the app
         wants them kept. A manager without ``user_index`` refuses to save a bound session.
         """
@@ -382,8 +382,11 @@ class Session(dict[str, Any]):
         self.state.device = (label, user_agent, client_address)
 
     @property
-    def user(self) -> str | None:
-        """The user this session is bound to, or None."""
+    def bound_user(self) -> str | None:
+        """The user this session is bound to, or None.
+
+        Not ``user``: templates read ``session.user`` as the data key (Jinja tries the attribute first).
+        """
         self.state.ensure_loaded(self)
         return self.state.user
 

@@ -77,7 +77,7 @@ if (signedIn) {
 
 
 async def home(request: Request) -> Response:
-    user = get_session(request).user
+    user = get_session(request).bound_user
     return HTMLResponse(PAGE % {
         "instance": INSTANCE or "-",
         "status": f"Signed in as {user}" if user else "Not signed in",
@@ -106,7 +106,7 @@ async def login(request: Request) -> Response:
 
 
 async def api(request: Request) -> Response:
-    if get_session(request).user is None:
+    if get_session(request).bound_user is None:
         return PlainTextResponse("error: invalid session", status_code=401)
     return PlainTextResponse("authenticated")
 
@@ -117,7 +117,7 @@ async def logout(request: Request) -> Response:
 
 
 async def devices(request: Request) -> Response:
-    user = get_session(request).user
+    user = get_session(request).bound_user
     if user is None:
         return JSONResponse([], status_code=401)
     return JSONResponse([{"id": entry.id_hash, "created": entry.created_at, "last_seen": entry.last_seen,

@@ -47,9 +47,9 @@ def pages(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterab
             return _json(start_response, "409 Conflict", {"error": "already signed in elsewhere"})
         return _json(start_response, "200 OK", {"user": user})
     if path == "/api":
-        if session.user is None:
+        if session.bound_user is None:
             return _json(start_response, "401 Unauthorized", {"error": "invalid session"})
-        return _json(start_response, "200 OK", {"user": session.user})
+        return _json(start_response, "200 OK", {"user": session.bound_user})
     return _json(start_response, "404 Not Found", {"error": "not found"})
 
 

@@ -50,7 +50,7 @@ def test_login_lists_the_session_with_its_device_and_never_the_id(store_url: Any
     assert laptop.created_at <= laptop.last_seen < laptop.expires_at
     for entry in found:
         assert a.id not in repr(entry) and b.id not in repr(entry)
-    assert request(m, cookie_a).user == "alice"
+    assert request(m, cookie_a).bound_user == "alice"
     assert m.sessions_for("nobody") == []
     m.close()
 
@@ -63,7 +63,7 @@ def test_regenerate_keeps_the_binding_and_moves_the_entry(store_url: Any) -> Non
     new_cookie = cookie_of(m.save(session))
     assert new_cookie is not None and new_cookie != cookie
     assert [entry.id_hash for entry in m.sessions_for("alice")] == [stored_name(session.id)[:16]]
-    assert request(m, new_cookie).user == "alice"
+    assert request(m, new_cookie).bound_user == "alice"
     assert m.status(cookie) is None
     m.close()
 
@@ -128,7 +128,7 @@ def test_refuse_raises_in_the_handler_and_keeps_the_session(store_url: Any) -> N
     with pytest.raises(SessionLimitReached) as caught:
         m.login(session, "alice")
     assert caught.value.limit == 1 and caught.value.user_id == "alice"
-    assert session.user is None and session["cart"] == [1]
+    assert session.bound_user is None and session["cart"] == [1]
     anonymous = cookie_of(m.save(session))  # the anonymous session is saved as it was, unbound
     assert anonymous is not None and request(m, anonymous)["cart"] == [1]
     assert m.status(first) is not None
@@ -203,7 +203,7 @@ def test_a_read_keeps_the_index_entry_alive(store_url: Any) -> None:
     cookie, _ = login(m, "alice")
     for _ in range(6):
         time.sleep(0.3)
-        assert request(m, cookie).user == "alice"  # the session lives on by rolling reads
+        assert request(m, cookie).bound_user == "alice"  # the session lives on by rolling reads
     assert len(m.sessions_for("alice")) == 1
     m.close()
 
@@ -219,16 +219,19 @@ def test_invalidations_are_published(store_url: Any) -> None:
             pass
 
         listener = asyncio.create_task(m.store.listen(got.append, reconnected))  # type: ignore[attr-defined]
-        await asyncio.sleep(0.3)
-        ready.set()
-        _first, a = await asyncio.to_thread(login, m, "alice")
-        _second, b = await asyncio.to_thread(login, m, "alice")  # evicts the first
-        await asyncio.to_thread(m.invalidate_user, "alice")
-        for _ in range(50):
-            if len(got) >= 2:
-                break
-            await asyncio.sleep(0.05)
-        listener.cancel()
+        try:
+            await asyncio.sleep(0.3)
+            ready.set()
+            _first, a = await asyncio.to_thread(login, m, "alice")
+            _second, b = await asyncio.to_thread(login, m, "alice")  # evicts the first
+            await asyncio.to_thread(m.invalidate_user, "alice")
+            for _ in range(200):
+                if len(got) >= 2:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
         assert Invalidation(stored_name(a.id)[:16], "evicted", "alice") in got
         assert Invalidation(stored_name(b.id)[:16], "revoked", "alice") in got
 
@@ -277,7 +280,7 @@ def test_the_async_face(store_url: Any) -> None:
         assert await m.astatus(first) is None and await m.astatus(second) is None
         assert await m.asessions_for("alice") == []
         session = await m.aopen(second)
-        assert session.user is None and not session
+        assert session.bound_user is None and not session
 
     asyncio.run(scenario())
     m.close()

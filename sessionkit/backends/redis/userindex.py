@@ -156,6 +156,13 @@ def _errors(action: str) -> Iterator[None]:
         raise StoreError(f"redis failed ({action}): {exc}", original_error=exc) from exc
 
 
+def _cancelling() -> bool:
+    """The running task is being cancelled (Python 3.11+ can tell; earlier versions never say so)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling()) if cancelling is not None else False
+
+
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
@@ -315,6 +322,17 @@ class RedisUserIndex:
 
     # -- listening -------------------------------------------------------------------
 
+    @staticmethod
+    def _deliver(reply: Any, last: bytes | str, on_invalidation: Callable[[Invalidation], object]) -> bytes | str:
+        """Hand each entry of an XREAD reply to the listener; returns the last id seen."""
+        for _stream, messages in reply or ():
+            for message_id, fields in messages:
+                last = message_id
+                invalidation = Invalidation.decode({_text(k): _text(v) for k, v in fields.items()})
+                if invalidation is not None:  # a foreign or damaged entry is skipped
+                    on_invalidation(invalidation)
+        return last
+
     async def listen(self, on_invalidation: Callable[[Invalidation], object],
                      on_reconnect: Callable[[], Awaitable[object]]) -> None:
         """Read the stream from where this listener started, across reconnects, until cancelled.
@@ -338,23 +356,22 @@ class RedisUserIndex:
                         newest = await client.xrevrange(key, count=1)
                         last = newest[0][0] if newest else b"0-0"
                     if failures:
+                        # Back: first what was published meanwhile (it says why), then the re-check.
+                        last = self._deliver(await client.xread({key: last}, count=100_000), last, on_invalidation)
                         failures = 0
                         log.info("sessionkit: invalidation stream reconnected")
                         await on_reconnect()
                     reply = await client.xread({key: last}, block=block, count=1000)
                 except (RedisError, OSError) as exc:
+                    if _cancelling():
+                        raise asyncio.CancelledError from exc  # a client that turned the cancellation into an error
                     failures += 1
                     delay = min(2.0, 0.05 * 2 ** min(failures, 6)) * (0.5 + random.random() / 2)  # noqa: S311
                     if failures == 1:
                         log.warning("sessionkit: invalidation stream lost (%s); retrying", exc)
                     await asyncio.sleep(delay)
                     continue
-                for _stream, messages in reply or ():
-                    for message_id, fields in messages:
-                        last = message_id
-                        invalidation = Invalidation.decode({_text(k): _text(v) for k, v in fields.items()})
-                        if invalidation is not None:
-                            on_invalidation(invalidation)
+                last = self._deliver(reply, last, on_invalidation)
         finally:
             with contextlib.suppress(Exception):
-                await client.aclose()
+                await asyncio.wait_for(client.aclose(), 2.0)
