@@ -351,6 +351,8 @@ class RedisUserIndex:
         failures = 0
         try:
             while True:
+                if _cancelling():  # a client (redis-py's cluster one) may swallow the CancelledError it was sent
+                    raise asyncio.CancelledError
                 try:
                     if last is None:
                         newest = await client.xrevrange(key, count=1)
