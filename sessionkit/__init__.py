@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError as ConfigError
 from .errors import SerializationError as SerializationError
 from .errors import SessionKitError as SessionKitError
+from .errors import SessionLimitReached as SessionLimitReached
 from .errors import SessionTooLarge as SessionTooLarge
 from .errors import StoreError as StoreError
 from .errors import StoreUnavailable as StoreUnavailable
@@ -28,6 +29,7 @@ __all__ = [
     "SerializationError",
     "Session",
     "SessionKitError",
+    "SessionLimitReached",
     "SessionManager",
     "SessionTooLarge",
     "StoreError",

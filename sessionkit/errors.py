@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "SerializationError",
     "SessionKitError",
+    "SessionLimitReached",
     "SessionTooLarge",
     "StoreError",
     "StoreUnavailable",
@@ -48,6 +49,15 @@ class SessionTooLarge(SessionKitError):
     def __init__(self, message: str, *, size: int, limit: int) -> None:
         super().__init__(message)
         self.size = size
+        self.limit = limit
+
+
+class SessionLimitReached(SessionKitError):
+    """A login would give a user more than ``max_sessions_per_user`` sessions, and ``on_limit`` is ``refuse``."""
+
+    def __init__(self, message: str, *, user_id: str, limit: int) -> None:
+        super().__init__(message)
+        self.user_id = user_id
         self.limit = limit
 
 

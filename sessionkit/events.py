@@ -62,7 +62,8 @@ class SessionInvalidated:
     """A session was ended: deleted from the store (logout), or emptied by the app."""
 
     id_hash: str
-    reason: Literal["logout", "emptied"] = "logout"
+    #: ``evicted``: the per-user limit ended it; ``revoked``: `invalidate_user` / `invalidate_session` did.
+    reason: Literal["logout", "emptied", "evicted", "revoked"] = "logout"
 
 
 @dataclass(frozen=True, slots=True)

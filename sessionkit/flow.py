@@ -20,24 +20,30 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 from .record import Record
 
 if TYPE_CHECKING:
-    from .backends.base import AsyncDocumentStore, AsyncSessionStore, DocumentStore, SessionStore
+    from .backends.base import AsyncDocumentStore, AsyncSessionStore, DocumentStore, SessionStore, UserIndexStore
     from .events import Event, EventHub
+    from .users import IndexEntry, Invalidation, Limit
 
 __all__ = [
     "TOUCH_DIVISOR",
     "Create",
+    "CreateBound",
     "CreateDocument",
     "Delete",
     "DeleteDocument",
     "DocumentTouch",
     "Emit",
+    "EndBound",
     "Flow",
+    "ListBound",
     "Load",
     "LoadDocument",
     "Merge",
     "MergeResult",
     "Op",
+    "Publish",
     "ReplaceDocument",
+    "TouchBound",
     "run_async",
     "run_sync",
     "touch_interval",
@@ -233,8 +239,91 @@ class Emit(NamedTuple):
         await self.hub.aemit(self.event)
 
 
+# -- sessions per user (stores that keep an index: `backends.base.UserIndexStore`) --------------
+
+
+def _index(store: object) -> UserIndexStore:
+    """The manager checked at startup that its store keeps an index."""
+    return cast("UserIndexStore", store)
+
+
+class CreateBound(NamedTuple):
+    """`Create` for a session bound to a user: its index entry too, under the per-user limit, atomically.
+
+    The result is the names of the sessions the limit evicted, or None if it refused the login.
+    """
+
+    session_id: str
+    record: Record
+    ttl: float
+    replaces: tuple[str, ...]
+    user: str
+    entry: IndexEntry
+    limit: Limit | None
+
+    def run(self, store: SessionStore) -> list[str] | None:
+        return _index(store).index_create(*self)
+
+    async def arun(self, store: AsyncSessionStore) -> list[str] | None:
+        return await _index(store).aindex_create(*self)
+
+
+class TouchBound(NamedTuple):
+    """Push a bound session's index entry out (a read's rolling refresh reaches the index this way)."""
+
+    user: str
+    name: str
+    seen_at: float
+    expires_at: float
+
+    def run(self, store: SessionStore) -> None:
+        _index(store).index_touch(*self)
+
+    async def arun(self, store: AsyncSessionStore) -> None:
+        await _index(store).aindex_touch(*self)
+
+
+class EndBound(NamedTuple):
+    """End sessions of a user by stored name (None: all but `keep`); the result is the names ended."""
+
+    user: str
+    names: tuple[str, ...] | None
+    keep: str | None = None
+
+    def run(self, store: SessionStore) -> list[str]:
+        return _index(store).index_end(*self)
+
+    async def arun(self, store: AsyncSessionStore) -> list[str]:
+        return await _index(store).aindex_end(*self)
+
+
+class ListBound(NamedTuple):
+    """The live index entries of a user."""
+
+    user: str
+
+    def run(self, store: SessionStore) -> list[IndexEntry]:
+        return _index(store).index_list(self.user)
+
+    async def arun(self, store: AsyncSessionStore) -> list[IndexEntry]:
+        return await _index(store).aindex_list(self.user)
+
+
+class Publish(NamedTuple):
+    """Tell every instance that a session ended, for the clients connected to it."""
+
+    invalidation: Invalidation
+
+    def run(self, store: SessionStore) -> None:
+        _index(store).publish(self.invalidation)
+
+    async def arun(self, store: AsyncSessionStore) -> None:
+        await _index(store).apublish(self.invalidation)
+
+
 #: What a flow may yield.
-Op = Load | Create | Merge | Delete | Emit | LoadDocument | CreateDocument | ReplaceDocument | DeleteDocument
+Op = (Load | Create | Merge | Delete | Emit | LoadDocument | CreateDocument | ReplaceDocument | DeleteDocument
+      | CreateBound | TouchBound | EndBound | ListBound | Publish)
 
 Flow = Generator[Op, Any, T]
 

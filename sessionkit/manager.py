@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -39,13 +40,15 @@ from .events import (
     id_hash,
 )
 from .express import CONNECT_COOKIE_NAME, ConnectCookieCodec, new_connect_id
-from .flow import Emit, Flow, run_async, run_sync
+from .flow import Emit, EndBound, Flow, ListBound, Load, Publish, TouchBound, run_async, run_sync
 from .migrate import LegacyCookie
+from .naming import stored_name
 from .proxies import TrustedProxies
 from .record import CorruptRecord
 from .serializers import PlainJSONSerializer, Serializer, get_serializer
 from .session import Session, SessionState
 from .strategies import ConnectSessions, CookieSessions, Lifetimes, Saved, StoredSessions, Strategy
+from .users import IndexEntry, Invalidation, Limit, OnLimit, SessionLimitReached, UserPolicy, index_refresh_interval
 
 if TYPE_CHECKING:
     from .backends.base import Store
@@ -160,6 +163,9 @@ class SessionManager:
         on_invalid_cookie: Callable[[str], None] | None = None,
         migrate_from: Iterable[LegacyCookie] = (),
         store: Store | None = None,
+        user_index: bool = False,
+        max_sessions_per_user: int | None = None,
+        on_limit: OnLimit = "evict-oldest",
         clock: Callable[[], float] = time.time,
     ) -> None:
         keys = parse_secret_keys(secret_keys)
@@ -243,12 +249,17 @@ class SessionManager:
         self.rolling = (not connect) if rolling is None else bool(rolling)
         self.lifetimes = Lifetimes(self.idle_timeout, self.absolute_timeout, self.rolling, bool(persistent_cookie))
         self._new_id: Callable[[], str] = new_session_id
+        #: Sessions per user (`user_index=True`, or a `max_sessions_per_user`), or None.
+        self.users = _user_policy(self.store, tokens is not None, connect, user_index, max_sessions_per_user,
+                                  on_limit, self.idle_timeout)
+        #: When this process last pushed each bound session's index entry out (bounded: a cache, not a record).
+        self._index_refreshed: OrderedDict[str, float] = OrderedDict()
         #: Where sessions live between requests: the store (the cookie is an id) or the cookie itself.
         self.strategy: Strategy
         if connect:
             self.strategy = self._connect_strategy(bool(persistent_cookie))
         elif tokens is None:
-            self.strategy = StoredSessions(self.codec, self.lifetimes)
+            self.strategy = StoredSessions(self.codec, self.lifetimes, self.users)
         else:
             self.strategy = CookieSessions(self.codec, tokens, self.lifetimes, revokes=revoke_url is not None)
 
@@ -383,6 +394,8 @@ class SessionManager:
         if record is None:
             if self.events.active:
                 yield Emit(SessionExpired(id_hash(session_id), missing), self.events)  # type: ignore[arg-type]
+            if self.users is not None:
+                yield from self._publish([Invalidation(id_hash(session_id), "expired")])
             return
         if state.now - record.created_at >= self.absolute_timeout:
             yield from self._expired(state, session_id, "absolute")
@@ -393,6 +406,9 @@ class SessionManager:
             log.warning("session %s: undecodable stored value (%s); starting a fresh session",
                         id_hash(session_id), exc)
             yield from self._expired(state, session_id, "corrupt")
+            return
+        if self.users is not None and state.user is not None:
+            yield from self._refresh_index(state.user, session_id, state.now, record.created_at)
 
     def _expired(self, state: SessionState, session_id: str,
                  reason: Literal["absolute", "corrupt"]) -> Flow[None]:
@@ -400,6 +416,8 @@ class SessionManager:
         state.doom(session_id)
         if self.events.active:
             yield Emit(SessionExpired(id_hash(session_id), reason), self.events)
+        if self.users is not None:
+            yield from self._publish([Invalidation(id_hash(session_id), "expired")])
 
     def _store_failed(self, operation: str, exc: StoreError, outcome: Literal["raised", "degraded"]) -> Flow[None]:
         if self.events.active:
@@ -425,7 +443,7 @@ class SessionManager:
             return [_VARY]
         # What the events will need to say, taken before the save changes it (only when someone listens).
         before = ((tuple(state.doomed), None if state.is_new else state.id, state.invalidated, state.regenerated)
-                  if self.events.active else None)
+                  if self.events.active or self.users is not None else None)
         try:
             saved = yield from self.strategy.save(state, self._clock())
         except StoreError as exc:
@@ -438,8 +456,12 @@ class SessionManager:
                       id_hash(state.id or state.incoming.session_id or "?"), exc)
             return [_VARY]
         if before is not None and saved.outcome != "nothing":
-            for event in self._saved_events(saved, state, *before):
-                yield Emit(event, self.events)
+            events = self._saved_events(saved, state, *before)
+            if self.events.active:
+                for event in events:
+                    yield Emit(event, self.events)
+            if self.users is not None:
+                yield from self._after_save(events, state)
         cookies = saved.cookies
         if state.legacy_cookie is not None and saved.outcome == "created":
             cookies = [*cookies, ResponseCookie(state.legacy_cookie, None)]  # the migrated session's old cookie
@@ -543,9 +565,11 @@ class SessionManager:
         """Save a sync request's session as its response starts; returns headers to add to the response."""
         state = session.state
         quick = self._quick_save(state, status)
-        if quick is not None:
-            return quick
-        return run_sync(self._write_flow(state, status), self.store)
+        if quick is None:
+            quick = run_sync(self._write_flow(state, status), self.store)
+        if state.early_headers:
+            quick, state.early_headers = [*state.early_headers, *quick], []
+        return quick
 
     def finish(self, session: Session) -> None:
         """After a sync response's body: save what changed while it streamed (see `finish_flow`)."""
@@ -565,14 +589,198 @@ class SessionManager:
         """Save an async request's session as its response starts; returns headers to add to the response."""
         state = session.state
         quick = self._quick_save(state, status)
-        if quick is not None:
-            return quick
-        return await run_async(self._write_flow(state, status), self.store)
+        if quick is None:
+            quick = await run_async(self._write_flow(state, status), self.store)
+        if state.early_headers:
+            quick, state.early_headers = [*state.early_headers, *quick], []
+        return quick
 
     async def afinish(self, session: Session) -> None:
         """After an async response (or WebSocket): save what changed since it started (see `finish_flow`)."""
         if session.state.settled and session.state.has_pending():
             await run_async(self.finish_flow(session), self.store)
+
+    # -- sessions per user ----------------------------------------------------------
+
+    def _refresh_index(self, user: str, session_id: str, now: float, created_at: float) -> Flow[None]:
+        """A read of a bound session pushes its index entry out, at most once per interval per process.
+
+        The entry's expiry is then always later than the session's own (the
+        slack covers reads in between), so the index never drops a live session.
+        """
+        assert self.users is not None
+        refreshed = self._index_refreshed
+        last = refreshed.get(session_id)
+        if last is not None and now - last < self.users.slack:
+            return
+        refreshed[session_id] = now
+        refreshed.move_to_end(session_id)
+        if len(refreshed) > _INDEX_REFRESH_MEMORY:
+            refreshed.popitem(last=False)
+        expires_at = min(now + self.idle_timeout, created_at + self.absolute_timeout) + self.users.slack
+        try:
+            yield TouchBound(user, stored_name(session_id), now, expires_at)
+        except StoreError as exc:  # the session itself was loaded: the index catches up on a later read
+            log.warning("session %s: the user index was not refreshed (%s)", id_hash(session_id), exc)
+
+    def _after_save(self, events: list[Event], state: SessionState) -> Flow[None]:
+        """Publish what a save ended (logout, regenerate, sessions the limit evicted)."""
+        user = state.user or state.loaded_user
+        ended: list[Invalidation] = []
+        for event in events:
+            if isinstance(event, SessionInvalidated):
+                ended.append(Invalidation(event.id_hash, "logout" if event.reason == "logout" else "emptied", user))
+            elif isinstance(event, SessionRegenerated):
+                ended.append(Invalidation(event.old_id_hash, "regenerated", user))
+            elif isinstance(event, SessionExpired):
+                ended.append(Invalidation(event.id_hash, "expired", user))
+        if state.evicted:
+            evicted, state.evicted = state.evicted, []
+            ended += [Invalidation(name[:16], "evicted", state.user) for name in evicted]
+            if self.events.active:
+                for name in evicted:
+                    yield Emit(SessionInvalidated(name[:16], "evicted"), self.events)
+        yield from self._publish(ended)
+
+    def _publish(self, invalidations: list[Invalidation]) -> Flow[None]:
+        """Best effort: the store already made each end durable; a failed publish is logged, never raised."""
+        for invalidation in invalidations:
+            try:
+                yield Publish(invalidation)
+            except StoreError as exc:
+                log.warning("session %s: invalidation not published (%s); its clients learn on their next request",
+                            invalidation.id_hash, exc)
+
+    def require_index(self) -> UserPolicy:
+        if self.users is None:
+            raise ConfigError("sessions per user need SessionManager(user_index=True)", option="user_index")
+        return self.users
+
+    def login_flow(self, session: Session, user_id: str, *, label: object = None, user_agent: object = None,
+                   client_address: str | None = None) -> Flow[None]:
+        """Bind the session to `user_id` and store it now, so a refused login raises here, in the handler.
+
+        The cookie this save sets goes out with the response's own save.
+        Raises `SessionLimitReached` (``on_limit="refuse"``): nothing is
+        written, and the session stays as it was, unbound.
+        """
+        self.require_index()
+        state = session.state
+        state.ensure_loaded(session)
+        snapshot = (state.id, state.is_new, state.doomed, state.created_at, state.accessed_at, state.baseline,
+                    state.user, state.changed, state.regenerated)
+        session.bind_user(user_id, label=label, user_agent=user_agent, client_address=client_address)
+        try:
+            headers = yield from self._write_flow(state, 200)
+        except SessionLimitReached:
+            (state.id, state.is_new, state.doomed, state.created_at, state.accessed_at, state.baseline,
+             state.user, state.changed, state.regenerated) = snapshot
+            state.settled = False
+            raise
+        state.settled = False
+        state.early_headers = [*state.early_headers, *headers]
+
+    def login(self, session: Session, user_id: str, *, label: object = None, user_agent: object = None,
+              client_address: str | None = None) -> None:
+        """`login_flow` on the sync face."""
+        run_sync(self.login_flow(session, user_id, label=label, user_agent=user_agent,
+                                 client_address=client_address), self.store)
+
+    async def alogin(self, session: Session, user_id: str, *, label: object = None, user_agent: object = None,
+                     client_address: str | None = None) -> None:
+        """`login_flow` on the async face."""
+        await run_async(self.login_flow(session, user_id, label=label, user_agent=user_agent,
+                                        client_address=client_address), self.store)
+
+    def sessions_for_flow(self, user_id: str) -> Flow[list[IndexEntry]]:
+        """The live sessions of a user, oldest first: id hash, times, and what the app recorded."""
+        self.require_index()
+        return (yield ListBound(user_id))  # type: ignore[no-any-return]
+
+    def end_sessions_flow(self, user_id: str, names: tuple[str, ...] | None, keep: str | None,
+                          reason: Literal["revoked", "evicted"] = "revoked") -> Flow[list[str]]:
+        """End sessions of a user by stored name (None: all but `keep`), then tell their clients."""
+        self.require_index()
+        ended: list[str] = yield EndBound(user_id, names, keep)
+        if self.events.active:
+            for name in ended:
+                yield Emit(SessionInvalidated(name[:16], reason), self.events)
+        yield from self._publish([Invalidation(name[:16], reason, user_id) for name in ended])
+        return ended
+
+    def invalidate_user_flow(self, user_id: str, except_id: str | None = None) -> Flow[int]:
+        """Log a user out everywhere (else: `except_id` is the current session's id); how many ended."""
+        keep = None if except_id is None else stored_name(except_id)
+        return len((yield from self.end_sessions_flow(user_id, None, keep)))
+
+    def invalidate_session_flow(self, user_id: str, session_id_hash: str) -> Flow[bool]:
+        """End the one session of `user_id` whose id hash (from `sessions_for`) is given; False if none.
+
+        Anything but 16 to 64 lowercase hex digits matches nothing (never an error).
+        """
+        self.require_index()
+        if not (isinstance(session_id_hash, str) and 16 <= len(session_id_hash) <= 64
+                and all(ch in "0123456789abcdef" for ch in session_id_hash)):
+            return False
+        entries: list[IndexEntry] = yield ListBound(user_id)
+        names = tuple(entry.name for entry in entries if entry.name.startswith(session_id_hash))
+        if len(names) != 1:
+            return False
+        return bool((yield from self.end_sessions_flow(user_id, names, None)))
+
+    def sessions_for(self, user_id: str) -> list[IndexEntry]:
+        return run_sync(self.sessions_for_flow(user_id), self.store)
+
+    async def asessions_for(self, user_id: str) -> list[IndexEntry]:
+        return await run_async(self.sessions_for_flow(user_id), self.store)
+
+    def invalidate_user(self, user_id: str, except_id: str | None = None) -> int:
+        return run_sync(self.invalidate_user_flow(user_id, except_id), self.store)
+
+    async def ainvalidate_user(self, user_id: str, except_id: str | None = None) -> int:
+        return await run_async(self.invalidate_user_flow(user_id, except_id), self.store)
+
+    def invalidate_session(self, user_id: str, session_id_hash: str) -> bool:
+        return run_sync(self.invalidate_session_flow(user_id, session_id_hash), self.store)
+
+    async def ainvalidate_session(self, user_id: str, session_id_hash: str) -> bool:
+        return await run_async(self.invalidate_session_flow(user_id, session_id_hash), self.store)
+
+    def status_flow(self, cookie_header: str | None) -> Flow[str | None]:
+        """The id of the live session the cookie names, or None: one read, no write, no TTL refresh.
+
+        For the status and push endpoints, which must not keep a session alive by asking about it.
+        """
+        incoming = self.strategy.read(cookie_header)
+        session_id = incoming.session_id
+        if session_id is None or not isinstance(self.strategy, StoredSessions):
+            return None
+        return session_id if (yield from self.alive_flow(session_id)) else None
+
+    def alive_flow(self, session_id: str) -> Flow[bool]:
+        """The store holds `session_id`'s session, within its absolute timeout (one read, no write)."""
+        record = yield Load(session_id, None)
+        return record is not None and self._clock() - record.created_at < self.absolute_timeout
+
+    async def aalive(self, session_id: str) -> bool:
+        """`alive_flow` on the async face (an unreadable record is not a live session)."""
+        try:
+            return await run_async(self.alive_flow(session_id), self.store)
+        except CorruptRecord:
+            return False
+
+    def status(self, cookie_header: str | None) -> str | None:
+        """`status_flow` on the sync face (a `CorruptRecord` counts as no session)."""
+        try:
+            return run_sync(self.status_flow(cookie_header), self.store)
+        except CorruptRecord:
+            return None
+
+    async def astatus(self, cookie_header: str | None) -> str | None:
+        try:
+            return await run_async(self.status_flow(cookie_header), self.store)
+        except CorruptRecord:
+            return None
 
     def close(self) -> None:
         self.store.close()
@@ -591,6 +799,37 @@ class _Raise:
 
     def __call__(self, session: Session) -> None:
         raise self.error
+
+
+#: Bound sessions whose last index refresh a process remembers (older ones refresh once more: harmless).
+_INDEX_REFRESH_MEMORY = 65536
+
+
+def _user_policy(store: Store, cookie_sessions: bool, connect: bool, user_index: bool, max_sessions: int | None,
+                 on_limit: OnLimit, idle_timeout: float) -> UserPolicy | None:
+    """Check the per-user options against the store, at startup."""
+    if max_sessions is None and not user_index:
+        return None
+    if max_sessions is not None and (isinstance(max_sessions, bool) or not isinstance(max_sessions, int)
+                                     or max_sessions < 1):
+        raise ConfigError(f"max_sessions_per_user must be a whole number >= 1, not {max_sessions!r}",
+                          option="max_sessions_per_user")
+    if on_limit not in ("evict-oldest", "refuse"):
+        raise ConfigError(f"on_limit must be 'evict-oldest' or 'refuse', not {on_limit!r}", option="on_limit")
+    if cookie_sessions:
+        raise ConfigError("sessions per user need a server store: a cookie:// session lives in the browser, so no "
+                          "server can list or end it", option="user_index")
+    if connect:
+        raise ConfigError("sessions per user are not part of connect-redis's format: Express would neither keep "
+                          "the index nor honour the limit (codec='connect')", option="user_index")
+    from .backends.base import UserIndexStore
+
+    if not isinstance(store, UserIndexStore):
+        raise ConfigError(f"sessions per user need a store that keeps an index atomically (memory://, file://, "
+                          f"redis://); {type(store).__name__} cannot: memcached has no way to list or lock a user's "
+                          "keys, and its evictions would lose sessions silently", option="user_index")
+    limit = None if max_sessions is None else Limit(max_sessions, on_limit)
+    return UserPolicy(limit, index_refresh_interval(idle_timeout))
 
 
 def _open_revocations(revoke_url: str | None) -> Store:

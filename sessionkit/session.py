@@ -39,6 +39,8 @@ Loader = Callable[["Session"], None]
 
 #: "No keys yet": the one empty set every new session shares until its first change.
 _NOTHING: frozenset[str] = frozenset()
+#: "Nothing recorded about the client" (`Session.bind_user`'s label, user agent and address).
+_NO_DEVICE: tuple[object, object, str | None] = (None, None, None)
 #: "Nothing stored yet": the baseline of a new session (replaced, never changed).
 _NO_BYTES: Mapping[str, bytes] = MappingProxyType({})
 
@@ -62,10 +64,10 @@ class SessionState:
     never hold a second copy of it.
     """
 
-    __slots__ = ("accessed_at", "baseline", "changed", "created_at", "data_ref", "degraded", "document", "doomed",
-                 "force_write", "https", "id", "incoming", "invalidated", "is_new", "legacy_cookie", "loaded",
-                 "loader", "new_id", "now", "persistent_key", "regenerated", "serializer", "settled", "touch_due",
-                 "touched", "watched")
+    __slots__ = ("accessed_at", "baseline", "changed", "created_at", "data_ref", "degraded", "device", "document",
+                 "doomed", "early_headers", "evicted", "force_write", "https", "id", "incoming", "invalidated",
+                 "is_new", "legacy_cookie", "loaded", "loaded_user", "loader", "new_id", "now", "persistent_key",
+                 "regenerated", "serializer", "settled", "touch_due", "touched", "user", "watched")
 
     def __init__(self, incoming: Incoming, data: dict[str, Any], serializer: Serializer, loader: Loader | None,
                  now: float, https: bool, persistent_key: str | None) -> None:
@@ -114,6 +116,16 @@ class SessionState:
         self.document: Document | None = None
         #: The stored document still needs the touch its read could not do: the save must write it.
         self.touch_due = False
+        #: The user the session is bound to (`Session.bind_user`; kept by regenerate, dropped by invalidate).
+        self.user: str | None = None
+        #: The user the stored session was bound to when loaded (its index entry goes when it ends).
+        self.loaded_user: str | None = None
+        #: What the app recorded about the client at binding: label, user agent, address.
+        self.device: tuple[object, object, str | None] = _NO_DEVICE
+        #: Stored names of sessions the per-user limit evicted when this one was saved.
+        self.evicted: list[str] | tuple[()] = ()
+        #: Headers an early save (`SessionManager.login`) produced, for the response's own save to send.
+        self.early_headers: list[tuple[str, str]] | tuple[()] = ()
 
     @property
     def data(self) -> dict[str, Any]:
@@ -153,6 +165,8 @@ class SessionState:
         self.baseline = record.data
         self.created_at = record.created_at
         self.accessed_at = record.accessed_at
+        if record.meta:
+            self.user = self.loaded_user = record.meta.get("u")
 
     def doom(self, session_id: str) -> None:
         """Delete `session_id` from the store when the response is saved."""
@@ -384,12 +398,38 @@ class Session(dict[str, Any]):
         state.regenerated = True
         state.changed = {*state.changed, *dict.keys(self)}
 
+    def bind_user(self, user_id: str, *, label: object = None, user_agent: object = None,
+                  client_address: str | None = None) -> None:
+        """Bind the session to `user_id` (at login): it joins that user's index when saved.
+
+        A login is a privilege change, so this regenerates the session (a new id,
+        the data kept); later `regenerate` calls keep the binding, `invalidate`
+        drops it; `bound_user` reads it. `label`, `user_agent` and `client_address` (cut to its network)
+        are what `SessionManager.sessions_for` shows; pass them only if the app
+        wants them kept. A manager without ``user_index`` refuses to save a bound session.
+        """
+        if not isinstance(user_id, str) or not user_id:
+            raise TypeError(f"a user id is a non-empty str, not {user_id!r}")
+        self.regenerate()
+        self.state.user = user_id
+        self.state.device = (label, user_agent, client_address)
+
+    @property
+    def bound_user(self) -> str | None:
+        """The user this session is bound to, or None.
+
+        Not ``user``: templates read ``session.user`` as the data key (Jinja tries the attribute first).
+        """
+        self.state.ensure_loaded(self)
+        return self.state.user
+
     def invalidate(self) -> None:
         """End the session: its data is dropped, its id deleted on save, its cookie expired.
 
         Writes after this start a new, separate session with a new id.
         """
         state = self.state
+        state.user = None
         state.touched = True
         if not state.loaded and state.incoming.session_id is not None:
             state.loaded = True  # no need to read what we are about to delete

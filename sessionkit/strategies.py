@@ -43,13 +43,15 @@ from .documents import (
     touch,
     ttl_until,
 )
-from .errors import SessionTooLarge, StoreError
+from .errors import ConfigError, SessionTooLarge, StoreError
 from .flow import (
     Create,
+    CreateBound,
     CreateDocument,
     Delete,
     DeleteDocument,
     DocumentTouch,
+    EndBound,
     Flow,
     Load,
     LoadDocument,
@@ -58,9 +60,11 @@ from .flow import (
     ReplaceDocument,
     touch_interval,
 )
+from .naming import stored_name
 from .record import NO_META, CorruptRecord, Record, merge_data
 from .session import SessionState
 from .tokens import TokenCodec
+from .users import USER_META_KEY, IndexEntry, SessionLimitReached, UserPolicy
 
 __all__ = ["ConnectSessions", "CookieSessions", "Lifetimes", "Saved", "StoredSessions", "Strategy"]
 
@@ -137,9 +141,11 @@ class StoredSessions:
 
     quiet_is_free = True
 
-    def __init__(self, codec: CookieCodec, lifetimes: Lifetimes) -> None:
+    def __init__(self, codec: CookieCodec, lifetimes: Lifetimes, users: UserPolicy | None = None) -> None:
         self.codec = codec
         self.lifetimes = lifetimes
+        #: Bound sessions join their user's index (None: the manager keeps no index).
+        self.users = users
         #: The signed id in the cookie, as the codec verifies it.
         self.read = codec.read
 
@@ -159,13 +165,18 @@ class StoredSessions:
             if data:
                 session_id = _id_of(state)
                 created_at = state.created_at
-                yield Create(session_id, Record(data, created_at, now), lifetimes.ttl(created_at, now), doomed)
+                if state.user is None:
+                    yield Create(session_id, Record(data, created_at, now), lifetimes.ttl(created_at, now), doomed)
+                else:
+                    yield from self._create_bound(state, session_id, Record(data, created_at, now), doomed, now)
                 signed = self.codec.signer.sign(session_id)
                 cookie = ResponseCookie(name, signed, lifetimes.max_age(state, created_at, now))
+                yield from self._unindex(state, doomed, ended=False)
                 state.mark_saved(session_id, data)
                 return Saved([cookie], "created")
             for old_id in doomed:
                 yield Delete(old_id)
+            yield from self._unindex(state, doomed, ended=True)
             state.mark_saved(None, {})
             cookies = [ResponseCookie(name, None)] if state.incoming.present else []
             return Saved(cookies, "ended" if doomed else "nothing")
@@ -191,6 +202,35 @@ class StoredSessions:
             cookies.append(ResponseCookie(self.codec.name, self.codec.signer.sign(stored_id), max_age))
         state.mark_saved(stored_id, merge_data(state.baseline, changes) if changes else state.baseline)
         return Saved(cookies, "updated" if changes else "nothing")
+
+
+    def _create_bound(self, state: SessionState, session_id: str, record: Record, doomed: tuple[str, ...],
+                      now: float) -> Flow[None]:
+        """Store a bound session with its index entry, under the per-user limit."""
+        users, user = self.users, state.user
+        assert user is not None
+        if users is None:
+            raise ConfigError("a session bound to a user needs SessionManager(user_index=True)", option="user_index")
+        ttl = self.lifetimes.ttl(record.created_at, now)
+        label, user_agent, address = state.device
+        entry = IndexEntry.new(stored_name(session_id), now, now + ttl + users.slack,
+                               label=label, user_agent=user_agent, address=address)
+        record = record._replace(meta={USER_META_KEY: user})
+        evicted = yield CreateBound(session_id, record, ttl, doomed, user, entry, users.limit)
+        if evicted is None:
+            assert users.limit is not None
+            state.id = None
+            raise SessionLimitReached(f"the user already has {users.limit.max} session(s) (on_limit='refuse')",
+                                      user_id=user, limit=users.limit.max)
+        state.evicted = evicted
+
+
+    def _unindex(self, state: SessionState, doomed: tuple[str, ...], *, ended: bool) -> Flow[None]:
+        """Ended ids of a bound session leave its user's index (a regenerate under the same user moved them)."""
+        user = state.loaded_user
+        if doomed and user is not None and self.users is not None and (ended or state.user != user):
+            yield EndBound(user, tuple(stored_name(old_id) for old_id in doomed))
+        state.loaded_user = state.user
 
 
 #: The record a revoked id is kept as, in the revocation store.

@@ -8,7 +8,7 @@ import sessionkit
 
 def test_public_names() -> None:
     assert sessionkit.__all__ == [
-        "ConfigError", "SerializationError", "Session", "SessionKitError", "SessionManager",
+        "ConfigError", "SerializationError", "Session", "SessionKitError", "SessionLimitReached", "SessionManager",
         "SessionTooLarge", "StoreError", "StoreUnavailable", "open_store",
     ]
     for name in sessionkit.__all__:
@@ -26,6 +26,7 @@ def test_every_module_declares_all_and_exports_what_it_has() -> None:
 
 
 def test_errors_share_one_root() -> None:
-    for name in ["ConfigError", "SerializationError", "SessionTooLarge", "StoreError", "StoreUnavailable"]:
+    for name in ["ConfigError", "SerializationError", "SessionLimitReached", "SessionTooLarge", "StoreError",
+                 "StoreUnavailable"]:
         assert issubclass(getattr(sessionkit, name), sessionkit.SessionKitError)
     assert issubclass(sessionkit.StoreUnavailable, sessionkit.StoreError)

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ..errors import ConfigError
 from ..flow import DocumentTouch, MergeResult
 from ..record import Record
+from ..users import IndexEntry, Invalidation, Limit
 
-__all__ = ["AsyncDocumentStore", "AsyncSessionStore", "DocumentStore", "NoStore", "SessionStore", "Store",
-           "ThreadedAsyncFace"]
+__all__ = ["AsyncDocumentStore", "AsyncSessionStore", "DocumentStore", "LocalInvalidations", "NoStore", "SessionStore",
+           "Store", "ThreadedAsyncFace", "UserIndexStore"]
 
 
 @runtime_checkable
@@ -193,3 +195,86 @@ class ThreadedAsyncFace:
 
     async def aclose(self: SessionStore) -> None:
         await _in_thread(self.close)
+
+
+# -- sessions per user -----------------------------------------------------------------
+
+
+@runtime_checkable
+class UserIndexStore(Protocol):
+    """What a store adds to keep each user's index and to publish invalidations (both faces).
+
+    Names are stored names (`sessionkit.naming.stored_name`), never ids. Every
+    index write and read first drops the entries whose expiry has passed.
+    """
+
+    def index_create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...], user: str,
+                     entry: IndexEntry, limit: Limit | None) -> list[str] | None:
+        """`create`, plus the entry in `user`'s index, under `limit` atomically against concurrent logins.
+
+        Returns the names of the sessions the limit evicted (deleted, and out of
+        the index), or None when ``on_limit="refuse"`` refused (nothing written).
+        """
+
+    def index_touch(self, user: str, name: str, seen_at: float, expires_at: float) -> None:
+        """Push an entry's expiry out (never in) and record when it was last seen; a missing entry stays missing."""
+
+    def index_end(self, user: str, names: tuple[str, ...] | None, keep: str | None) -> list[str]:
+        """Delete the `names` sessions of `user` (None: all but `keep`) and their entries; returns those ended."""
+
+    def index_list(self, user: str) -> list[IndexEntry]:
+        """The live entries of `user`, oldest first."""
+
+    def publish(self, invalidation: Invalidation) -> None:
+        """Tell every instance's listeners that a session ended."""
+
+    async def aindex_create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...], user: str,
+                            entry: IndexEntry, limit: Limit | None) -> list[str] | None: ...
+
+    async def aindex_touch(self, user: str, name: str, seen_at: float, expires_at: float) -> None: ...
+
+    async def aindex_end(self, user: str, names: tuple[str, ...] | None, keep: str | None) -> list[str]: ...
+
+    async def aindex_list(self, user: str) -> list[IndexEntry]: ...
+
+    async def apublish(self, invalidation: Invalidation) -> None: ...
+
+    async def listen(self, on_invalidation: Callable[[Invalidation], object],
+                     on_reconnect: Callable[[], Awaitable[object]]) -> None:
+        """Deliver every invalidation published from now on, until cancelled.
+
+        After a lost connection, `on_reconnect` runs once the listener is back
+        (the caller re-checks its clients' sessions: what was published while it
+        was away may be gone).
+        """
+
+
+class LocalInvalidations:
+    """In-process delivery of invalidations, for stores with no channel of their own (memory, file).
+
+    Listeners may run on any event loop; `publish` may be called from any thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listeners: list[tuple[asyncio.AbstractEventLoop, Callable[[Invalidation], object]]] = []
+
+    def publish(self, invalidation: Invalidation) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for loop, callback in listeners:
+            try:
+                loop.call_soon_threadsafe(callback, invalidation)
+            except RuntimeError:  # that loop is closed: its listener is going away
+                pass
+
+    async def listen(self, on_invalidation: Callable[[Invalidation], object],
+                     on_reconnect: Callable[[], Awaitable[object]]) -> None:
+        item = (asyncio.get_running_loop(), on_invalidation)
+        with self._lock:
+            self._listeners.append(item)
+        try:
+            await asyncio.get_running_loop().create_future()  # until cancelled
+        finally:
+            with self._lock:
+                self._listeners.remove(item)

@@ -14,13 +14,16 @@ Layout and why:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import json
+import logging
 import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,9 +32,13 @@ from ..errors import ConfigError, StoreError
 from ..flow import MergeResult
 from ..naming import stored_name
 from ..record import Record, decode_record, encode_record, merge_data
-from .base import ThreadedAsyncFace
+from ..users import IndexEntry, Invalidation, Limit, user_tag
+from . import userindex
+from .base import LocalInvalidations, ThreadedAsyncFace, _in_thread
 
 __all__ = ["FileStore"]
+
+log = logging.getLogger("sessionkit")
 
 _SUFFIX = ".session"
 _LOCK_STRIPES = 64
@@ -61,6 +68,8 @@ class FileStore(ThreadedAsyncFace):
         self._lock_fds: list[int | None] = []
         self._thread_locks: list[threading.Lock] = []
         self._setup_lock = threading.Lock()
+        #: Invalidations reach the listeners of this process only (the file system has no channel).
+        self.invalidations = LocalInvalidations()
 
     @classmethod
     def from_url(cls, url: StoreURL) -> FileStore:
@@ -157,7 +166,131 @@ class FileStore(ThreadedAsyncFace):
                     removed += 1
             except FileNotFoundError:
                 continue
+        for name in self.user_files():  # a user index whose last entry expired (its mtime is that expiry)
+            try:
+                if os.stat(self.directory / ".users" / name).st_mtime <= now:
+                    with self._book(name[: -len(".json")]) as book:
+                        userindex.prune(book, now)
+            except FileNotFoundError:
+                continue
         return removed
+
+    # -- sessions per user: one JSON file per user in .users/, changed under that user's flock --------
+
+    def index_create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...], user: str,
+                     entry: IndexEntry, limit: Limit | None) -> list[str] | None:
+        with self._user_book(user) as book:
+            evicted = userindex.add(book, entry, tuple(stored_name(old) for old in replaces), limit, self._clock())
+            if evicted is None:
+                return None
+            for name in evicted:
+                self._delete_name(name)
+            self.create(session_id, record, ttl, replaces)
+            return evicted
+
+    def index_touch(self, user: str, name: str, seen_at: float, expires_at: float) -> None:
+        with self._user_book(user) as book:
+            userindex.touch(book, name, seen_at, expires_at, self._clock())
+
+    def index_end(self, user: str, names: tuple[str, ...] | None, keep: str | None) -> list[str]:
+        with self._user_book(user) as book:
+            ended = userindex.end(book, names, keep, self._clock())
+            for name in ended:
+                self._delete_name(name)
+            return ended
+
+    def index_list(self, user: str) -> list[IndexEntry]:
+        with self._user_book(user) as book:
+            return userindex.entries(book, self._clock())
+
+    def publish(self, invalidation: Invalidation) -> None:
+        self.invalidations.publish(invalidation)
+
+    async def aindex_create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...], user: str,
+                            entry: IndexEntry, limit: Limit | None) -> list[str] | None:
+        return await _in_thread(self.index_create, session_id, record, ttl, replaces, user, entry, limit)
+
+    async def aindex_touch(self, user: str, name: str, seen_at: float, expires_at: float) -> None:
+        await _in_thread(self.index_touch, user, name, seen_at, expires_at)
+
+    async def aindex_end(self, user: str, names: tuple[str, ...] | None, keep: str | None) -> list[str]:
+        return await _in_thread(self.index_end, user, names, keep)
+
+    async def aindex_list(self, user: str) -> list[IndexEntry]:
+        return await _in_thread(self.index_list, user)
+
+    async def apublish(self, invalidation: Invalidation) -> None:
+        self.invalidations.publish(invalidation)
+
+    async def listen(self, on_invalidation: Callable[[Invalidation], object],
+                     on_reconnect: Callable[[], Awaitable[object]]) -> None:
+        await self.invalidations.listen(on_invalidation, on_reconnect)
+
+    def user_files(self) -> list[str]:
+        """The user index files present (tests check that expired users leave none)."""
+        try:
+            return sorted(name for name in os.listdir(self.directory / ".users") if name.endswith(".json"))
+        except FileNotFoundError:
+            return []
+
+    def _user_book(self, user: str) -> contextlib.AbstractContextManager[userindex.Book]:
+        return self._book(user_tag(user))
+
+    @contextmanager
+    def _book(self, tag: str) -> Iterator[userindex.Book]:
+        """A user's index, read and written back under an exclusive flock of its own lock file.
+
+        Each call opens the lock file anew: `flock` locks belong to the open file
+        description, so threads of one process exclude each other as processes do.
+        """
+        users = self.directory / ".users"
+        path = users / f"{tag}.json"
+        try:
+            users.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(users / f"{tag}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"file store cannot open a user index lock: {exc}", original_error=exc) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            book = self._read_book(path)
+            before = dict(book)
+            yield book
+            if book != before:
+                self._write_book(path, book)
+        finally:
+            os.close(fd)  # closing the description releases the lock
+
+    def _read_book(self, path: Path) -> userindex.Book:
+        try:
+            text = path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise StoreError(f"file store cannot read a user index: {exc}", original_error=exc) from exc
+        book: userindex.Book = {}
+        try:
+            document = json.loads(text)
+        except ValueError:
+            document = None
+        if not isinstance(document, dict):
+            log.warning("unreadable user index %s: starting it afresh", path.name)
+            return book
+        for name, item in document.items():
+            if (isinstance(name, str) and len(name) == 64 and _is_hex(name) and isinstance(item, list)
+                    and len(item) == 2 and isinstance(item[0], (int, float)) and isinstance(item[1], str)):
+                book[name] = (float(item[0]), item[1])
+        return book
+
+    def _write_book(self, path: Path, book: userindex.Book) -> None:
+        if not book:
+            self._unlink(path)
+            return
+        blob = json.dumps({name: [expires, text] for name, (expires, text) in book.items()}).encode("utf-8")
+        self._write(path, blob, max(expires for expires, _ in book.values()))
+
+    def _delete_name(self, name: str) -> None:
+        with self._locked_digest(name):
+            self._unlink(self.directory / (name + _SUFFIX))
 
     def close(self) -> None:
         with self._setup_lock:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 
 from ..config import StoreURL, redact
@@ -19,6 +19,9 @@ from ..errors import ConfigError
 from ..flow import MergeResult
 from ..naming import stored_name
 from ..record import NO_META, Record, merge_data
+from ..users import IndexEntry, Invalidation, Limit, user_tag
+from . import userindex
+from .base import LocalInvalidations
 
 __all__ = ["MemoryStore"]
 
@@ -36,6 +39,9 @@ class MemoryStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, tuple[Record, float]] = OrderedDict()
+        #: Per-user indexes (`backends.userindex`), by `user_tag`, under the same lock as the sessions.
+        self._users: dict[str, userindex.Book] = {}
+        self.invalidations = LocalInvalidations()
 
     @classmethod
     def from_url(cls, url: StoreURL) -> MemoryStore:
@@ -65,12 +71,15 @@ class MemoryStore:
             return record
 
     def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
+        with self._lock:
+            self._create(session_id, record, ttl, replaces)
+
+    def _create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...]) -> None:
         record = Record(dict(record.data), record.created_at, record.accessed_at,
                         MappingProxyType(dict(record.meta)) if record.meta else NO_META)
-        with self._lock:
-            self._put(stored_name(session_id), record, self._clock() + ttl)
-            for old_id in replaces:
-                self._entries.pop(stored_name(old_id), None)
+        self._put(stored_name(session_id), record, self._clock() + ttl)
+        for old_id in replaces:
+            self._entries.pop(stored_name(old_id), None)
 
     def merge(
         self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float, ttl: float
@@ -107,12 +116,85 @@ class MemoryStore:
     def close(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._users.clear()
 
     def _put(self, name: str, record: Record, expires_at: float) -> None:
         self._entries[name] = (record, expires_at)
         self._entries.move_to_end(name)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+    # -- sessions per user (one lock: a login's limit check and its write are one step) --------
+
+    def index_create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...], user: str,
+                     entry: IndexEntry, limit: Limit | None) -> list[str] | None:
+        with self._lock:
+            book = self._users.setdefault(user_tag(user), {})
+            evicted = userindex.add(book, entry, tuple(stored_name(old) for old in replaces), limit, self._clock())
+            if evicted is None:
+                return None
+            for name in evicted:
+                self._entries.pop(name, None)
+            self._create(session_id, record, ttl, replaces)
+            return evicted
+
+    def index_touch(self, user: str, name: str, seen_at: float, expires_at: float) -> None:
+        with self._lock:
+            book = self._users.get(user_tag(user))
+            if book is not None:
+                userindex.touch(book, name, seen_at, expires_at, self._clock())
+
+    def index_end(self, user: str, names: tuple[str, ...] | None, keep: str | None) -> list[str]:
+        with self._lock:
+            tag = user_tag(user)
+            book = self._users.get(tag, {})
+            ended = userindex.end(book, names, keep, self._clock())
+            for name in ended:
+                self._entries.pop(name, None)
+            if not book:
+                self._users.pop(tag, None)
+            return ended
+
+    def index_list(self, user: str) -> list[IndexEntry]:
+        with self._lock:
+            tag = user_tag(user)
+            book = self._users.get(tag)
+            if book is None:
+                return []
+            found = userindex.entries(book, self._clock())
+            if not book:
+                del self._users[tag]  # nothing accumulates once a user's sessions are gone
+            return found
+
+    def user_count(self) -> int:
+        """How many users have an index (tests check that expired ones leave nothing)."""
+        with self._lock:
+            for tag in [tag for tag, book in self._users.items() if not userindex.entries(book, self._clock())]:
+                del self._users[tag]
+            return len(self._users)
+
+    def publish(self, invalidation: Invalidation) -> None:
+        self.invalidations.publish(invalidation)
+
+    async def aindex_create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...], user: str,
+                            entry: IndexEntry, limit: Limit | None) -> list[str] | None:
+        return self.index_create(session_id, record, ttl, replaces, user, entry, limit)
+
+    async def aindex_touch(self, user: str, name: str, seen_at: float, expires_at: float) -> None:
+        self.index_touch(user, name, seen_at, expires_at)
+
+    async def aindex_end(self, user: str, names: tuple[str, ...] | None, keep: str | None) -> list[str]:
+        return self.index_end(user, names, keep)
+
+    async def aindex_list(self, user: str) -> list[IndexEntry]:
+        return self.index_list(user)
+
+    async def apublish(self, invalidation: Invalidation) -> None:
+        self.invalidations.publish(invalidation)
+
+    async def listen(self, on_invalidation: Callable[[Invalidation], object],
+                     on_reconnect: Callable[[], Awaitable[object]]) -> None:
+        await self.invalidations.listen(on_invalidation, on_reconnect)
 
     # The async face: nothing here blocks, so the coroutines call straight through.
 

@@ -66,6 +66,7 @@ from .layout import (
 )
 from .near import BYPASS, NearFront
 from .nearcache import NearCache
+from .userindex import RedisUserIndex
 from .wire import AsyncWire, Wire
 
 __all__ = ["RedisStore"]
@@ -127,7 +128,7 @@ def _merge_result(reply: Any) -> MergeResult:
     return MERGE_RESULTS[code]
 
 
-class RedisStore:
+class RedisStore(RedisUserIndex):
     """Sessions in Redis, with a sync face (`redis.Redis`) and an async face (`redis.asyncio.Redis`).
 
     Both faces share the key layout, the scripts and the error mapping; each
