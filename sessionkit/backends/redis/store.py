@@ -167,9 +167,6 @@ class RedisStore:
         self.kind = self.settings.kind
         self._near: NearFront | None = None
         if near_entries:
-            if self.kind == "cluster":
-                raise ConfigError("near_cache= is for one Redis server or a Sentinel-managed master; "
-                                  "redis+cluster:// has no near cache", option="near_cache")
             self._near = NearFront(self.settings, near_entries, near_ttl)
         self._client: Any = None
         self._commands: Any = None
@@ -278,8 +275,10 @@ class RedisStore:
     def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
         keys, extra = self._create_keys(session_id, replaces)
         with _CREATE_ERRORS:
-            # `extra` is only ever filled on a cluster, which has no near cache.
             if self._near is not None and self._near.create(keys[0], record, ttl, keys) is not BYPASS:
+                for old in extra:  # a cluster's replaced ids, in their own slots
+                    if self._near.delete(old) is BYPASS:
+                        self._sync().delete(old)
                 return
             _CREATE.run(self._sync(), keys, [milliseconds(ttl), *record_args(record)])
             if extra:
@@ -361,6 +360,9 @@ class RedisStore:
         keys, extra = self._create_keys(session_id, replaces)
         with _CREATE_ERRORS:
             if self._near is not None and await self._near.acreate(keys[0], record, ttl, keys) is not BYPASS:
+                for old in extra:  # a cluster's replaced ids, in their own slots
+                    if await self._near.adelete(old) is BYPASS:
+                        await self._async().delete(old)
                 return
             await _CREATE.arun(self._async(), keys, [milliseconds(ttl), *record_args(record)])
             if extra:
