@@ -327,6 +327,62 @@ def test_a_master_restarted_never_serves_a_stale_read(own_cluster: RedisCluster)
         store.close()
 
 
+@pytest.fixture
+def own_cluster_with_replicas() -> Iterator[RedisCluster]:
+    cluster = RedisCluster(replicas=1)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def _role(port: int) -> list[Any]:
+    raw = redis.Redis(port=port)
+    try:
+        return raw.execute_command("ROLE")  # type: ignore[no-any-return]
+    finally:
+        raw.close()
+
+
+def test_a_failover_with_the_old_master_up_never_serves_a_stale_read(
+        own_cluster_with_replicas: RedisCluster) -> None:
+    """``CLUSTER FAILOVER``: the demoted master keeps its clients; the slot map moving restarts tracking."""
+    cluster = own_cluster_with_replicas
+    store = online(open_store(near_url(cluster.url, timeout=0.5, connect_timeout=0.5)))  # type: ignore[arg-type]
+    cache = store.near_cache
+    assert cache is not None
+    try:
+        store.create(sid(1), Record({"v": b"before"}, time.time(), time.time()), 60)
+        assert cached(store, sid(1))
+        key = key_of(store, sid(1))
+        old_master = _owner_port(cluster, redis.cluster.key_slot(key))
+        replica = next(node.port for node in cluster.nodes
+                       if _role(node.port)[0] == b"slave" and _role(node.port)[2] == old_master)
+        promoted = redis.Redis(port=replica)
+        redis.Redis(port=old_master).wait(1, 2000)  # the replica has the session before the roles change
+        flushes = cache.stats().flushes
+        promoted.execute_command("CLUSTER", "FAILOVER")
+        wait_for(lambda: _role(replica)[0] == b"master", timeout=RECOVER)
+        promoted.hset(key, "d:v", b"after")  # changed on the new master
+        wait_for(lambda: not cached(store, sid(1)))  # heard through the demoted master's replication, or the map
+        for _ in range(50):
+            try:
+                record = store.load(sid(1), None)
+            except Exception:  # the failover's own outage, until every node agrees
+                time.sleep(0.05)
+                continue
+            assert record is not None and record.data["v"] == b"after"
+            time.sleep(0.01)
+        wait_for(lambda: cache.stats().flushes > flushes, timeout=RECOVER)  # the new slot map noticed
+        wait_for(lambda: cache.online and store.load(sid(1), None) is not None and cached(store, sid(1)),
+                 timeout=RECOVER)
+        promoted.hset(key, "d:v", b"later")  # tracked on the new master now
+        wait_for(lambda: not cached(store, sid(1)))
+        assert store.load(sid(1), None).data["v"] == b"later"  # type: ignore[union-attr]
+        promoted.close()
+    finally:
+        store.close()
+
+
 # -- the slot map's parser ----------------------------------------------------------------------------
 
 

@@ -14,7 +14,8 @@ release before hashed names used, ``<prefix><id>``, only in `_legacy_key`, for
 the move on load that ``legacy_keys`` turns on (see `layout.LOAD_MOVING`).
 
 ``?near_cache=N`` keeps up to N sessions in-process, coherent through Redis
-client tracking (`near`, `tracking`, `nearcache`): a warm read sends nothing;
+client tracking (`near`, `tracking`, `nearcache`; on a cluster, per master:
+`clustertracking`): a warm read sends nothing;
 ``near_cache_ttl=`` (seconds, default 5) bounds how long an entry is served
 without asking Redis again, should an invalidation ever go missing.
 """
