@@ -120,9 +120,9 @@ def test_bad_near_cache_options_are_config_errors(query: str) -> None:
         open_store(f"redis://127.0.0.1:6379/0?{query}")
 
 
-def test_the_near_cache_is_refused_on_a_cluster_with_a_reason() -> None:
-    with pytest.raises(ConfigError, match="cluster"):
-        open_store("redis+cluster://127.0.0.1:7000?near_cache=100")
+def test_a_cluster_url_takes_the_near_cache_too() -> None:
+    store = open_store("redis+cluster://127.0.0.1:7000?near_cache=100")  # nothing connects until first use
+    assert isinstance(store, RedisStore) and store.kind == "cluster" and store.near_cache is not None
 
 
 def test_near_cache_options_reach_the_cache() -> None:

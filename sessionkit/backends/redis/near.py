@@ -34,6 +34,7 @@ from redis.exceptions import InvalidResponse
 from ...flow import MergeResult
 from ...record import NO_META, CorruptRecord, Record, merge_data
 from .clients import ClientSettings, make_client
+from .clustertracking import AsyncClusterLanes, ClusterChannels, ClusterLanes
 from .layout import (
     CREATE_TRACKED,
     LOAD_TRACKED,
@@ -91,9 +92,12 @@ class NearFront:
         self._size = int(settings.options["max_connections"])
         self._lock = threading.Lock()
         self._listener: Listener | None = None
-        self._lanes: Lanes | None = None
-        self._async_lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncLanes] = (
+        self._lanes: Lanes | ClusterLanes | None = None
+        self._async_lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncLanes | AsyncClusterLanes] = (
             weakref.WeakKeyDictionary())
+        #: On a cluster: a listener and lanes per master, and the watch on the slot map.
+        self.cluster = (ClusterChannels(self.cache, self.settings, self._size) if settings.kind == "cluster"
+                        else None)
 
     @property
     def listener(self) -> Listener:
@@ -108,7 +112,13 @@ class NearFront:
         listener.ensure_started()
         return listener
 
-    def _sync(self) -> Lanes:
+    def _sync(self) -> Lanes | ClusterLanes:
+        cluster = self.cluster
+        if cluster is not None:
+            cluster.ensure_started()
+            if self._lanes is None:
+                self._lanes = ClusterLanes(cluster)
+            return self._lanes
         listener = self.listener  # (re)started if a close or an aclose stopped it
         lanes = self._lanes
         if lanes is None:
@@ -119,9 +129,16 @@ class NearFront:
                 lanes = self._lanes
         return lanes
 
-    def _async(self) -> AsyncLanes:
-        listener = self.listener
+    def _async(self) -> AsyncLanes | AsyncClusterLanes:
         loop = asyncio.get_running_loop()
+        cluster = self.cluster
+        if cluster is not None:
+            cluster.ensure_started()
+            lanes = self._async_lanes.get(loop)
+            if lanes is None:
+                lanes = self._async_lanes[loop] = AsyncClusterLanes(cluster)
+            return lanes
+        listener = self.listener
         lanes = self._async_lanes.get(loop)
         if lanes is None:
             client = make_client(self.settings, asynchronous=True)
@@ -219,9 +236,11 @@ class NearFront:
         with self._lock:
             listener, self._listener = self._listener, None
             lanes, self._lanes = self._lanes, None
+        if self.cluster is not None:
+            self.cluster.close()
         if listener is not None:
             listener.stop()
-        if lanes is not None:
+        if isinstance(lanes, Lanes):
             lanes.close()
 
     # -- the async face: the same, awaited ------------------------------------------------------
@@ -309,6 +328,8 @@ class NearFront:
         listener = self._listener
         if listener is not None:
             listener.stop(wait=False)  # never block the loop: the thread ends on its own
+        if self.cluster is not None:
+            self.cluster.stop_async()
 
     # -- shared ----------------------------------------------------------------------------
 

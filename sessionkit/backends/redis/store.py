@@ -14,7 +14,8 @@ release before hashed names used, ``<prefix><id>``, only in `_legacy_key`, for
 the move on load that ``legacy_keys`` turns on (see `layout.LOAD_MOVING`).
 
 ``?near_cache=N`` keeps up to N sessions in-process, coherent through Redis
-client tracking (`near`, `tracking`, `nearcache`): a warm read sends nothing;
+client tracking (`near`, `tracking`, `nearcache`; on a cluster, per master:
+`clustertracking`): a warm read sends nothing;
 ``near_cache_ttl=`` (seconds, default 5) bounds how long an entry is served
 without asking Redis again, should an invalidation ever go missing.
 """
@@ -168,9 +169,6 @@ class RedisStore(RedisUserIndex):
         self.kind = self.settings.kind
         self._near: NearFront | None = None
         if near_entries:
-            if self.kind == "cluster":
-                raise ConfigError("near_cache= is for one Redis server or a Sentinel-managed master; "
-                                  "redis+cluster:// has no near cache", option="near_cache")
             self._near = NearFront(self.settings, near_entries, near_ttl)
         self._client: Any = None
         self._commands: Any = None
@@ -279,8 +277,10 @@ class RedisStore(RedisUserIndex):
     def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
         keys, extra = self._create_keys(session_id, replaces)
         with _CREATE_ERRORS:
-            # `extra` is only ever filled on a cluster, which has no near cache.
             if self._near is not None and self._near.create(keys[0], record, ttl, keys) is not BYPASS:
+                for old in extra:  # a cluster's replaced ids, in their own slots
+                    if self._near.delete(old) is BYPASS:
+                        self._sync().delete(old)
                 return
             _CREATE.run(self._sync(), keys, [milliseconds(ttl), *record_args(record)])
             if extra:
@@ -362,6 +362,9 @@ class RedisStore(RedisUserIndex):
         keys, extra = self._create_keys(session_id, replaces)
         with _CREATE_ERRORS:
             if self._near is not None and await self._near.acreate(keys[0], record, ttl, keys) is not BYPASS:
+                for old in extra:  # a cluster's replaced ids, in their own slots
+                    if await self._near.adelete(old) is BYPASS:
+                        await self._async().delete(old)
                 return
             await _CREATE.arun(self._async(), keys, [milliseconds(ttl), *record_args(record)])
             if extra:

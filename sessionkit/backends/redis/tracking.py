@@ -49,20 +49,21 @@ import time
 import weakref
 import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 import redis.asyncio
 from redis.backoff import NoBackoff
+from redis.exceptions import AskError, ClusterDownError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from .nearcache import CHANNEL, NearCache, read_message
 from .pool import PoolFull
 
-__all__ = ["AsyncHeld", "AsyncLanes", "ChannelDown", "Held", "Lanes", "Listener", "check_tracking", "tracking_commands"]
+__all__ = ["AsyncHeld", "AsyncLanes", "ChannelDown", "ChannelSide", "Held", "Lanes", "Listener", "check_tracking",
+           "tracking_commands"]
 
 log = logging.getLogger("sessionkit")
 
@@ -78,6 +79,26 @@ _BACKOFF = (0.02, 1.0)
 
 class ChannelDown(Exception):
     """The invalidation channel is not usable (yet): the caller bypasses the cache."""
+
+
+class ChannelSide(Protocol):
+    """What a `Listener` tells: a `NearCache`, or on a cluster one master's view of the shared cache."""
+
+    def invalidate(self, keys: tuple[bytes, ...]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def go_online(self) -> int: ...
+
+    def go_offline(self) -> None: ...
+
+
+#: Cluster replies that mean the key is served elsewhere now (or not at all): the topology moved.
+_REDIRECTS = (AskError, TryAgainError, ClusterDownError)
+
+
+def _redirected(exc: ResponseError) -> bool:
+    return isinstance(exc, _REDIRECTS) or str(exc).startswith(("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN"))
 
 
 def connection_factory(client: redis.Redis | redis.asyncio.Redis) -> Callable[[], Any]:
@@ -106,7 +127,7 @@ class Listener:
     Started on first use and restarted after a fork.
     """
 
-    def __init__(self, cache: NearCache, client: redis.Redis, timeout: float,
+    def __init__(self, cache: ChannelSide | NearCache, client: redis.Redis, timeout: float,
                  master_address: Callable[[], Any] | None = None) -> None:
         self.cache = cache
         self._make = connection_factory(client)
@@ -355,9 +376,12 @@ class AsyncHeld:
 class Lanes:
     """The sync face's tracked connections: one lane per key hash, each a connection and a lock."""
 
-    def __init__(self, client: redis.Redis, listener: Listener, size: int, retries: int, timeout: float) -> None:
+    def __init__(self, client: redis.Redis, listener: Listener, size: int, retries: int, timeout: float,
+                 moved: Callable[[], None] | None = None) -> None:
         self._make = connection_factory(client)
         self._listener = listener
+        #: On a cluster: called when a node answers MOVED/ASK/TRYAGAIN/CLUSTERDOWN (the topology moved).
+        self._moved = moved
         self._retries = retries
         self._timeout = timeout
         self._lanes = [_Lane(threading.Lock()) for _ in range(size)]
@@ -377,8 +401,8 @@ class Lanes:
             try:  # the common case: a ready connection, one call
                 connection.send_packed_command(connection.pack_command(*args))
                 return connection.read_response()
-            except ResponseError:
-                raise  # the reply was read whole: the connection is fine
+            except ResponseError as exc:
+                raise self._refused(exc) from None  # the reply was read whole: the connection is fine
             except BaseException as exc:
                 self._close(lane)
                 if not isinstance(exc, _LOST) or isinstance(exc, PoolFull) or self._retries < 1:
@@ -389,13 +413,20 @@ class Lanes:
                 connection = self._ready(lane)
                 connection.send_packed_command(connection.pack_command(*args))
                 return connection.read_response()
-            except ResponseError:
-                raise  # the reply was read whole: the connection is fine
+            except ResponseError as exc:
+                raise self._refused(exc) from None  # the reply was read whole: the connection is fine
             except BaseException as exc:
                 self._close(lane)
                 if not isinstance(exc, _LOST) or isinstance(exc, PoolFull) or attempts >= self._retries:
                     raise
                 attempts += 1
+
+    def _refused(self, exc: ResponseError) -> Exception:
+        """An error reply as the caller sees it: on a cluster, a redirect is a lost channel."""
+        if self._moved is not None and _redirected(exc):
+            self._moved()
+            return ChannelDown(f"the cluster moved this key ({exc})")
+        return exc
 
     def _ready(self, lane: _Lane) -> Any:
         """The lane's connection, tracking for the listener's current generation."""
@@ -450,9 +481,10 @@ class AsyncLanes:
     """`Lanes` for one event loop: asyncio connections and locks, the same rule."""
 
     def __init__(self, client: redis.asyncio.Redis, listener: Listener, size: int, retries: int,
-                 timeout: float) -> None:
+                 timeout: float, moved: Callable[[], None] | None = None) -> None:
         self._make = connection_factory(client)
         self._listener = listener
+        self._moved = moved
         self._retries = retries
         self._timeout = timeout
         self._lanes = [_Lane(asyncio.Lock()) for _ in range(size)]
@@ -469,8 +501,8 @@ class AsyncLanes:
             try:
                 await connection.send_packed_command(connection.pack_command(*args))
                 return await connection.read_response()
-            except ResponseError:
-                raise
+            except ResponseError as exc:
+                raise self._refused(exc) from None
             except BaseException as exc:
                 await self._close(lane)
                 if not isinstance(exc, _LOST) or isinstance(exc, PoolFull) or self._retries < 1:
@@ -481,13 +513,20 @@ class AsyncLanes:
                 connection = await self._ready(lane)
                 await connection.send_packed_command(connection.pack_command(*args))
                 return await connection.read_response()
-            except ResponseError:
-                raise
+            except ResponseError as exc:
+                raise self._refused(exc) from None
             except BaseException as exc:
                 await self._close(lane)
                 if not isinstance(exc, _LOST) or isinstance(exc, PoolFull) or attempts >= self._retries:
                     raise
                 attempts += 1
+
+    def _refused(self, exc: ResponseError) -> Exception:
+        """An error reply as the caller sees it: on a cluster, a redirect is a lost channel."""
+        if self._moved is not None and _redirected(exc):
+            self._moved()
+            return ChannelDown(f"the cluster moved this key ({exc})")
+        return exc
 
     async def _ready(self, lane: _Lane) -> Any:
         state = self._listener.state
