@@ -692,6 +692,45 @@ def test_the_seeds_services_share_a_near_cached_session(redis_url: str) -> None:
     app.app.manager.close()
 
 
+def test_a_revocation_through_the_per_user_index_reaches_the_other_instance_cache(redis_url: str) -> None:
+    """`invalidate_user` and an eviction by the per-user limit on instance B are plain deletes of session keys:
+    instance A's near cache hears them through the same invalidation and never serves those sessions again."""
+    url = near_url(redis_url, prefix="peruser:")
+    a = SessionManager(url, secret_keys=[KEY], user_index=True)
+    b = SessionManager(url, secret_keys=[KEY], user_index=True, max_sessions_per_user=1)
+    store_a = online(a.store)  # type: ignore[arg-type]
+    online(b.store)  # type: ignore[arg-type]
+
+    def login(manager: SessionManager, user: str) -> str:
+        session = manager.new_session(None)
+        session["user"] = user
+        manager.login(session, user)
+        manager.save(session)
+        return session.id
+
+    def warm_on_a(session_id: str) -> None:
+        assert store_a.load(session_id, None) is not None
+        assert store_a.load(session_id, None) is not None  # the second read: a hit
+        assert cached(store_a, session_id)
+
+    try:
+        first = login(a, "alice")
+        warm_on_a(first)
+        assert b.invalidate_user("alice") == 1  # "log out everywhere", on the other instance
+        wait_for(lambda: not cached(store_a, first))
+        assert store_a.load(first, None) is None
+
+        kept = login(a, "bob")
+        warm_on_a(kept)
+        newer = login(b, "bob")  # the limit (1) on B evicts the older session
+        wait_for(lambda: not cached(store_a, kept))
+        assert store_a.load(kept, None) is None
+        assert store_a.load(newer, None) is not None
+    finally:
+        a.close()
+        b.close()
+
+
 # -- Sentinel: a failover is a lost channel ------------------------------------------------------------------
 
 
