@@ -31,6 +31,7 @@ __all__ = [
     "ResponseCookie",
     "SameSite",
     "SignsIds",
+    "b64url",
     "derive_key",
     "dump_cookie",
     "new_session_id",
@@ -75,7 +76,8 @@ def derive_key(secret: bytes, purpose: bytes) -> bytes:
     return hmac.new(prk, b"sessionkit:" + purpose + b"\x01", hashlib.sha256).digest()
 
 
-def _b64(data: bytes) -> str:
+def b64url(data: bytes) -> str:
+    """Unpadded base64url text: signatures, tokens and key ids all use this one form."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
@@ -130,7 +132,7 @@ class IdSigner:
         self._cache_size = cache_size
 
     def _signature(self, keyed: KeyedSha256, session_id: str) -> str:
-        return _b64(keyed.digest(session_id.encode("ascii")))
+        return b64url(keyed.digest(session_id.encode("ascii")))
 
     def sign(self, session_id: str) -> str:
         return f"{session_id}.{self._signature(self._keys[0], session_id)}"

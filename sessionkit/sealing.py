@@ -34,7 +34,6 @@ Redis merge's corruption check) and the names (per-key merges).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 from binascii import Error as Base64Error
@@ -42,7 +41,7 @@ from binascii import a2b_base64, b2a_base64
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from .codec import KeyedSha256, derive_key
+from .codec import KeyedSha256, b64url, derive_key
 from .errors import ConfigError
 from .record import CorruptRecord
 
@@ -63,13 +62,10 @@ _OPENED_KEPT = 4096
 _OPENED_LIMIT = 2048
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
 
 def key_id(key: bytes) -> str:
     """The public name of a derived key: 8 base64url characters of a hash of it."""
-    return _b64(hashlib.sha256(b"kid" + key).digest()[:6])
+    return b64url(hashlib.sha256(b"kid" + key).digest()[:6])
 
 
 def require_cryptography(where: str) -> None:

@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from .codec import KeyedSha256, derive_key, is_session_id
+from .codec import KeyedSha256, b64url, derive_key, is_session_id
 from .config import StoreURL, redact
 from .errors import ConfigError
 from .record import CorruptRecord, Record, decode_record, encode_record
@@ -54,9 +54,6 @@ _ID_CHARS = 43
 #: Verified tokens remembered per store.
 _CACHE_SIZE = 4096
 
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _unb64(text: str) -> bytes:
@@ -129,10 +126,10 @@ class TokenCodec:
         if self.encrypt:
             header = f"{kind}.{key.encrypt_id}"
             nonce = os.urandom(_NONCE_BYTES)
-            token = f"{header}.{_b64(nonce + key.aead().encrypt(nonce, blob, header.encode('ascii')))}"
+            token = f"{header}.{b64url(nonce + key.aead().encrypt(nonce, blob, header.encode('ascii')))}"
         else:
-            body = f"{kind}.{key.sign_id}.{_b64(blob)}"
-            token = f"{body}.{_b64(key.signer.digest(body.encode('ascii')))}"
+            body = f"{kind}.{key.sign_id}.{b64url(blob)}"
+            token = f"{body}.{b64url(key.signer.digest(body.encode('ascii')))}"
         # The browser sends this token back next: remember what it says, so that request costs no decode.
         self._remember(token, (session_id, record, False))
         return token
@@ -174,7 +171,7 @@ class TokenCodec:
                 blob = key.aead().decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], f"{kind}.{parts[1]}".encode())
             else:
                 expected = key.signer.digest(f"{kind}.{parts[1]}.{parts[2]}".encode("ascii"))
-                if not hmac.compare_digest(_b64(expected), parts[3]):
+                if not hmac.compare_digest(b64url(expected), parts[3]):
                     return None
                 blob = _unb64(parts[2])
             if kind.endswith("z"):
