@@ -42,7 +42,7 @@ from .events import (
 from .express import CONNECT_COOKIE_NAME, ConnectCookieCodec, new_connect_id
 from .flow import Emit, EndBound, Flow, ListBound, Load, Publish, TouchBound, run_async, run_sync
 from .migrate import LegacyCookie
-from .naming import stored_name
+from .naming import name_hash, stored_name
 from .proxies import TrustedProxies
 from .record import CorruptRecord
 from .serializers import PlainJSONSerializer, Serializer, get_serializer
@@ -636,10 +636,10 @@ class SessionManager:
                 ended.append(Invalidation(event.id_hash, "expired", user))
         if state.evicted:
             evicted, state.evicted = state.evicted, []
-            ended += [Invalidation(name[:16], "evicted", state.user) for name in evicted]
+            ended += [Invalidation(name_hash(name), "evicted", state.user) for name in evicted]
             if self.events.active:
                 for name in evicted:
-                    yield Emit(SessionInvalidated(name[:16], "evicted"), self.events)
+                    yield Emit(SessionInvalidated(name_hash(name), "evicted"), self.events)
         yield from self._publish(ended)
 
     def _publish(self, invalidations: list[Invalidation]) -> Flow[None]:
@@ -704,8 +704,8 @@ class SessionManager:
         ended: list[str] = yield EndBound(user_id, names, keep)
         if self.events.active:
             for name in ended:
-                yield Emit(SessionInvalidated(name[:16], reason), self.events)
-        yield from self._publish([Invalidation(name[:16], reason, user_id) for name in ended])
+                yield Emit(SessionInvalidated(name_hash(name), reason), self.events)
+        yield from self._publish([Invalidation(name_hash(name), reason, user_id) for name in ended])
         return ended
 
     def invalidate_user_flow(self, user_id: str, except_id: str | None = None) -> Flow[int]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 
-__all__ = ["ID_HASH_LENGTH", "STORED_NAME_LENGTH", "id_hash", "stored_name"]
+__all__ = ["ID_HASH_LENGTH", "STORED_NAME_LENGTH", "id_hash", "name_hash", "stored_name"]
 
 #: Hex digits in a stored name (a whole SHA-256) and in an id hash (a prefix of it).
 STORED_NAME_LENGTH = 64
@@ -41,4 +41,9 @@ def stored_name(session_id: str) -> str:
 
 def id_hash(session_id: str) -> str:
     """A short, one-way name for an id, for logs, errors and events: a prefix of its `stored_name`."""
-    return stored_name(session_id)[:ID_HASH_LENGTH]
+    return name_hash(stored_name(session_id))
+
+
+def name_hash(name: str) -> str:
+    """The id hash of a session known only by its stored name (an index entry, a file): its prefix."""
+    return name[:ID_HASH_LENGTH]

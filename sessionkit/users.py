@@ -24,6 +24,7 @@ from typing import Any, Literal, NamedTuple
 
 from .errors import SessionLimitReached as SessionLimitReached
 from .flow import touch_interval
+from .naming import name_hash
 
 __all__ = [
     "USER_META_KEY",
@@ -114,7 +115,7 @@ class IndexEntry:
 
     @property
     def id_hash(self) -> str:
-        return self.name[:16]
+        return name_hash(self.name)
 
     def encode(self) -> str:
         """The text a store keeps for this entry (its name and expiry are kept apart, as the index's keys)."""

@@ -22,6 +22,7 @@ from ..codec import IdSigner, is_session_id
 from ..config import parse_secret_keys, split_secret_keys
 from ..errors import ConfigError, SessionKitError
 from ..events import id_hash
+from ..naming import name_hash
 from .inventory import Entry, Inventory, open_inventory
 from .progress import with_progress
 from .report import human_seconds, iso, summarize, table
@@ -202,7 +203,7 @@ def resolve_session(value: str, environ: Mapping[str, str]) -> tuple[str | None,
     if is_session_id(value):
         return value, id_hash(value)
     if _HASH.fullmatch(value):
-        return None, value[:16]
+        return None, name_hash(value)
     raise ConfigError("expected a session id, a signed cookie value or an id hash (16 to 64 hex digits); "
                       f"got {len(value)} characters that are none of these", option="session")
 

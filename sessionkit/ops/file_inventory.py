@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from ..backends.file import FileStore
 from ..config import StoreURL
 from ..errors import StoreError
+from ..naming import name_hash
 from ..record import CorruptRecord, decode_record
 from .inventory import Entry
 
@@ -64,7 +65,7 @@ class FileInventory:
                     except OSError as exc:
                         raise StoreError(f"file store cannot read {name}: {exc}", original_error=exc) from exc
                 digest = name[: -len(_SUFFIX)]
-                yield Entry(digest[:16], status.st_size, status.st_mtime - now, created, accessed, name=digest)
+                yield Entry(name_hash(digest), status.st_size, status.st_mtime - now, created, accessed, name=digest)
 
     def remove(self, entry: Entry) -> bool:
         return self.store.remove_stored(entry.name)

@@ -21,6 +21,7 @@ from typing import Protocol
 from ..config import StoreURL
 from ..errors import ConfigError
 from ..events import id_hash
+from ..naming import name_hash
 
 __all__ = ["Entry", "Inventory", "hash_of_name", "open_inventory"]
 
@@ -29,7 +30,7 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 def hash_of_name(name: str) -> str:
     """The `id_hash` of a stored name: a SHA-256 digest names its id by its prefix; a raw id is hashed."""
-    return name[:16] if _DIGEST.fullmatch(name) else id_hash(name)
+    return name_hash(name) if _DIGEST.fullmatch(name) else id_hash(name)
 
 
 @dataclass(frozen=True, slots=True)
