@@ -29,7 +29,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple, Protocol
 
-from .codec import MAX_COOKIE_BYTES, CookieCodec, Incoming, ResponseCookie, parse_cookie_header
+from .codec import MAX_COOKIE_BYTES, CookieCodec, Incoming, KnownHeaders, ResponseCookie, parse_cookie_header
 from .documents import (
     Document,
     build_document,
@@ -233,6 +233,9 @@ class StoredSessions:
         state.loaded_user = state.user
 
 
+#: A request without a session token.
+_NO_TOKEN = Incoming(None, present=False)
+
 #: The record a revoked id is kept as, in the revocation store.
 _REVOKED = Record({"revoked": b"true"}, 0.0, 0.0)
 
@@ -257,17 +260,27 @@ class CookieSessions:
         #: Logged-out ids are recorded in the manager's store and checked on every load.
         self.revokes = revokes
         self._overheads: dict[tuple[int | None, bool], int] = {}
+        #: Headers whose token opened, and what it said (tokens are pure: timeouts and revocation
+        #: are checked on every request, after reading).
+        self.known = KnownHeaders()
 
     def _part(self, index: int) -> str:
         return self.codec.name if index == 0 else f"{self.codec.name}.{index}"
 
     def read(self, header: str | None) -> Incoming:
         """The session a token carries (its parts joined), verified, or nothing."""
+        if not header:
+            return _NO_TOKEN
+        incoming = self.known.get(header)
+        if incoming is None:
+            incoming = self.known.remember(header, self._open(header))
+        return incoming
+
+    def _open(self, header: str) -> Incoming:
         name = self.codec.name
-        values = parse_cookie_header(header, name) if header else []
+        values = parse_cookie_header(header, name)
         if not values:
-            return Incoming(None, present=False)
-        assert header is not None
+            return _NO_TOKEN
         token, parts = values[0], 1
         while parts < self.tokens.split:
             more = parse_cookie_header(header, f"{name}.{parts}")
