@@ -9,13 +9,13 @@ we issue is ignored before any cryptography runs.
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import hmac
 import re
 import secrets
 import time
+from binascii import b2a_base64
 from collections.abc import Callable, Sequence
 from email.utils import formatdate
 from typing import Literal, NamedTuple, Protocol
@@ -77,9 +77,16 @@ def derive_key(secret: bytes, purpose: bytes) -> bytes:
     return hmac.new(prk, b"sessionkit:" + purpose + b"\x01", hashlib.sha256).digest()
 
 
+#: Standard base64's two last letters, as base64url writes them.
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def b64url(data: bytes) -> str:
-    """Unpadded base64url text: signatures, tokens and key ids all use this one form."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    """Unpadded base64url text: signatures, tokens and key ids all use this one form.
+
+    `binascii` straight (what `base64.urlsafe_b64encode` calls through two Python layers).
+    """
+    return b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=").decode("ascii")
 
 
 class KeyedSha256:
@@ -186,6 +193,8 @@ class Incoming(NamedTuple):
     record: Record | None = None
     #: How many cookies carried it (a split cookie:// session).
     parts: int = 1
+    #: The `Cookie` header a cookie:// session was read from (remembered once it is known to recur).
+    header: str | None = None
 
 
 class ResponseCookie(NamedTuple):
@@ -338,7 +347,7 @@ class KnownHeaders:
     def remember(self, header: str, incoming: Incoming) -> Incoming:
         """Keep `incoming` for `header` if it verified and fits; returns it."""
         size = len(header)
-        if incoming.session_id is not None and size <= _KNOWN_HEADER_CHARS:
+        if incoming.session_id is not None and size <= _KNOWN_HEADER_CHARS and header not in self._known:
             if self._chars + size > _KNOWN_CHARS:
                 self._known.clear()
                 self._chars = 0

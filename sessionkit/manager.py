@@ -392,16 +392,12 @@ class SessionManager:
         Returns what must still reach the store or the subscribers (an expired or unreadable id,
         events), or None: most loads end here, with nothing more to do.
         """
-        session_id = state.incoming.session_id
-        assert session_id is not None
-        strategy = self.strategy
+        session_id: str = state.incoming.session_id  # type: ignore[assignment]  # a load had an id to load
+        loaded = self.strategy.loaded
         try:
             if isinstance(result, Exception):
                 raise result
-            record = result
-            missing = "idle"
-            if strategy.loaded is not None:
-                record, missing = strategy.loaded(state.incoming, state.now, record)
+            record, missing = (result, "idle") if loaded is None else loaded(state.incoming, state.now, result)
         except CorruptRecord as exc:
             log.warning("session %s: unreadable stored record (%s); starting a fresh session",
                         id_hash(session_id), exc)
@@ -477,7 +473,8 @@ class SessionManager:
         before = ((tuple(state.doomed), None if state.is_new else state.id, state.invalidated, state.regenerated)
                   if self.events.active or self.users is not None else None)
         try:
-            saved = yield from self.strategy.save(state, self._clock())
+            plan = self.strategy.save(state, self._clock())
+            saved = plan if isinstance(plan, Saved) else (yield from plan)
         except StoreError as exc:
             raise_it = self.on_store_error == "raise" or self._must_confirm(state)
             state.forget_pending()
@@ -597,9 +594,11 @@ class SessionManager:
         if not state.touched:  # nothing read, so nothing written either
             state.settled = True
             return []
-        if status < 500 and self.strategy.quiet_is_free and state.is_quiet():
-            state.settled = True
-            return [_VARY]
+        if status < 500 and state.is_quiet():
+            strategy = self.strategy
+            if strategy.quiet_is_free or strategy.quiet(state, state.now):
+                state.settled = True
+                return [_VARY]
         return None
 
     def save(self, session: Session, status: int = 200) -> Headers:

@@ -128,10 +128,11 @@ class SessionState:
         self.loaded = incoming.session_id is None
         #: The data key whose truthiness makes the cookie persistent (None: always persistent).
         self.persistent_key = persistent_key
-        # Read on every request (the quiet check, the late save): set here, where reads are quickest.
+        # Read on every request (the quiet check, the save, the late save): set here, where reads are quickest.
         self.changed = self.watched = _NOTHING
         self.doomed = self.early_headers = ()
-        self.regenerated = self.invalidated = self.force_write = self.touch_due = False
+        self.regenerated = self.invalidated = self.force_write = self.touch_due = self.degraded = False
+        self.legacy_cookie = None
 
     @property
     def data(self) -> dict[str, Any]:
