@@ -355,8 +355,12 @@ def _shown(args: argparse.Namespace, target: Target) -> dict[str, Any]:
     return document
 
 
+def _said(value: object) -> object:
+    return ("yes" if value else "no") if isinstance(value, bool) else "-" if value is None else value
+
+
 def _emit_shown(args: argparse.Namespace, document: dict[str, Any]) -> None:
-    lines = [f"{name:<14} {value}" for name, value in document.items() if name not in ("keys", "values")]
+    lines = [f"{name:<14} {_said(value)}" for name, value in document.items() if name not in ("keys", "values")]
     if "keys" in document:
         lines += ["", table(["key", "bytes"], sorted(document["keys"].items()))]
     if "values" in document:

@@ -49,7 +49,7 @@ def _described(found: Found, show_ids: bool) -> dict[str, Any]:
     cookie = found.document.cookie
     described = _entry_json(found.entry, show_ids)
     del described["created"]  # the format keeps none
-    described.update(bytes=len(found.document.raw), cookie_expires=cookie.get("expires"),
+    described.update(document_bytes=len(found.document.raw), cookie_expires=cookie.get("expires"),
                      max_age_ms=cookie.get("originalMaxAge"),
                      keys={key: len(text) for key, text in found.document.members.items()})
     return described

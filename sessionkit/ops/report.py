@@ -113,8 +113,8 @@ class Summary:
             f"sessions       {self.sessions}",
             f"bytes          {human_bytes(self.total_bytes)} total, {human_bytes(mean)} mean, "
             f"{human_bytes(self.largest_bytes)} largest",
-            f"oldest         {iso(self.oldest_created) or '-'}",
-            f"newest         {iso(self.newest_created) or '-'}",
+            f"oldest created {iso(self.oldest_created) or '-'}",
+            f"newest created {iso(self.newest_created) or '-'}",
             f"oldest access  {iso(self.oldest_access) or '-'}",
             f"last access    {iso(self.last_access) or '-'}",
             f"expires first  {iso(self.expires_first) or '-'}",
