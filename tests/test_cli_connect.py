@@ -341,6 +341,28 @@ def test_hostile_arguments_get_one_line(argv: list[str], code: int, says: str,
     assert "D" * 32 not in err + out  # never echoes what may be a session id
 
 
+def test_a_key_that_is_not_utf8_is_listed_printably_and_removed(redis_url: str,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.set(b"sess:\xff\xfeid", b'{"cookie":{"originalMaxAge":null,"expires":null},"user":"x"}', ex=600)
+    listed = run_json(capsys, "ls", "--url", redis_url, "--codec", "connect", "--show-ids")
+    assert [item["stored_name"] for item in listed] == ["\\xff\\xfeid"] and "unreadable" not in listed[0]
+    code, out, err = run(capsys, "ls", "--url", redis_url, "--codec", "connect", "--show-ids")
+    assert code == 0 and err == "" and "\\xff\\xfeid" in out
+    assert run_json(capsys, "rm", "--url", redis_url, "--codec", "connect", listed[0]["id_hash"]) == [
+        {"id_hash": listed[0]["id_hash"], "removed": True}]
+    assert client.dbsize() == 0
+    client.close()
+
+
+def test_a_cookie_value_needs_the_keys(redis_url: str, capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(KEYS_ENV)
+    for argv in (["show", "--url", redis_url], ["rm", "--url", redis_url], ["verify-cookie"]):
+        code, out, err = run(capsys, *argv, "--", GOOD)
+        assert code == 2 and out == "" and KEYS_ENV in err and err.count("\n") == 1
+
+
 def test_a_real_process_on_a_hostile_store_has_no_traceback(redis_url: str) -> None:
     log_in(redis_url, 1)
     client = redis.Redis.from_url(redis_url)

@@ -210,6 +210,11 @@ def _find(inventory: Inventory, wanted: str, count: int) -> Entry | None:
     return None
 
 
+def _printable(name: str) -> str:
+    """A stored name as text a terminal can take: bytes that were not UTF-8 as ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _entry_json(entry: Entry, show_ids: bool) -> dict[str, Any]:
     document: dict[str, Any] = {
         "id_hash": entry.id_hash, "bytes": entry.size,
@@ -221,7 +226,7 @@ def _entry_json(entry: Entry, show_ids: bool) -> dict[str, Any]:
     if entry.problem:
         document["unreadable"] = entry.problem
     if show_ids:
-        document["stored_name"] = entry.name
+        document["stored_name"] = _printable(entry.name)
     return document
 
 
@@ -229,7 +234,7 @@ def _entry_row(entry: Entry, show_ids: bool) -> list[object]:
     row: list[object] = [entry.id_hash, entry.size, human_seconds(entry.ttl), iso(entry.created_at),
                          iso(entry.accessed_at)]
     if show_ids:
-        row.append(entry.name)
+        row.append(_printable(entry.name))
     return row
 
 
