@@ -5,10 +5,14 @@ one string per session at ``<prefix><raw id>`` (``sess:`` by default). The
 walk is the native one's (SCAN with a COUNT, node by node, never KEYS), but
 without SCAN's TYPE filter, so that what else lies under the prefix is seen
 and counted (`foreign`) instead of silently passed over. Each step's keys are
-described in one pipeline: TYPE, PTTL, MEMORY USAGE, STRLEN and the first
-`MAX_DOCUMENT_BYTES` of the value, which `documents.parse_document` reads by
-the same rule the lifecycle uses; a document no service could load is an
-`Entry` with a `problem`, counted and listed, never summed with live sessions.
+described in one pipeline of three commands per key, as the native walk's:
+PTTL, MEMORY USAGE and GETRANGE of the first `MAX_DOCUMENT_BYTES`. The read is
+the type check: Redis answers WRONGTYPE for a key that holds anything but a
+string (a separate TYPE per key would cost the walk a fifth more, all of it in
+the client), and `lookup` asks TYPE only of such a key, to name it. A document
+is read by `documents.parse_document`, the lifecycle's rule; one no service
+could load is an `Entry` with a `problem`, counted and listed, never summed
+with live sessions.
 
 The format keeps no creation time. When a session was last used follows from
 its TTL (which every touch renews, Node's and sessionkit's) less its cookie's
@@ -86,33 +90,29 @@ class ConnectInventory(RedisInventory):
             return node.name, client.get_redis_connection(node)
 
     def _describe(self, client: Any, keys: Sequence[bytes], node: str) -> list[tuple[Entry, Document | None, str]]:
-        """Each key's entry, document and type, in one pipeline; keys gone since the SCAN are left out."""
+        """Each key's entry, document and type ("string", or "other"), in one pipeline; keys gone are left out."""
         with _Errors("read documents"):
             pipe = client.pipeline(transaction=False)
             for key in keys:
-                pipe.type(key)
                 pipe.pttl(key)
                 pipe.memory_usage(key)
-                pipe.strlen(key)
                 pipe.getrange(key, 0, MAX_DOCUMENT_BYTES - 1)
             replies = pipe.execute(raise_on_error=False)
         now = time.time()
         cut = len(self.prefix)
         described: list[tuple[Entry, Document | None, str]] = []
         for index, key in enumerate(keys):
-            kind, pttl, size, length, raw = replies[5 * index: 5 * index + 5]
-            if isinstance(kind, bytes):
-                kind = kind.decode("ascii", "replace")
-            if kind == "none" or not isinstance(pttl, int) or pttl == -2:
+            pttl, size, raw = replies[3 * index: 3 * index + 3]
+            if not isinstance(pttl, int) or pttl == -2:
                 continue  # gone since the SCAN (or moved mid-scan)
             name = key[cut:].decode("utf-8", "surrogateescape")
             ttl = None if pttl < 0 else pttl / 1000
             size = size if isinstance(size, int) else 0
-            if kind != "string":
+            if isinstance(raw, ResponseError) and str(raw).startswith("WRONGTYPE"):
                 described.append((Entry(id_hash(name), size, ttl, node=node, name=name,
-                                        problem=f"a {kind}, not a document"), None, str(kind)))
+                                        problem="not a document"), None, "other"))
                 continue
-            document, problem = _read(raw, length)
+            document, problem = _read(raw)
             accessed = None if document is None else _last_used(document.cookie, ttl, now)
             described.append((Entry(id_hash(name), size, ttl, None, accessed, node=node, name=name,
                                     problem=problem), document, "string"))
@@ -145,6 +145,10 @@ class ConnectInventory(RedisInventory):
         if not described:
             return None
         entry, document, kind = described[0]
+        if kind != "string":
+            with _Errors("read the key's type"):
+                named = client.type(key)
+            kind = named.decode("ascii", "replace") if isinstance(named, bytes) else str(named)
         return Found(entry, document, kind)
 
     def remove(self, entry: Entry) -> bool:
@@ -158,12 +162,12 @@ class ConnectInventory(RedisInventory):
             return int(client.eval(_DELETE_DOCUMENT, 1, key))
 
 
-def _read(raw: Any, length: Any) -> tuple[Document | None, str]:
+def _read(raw: Any) -> tuple[Document | None, str]:
     """The document in a GETRANGE reply, or why there is none."""
-    if isinstance(raw, ResponseError) or not isinstance(raw, bytes):
+    if not isinstance(raw, bytes):
         return None, "not readable as a string"
-    if isinstance(length, int) and length > MAX_DOCUMENT_BYTES:
-        return None, f"{length} bytes: larger than any session document ({MAX_DOCUMENT_BYTES} read at most)"
+    if len(raw) >= MAX_DOCUMENT_BYTES:
+        return None, f"{MAX_DOCUMENT_BYTES} bytes or more: larger than any session document (not read)"
     try:
         return parse_document(raw), ""
     except CorruptRecord as exc:
