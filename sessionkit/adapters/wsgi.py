@@ -63,6 +63,9 @@ class SessionMiddleware:
             if started:  # the response started: too late for a 503
                 raise
             return _unavailable(manager, exc, start_response)
+        if type(body) is list:  # the whole body, made already: the app is done with the session
+            manager.finish(session)
+            return body
         return _ClosingIterator(body, manager, session)
 
 
