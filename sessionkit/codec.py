@@ -420,10 +420,10 @@ class CookieCodec:
 
     def render_cookie(self, cookie: ResponseCookie, *, https: bool) -> str:
         """The one place a session `Set-Cookie` is rendered, with this codec's attributes."""
-        name, value = cookie.name, cookie.value
+        name, value, max_age = cookie
         if name is not self.name and not _TOKEN_RE.fullmatch(name):  # a part's or an old framework's name
             raise ConfigError(f"cookie name {name!r} is not a valid token", option="cookie_name")
-        lifetime = _lifetime(0, None) if value is None else _lifetime(cookie.max_age, None)
+        lifetime = _lifetime(0, None) if value is None else _lifetime(max_age, None)
         return _finish_cookie(name, "" if value is None else value, self._placement, lifetime, self._flags[https])
 
     def overhead(self, *, max_age: int | None, https: bool) -> int:

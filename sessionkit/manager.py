@@ -484,15 +484,15 @@ class SessionManager:
             log.error("session %s: the store failed on save (%s); the response goes out without saving it",
                       id_hash(state.id or state.incoming.session_id or "?"), exc)
             return [_VARY]
-        if before is not None and saved.outcome != "nothing":
+        cookies, outcome = saved
+        if before is not None and outcome != "nothing":
             events = self._saved_events(saved, state, *before)
             if self.events.active:
                 for event in events:
                     yield Emit(event, self.events)
             if self.users is not None:
                 yield from self._after_save(events, state)
-        cookies = saved.cookies
-        if state.legacy_cookie is not None and saved.outcome == "created":
+        if state.legacy_cookie is not None and outcome == "created":
             cookies = [*cookies, ResponseCookie(state.legacy_cookie, None)]  # the migrated session's old cookie
             state.legacy_cookie = None
         if not cookies:

@@ -155,10 +155,10 @@ class SessionState:
         A record read from a whole document (`Record.document`) holds its values decoded already.
         """
         data = self.data_ref()
-        document = record.document
+        stored, created_at, accessed_at, meta, document = record  # one unpacking: no field lookups
         if document is None:
             try:
-                for key, value in record.data.items():  # straight into the session: no second dict to copy
+                for key, value in stored.items():  # straight into the session: no second dict to copy
                     _setitem(data, key, loads(value))
             except ValueError:
                 _clear(data)
@@ -169,11 +169,11 @@ class SessionState:
             self.touch_due = document.touch_due
         self.id = session_id
         self.is_new = False
-        self.baseline = record.data
-        self.created_at = record.created_at
-        self.accessed_at = record.accessed_at
-        if record.meta:
-            self.user = self.loaded_user = record.meta.get("u")
+        self.baseline = stored
+        self.created_at = created_at
+        self.accessed_at = accessed_at
+        if meta:
+            self.user = self.loaded_user = meta.get("u")
 
     def doom(self, session_id: str) -> None:
         """Delete `session_id` from the store when the response is saved."""
