@@ -155,6 +155,10 @@ class IdSigner:
                 return session_id, index
         return None
 
+    def forget(self) -> None:
+        """Drop every remembered value (after a burst of disconnects: see `push.release`)."""
+        self._verified = {}
+
 
 def parse_cookie_header(header: str, name: str) -> list[str]:
     """Every value the header gives for cookie `name`, in order (bounded)."""
