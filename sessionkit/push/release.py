@@ -75,13 +75,7 @@ def forget_remembered_ids(manager: SessionManager) -> None:
 
 
 def release_memory(manager: SessionManager) -> bool:
-    """Forget, collect, trim, in that order (each frees what the next gives back); True if trimmed.
-
-    Collected twice: the first collection frees the connections, and its frees refill
-    the interpreter's free lists (tuples, lists, dicts kept for reuse), which only a
-    full collection empties; the second finds no garbage but empties them.
-    """
+    """Forget, collect, trim, in that order (each frees what the next gives back); True if trimmed."""
     forget_remembered_ids(manager)
-    gc.collect()
     gc.collect()
     return trim_heap()
