@@ -16,7 +16,7 @@ use, the hub's releases; delivery latency p50/p99.
 
 ``--cpu-rounds N`` then compares the allocators' CPU cost, interleaved: one
 instance per allocator, N rounds in alternating order of 1,500 ``GET /api``
-(a session loaded from Redis) and 200 WebSocket connects each, server CPU
+(a session loaded from Redis) and 500 WebSocket connects each, server CPU
 seconds per request from ``/diag/memory``; the per-round ratio to pymalloc,
 median over rounds. The results are in docs/per-user.md ("Memory after a
 burst of disconnects").
@@ -45,6 +45,8 @@ __all__ = ["main"]
 KEY = "benchmark-push-memory-secret-key-0123456789"
 ALLOCATORS = {"pymalloc": {}, "malloc": {"PYTHONMALLOC": "malloc"}}
 HERE = Path(__file__).resolve().parent
+#: WebSocket connects per CPU round (the CPU clock ticks in 10 ms: 500 connects are about 40 ticks).
+CONNECTS = 500
 
 
 def instance(redis: RedisServer, allocator: str, ws: str, release: bool) -> HttpServer:
@@ -164,8 +166,8 @@ def cpu_run(ws: str, rounds: int) -> dict[str, list[float]]:
                         assert client.get("/api").status_code == 200
                     per_request[name].append((diag(server)["cpu_s"] - start) / 1500 * 1e6)
                 start = diag(server)["cpu_s"]
-                asyncio.run(_connects(server, cookie, 200))
-                per_connect[name].append((diag(server)["cpu_s"] - start) / 200 * 1e6)
+                asyncio.run(_connects(server, cookie, CONNECTS))
+                per_connect[name].append((diag(server)["cpu_s"] - start) / CONNECTS * 1e6)
         manager.close()
     finally:
         for server in servers.values():
