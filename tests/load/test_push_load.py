@@ -59,7 +59,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts" / "load"
 #: Environment per allocator.
 ALLOCATORS = {"malloc": {"PYTHONMALLOC": "malloc"}, "pymalloc": {}}
 #: Under malloc, what may stay resident after a round, above the idle service, as a share of what the first
-#: thousand connections added. Measured 0.19-0.36 (5-9.5 MB of 26-27) over 14 runs and a six-round run: the
+#: thousand connections added. Measured 0.19-0.36 (5-9.5 MB of 26) over a dozen runs and a six-round run: the
 #: part that is fragmentation moves from burst to burst, bounded by the peak, which does not grow.
 RSS_MARGIN = 0.5
 
