@@ -3,7 +3,8 @@
     .venv/bin/python -m benchmarks.ops_scan [--sessions 100000] [--count 500] [--json out.json]
 
 On a Redis Cluster (3 masters) and on memcached, both started by this run:
-the sessions are written in the store's own layout (pipelined), then a probe
+the sessions are written in the store's own layout (pipelined; on the cluster
+also, after a flush, as connect-redis's documents, walked with ``--codec connect``), then a probe
 thread reads one session in a loop (HGETALL / ``get``) and records its latency,
 first alone for a few seconds (baseline), then while ``sessionkit stats`` (a separate process) walks the whole
 store (SCAN with COUNT on every master; ``lru_crawler metadump all``). The
@@ -27,6 +28,8 @@ import redis.cluster
 
 from sessionkit.backends.redis.layout import milliseconds, record_args
 from sessionkit.codec import new_session_id
+from sessionkit.documents import build_document, new_cookie
+from sessionkit.express import new_connect_id
 from sessionkit.record import Record, encode_record
 from testservers import MemcachedServer, RedisCluster
 
@@ -46,6 +49,24 @@ def fill_cluster(url_nodes: list[tuple[str, int]], count: int) -> str:
             probe = probe or key
             pipe.hset(key, mapping=mapping)
             pipe.pexpire(key, ttl)
+        pipe.execute()
+    client.close()
+    return probe.decode()
+
+
+def fill_cluster_connect(url_nodes: list[tuple[str, int]], count: int) -> str:
+    """`count` sessions as connect-redis keeps them: ``sess:<id>``, the JSON document, the TTL on the key."""
+    client = redis.cluster.RedisCluster(startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in url_nodes])
+    cookie = new_cookie(86400, time.time(), path="/", domain=None, secure=False, httponly=True, samesite="lax",
+                        partitioned=False)
+    document = build_document(cookie, {key: value for key, value in RECORD.data.items()})
+    probe = b""
+    for start in range(0, count, 2000):
+        pipe = client.pipeline(transaction=False)
+        for _ in range(min(2000, count - start)):
+            key = b"sess:" + new_connect_id().encode()
+            probe = probe or key
+            pipe.set(key, document, ex=86400)
         pipe.execute()
     client.close()
     return probe.decode()
@@ -96,7 +117,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
             "p99_ms": round(ordered[int(len(ordered) * 0.99) - 1], 3), "max_ms": round(ordered[-1], 3)}
 
 
-def measure(name: str, url: str, read: Any, count: int) -> dict[str, Any]:
+def measure(name: str, url: str, read: Any, count: int, *options: str) -> dict[str, Any]:
     probe = Probe(read)
     probe.start()
     time.sleep(3)
@@ -104,7 +125,7 @@ def measure(name: str, url: str, read: Any, count: int) -> dict[str, Any]:
     # The real command in its own process, so the probe (here) measures the store, not this process's GIL.
     started = time.perf_counter()
     result = subprocess.run([str(Path(sys.executable).parent / "sessionkit"), "stats", "--json", "--url", url,
-                             "--count", str(count)], capture_output=True, text=True, check=True)
+                             "--count", str(count), *options], capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - started
     during = probe.take()
     probe.running = False
@@ -130,6 +151,10 @@ def main() -> None:
         reader = redis.cluster.RedisCluster(
             startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in cluster.startup_nodes])
         results.append(measure("redis cluster (3 masters)", cluster.url, lambda: reader.hgetall(key), options.count))
+        cluster.flush()
+        document_key = fill_cluster_connect(cluster.startup_nodes, options.sessions)
+        results.append(measure("redis cluster, connect", cluster.url, lambda: reader.get(document_key), options.count,
+                               "--codec", "connect"))
         reader.close()
     finally:
         cluster.stop()

@@ -9,14 +9,14 @@ we issue is ignored before any cryptography runs.
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import hmac
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from binascii import b2a_base64
+from collections.abc import Callable, Sequence
 from email.utils import formatdate
 from typing import Literal, NamedTuple, Protocol
 
@@ -28,6 +28,7 @@ __all__ = [
     "IdSigner",
     "Incoming",
     "KeyedSha256",
+    "KnownHeaders",
     "ResponseCookie",
     "SameSite",
     "SignsIds",
@@ -76,9 +77,16 @@ def derive_key(secret: bytes, purpose: bytes) -> bytes:
     return hmac.new(prk, b"sessionkit:" + purpose + b"\x01", hashlib.sha256).digest()
 
 
+#: Standard base64's two last letters, as base64url writes them.
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def b64url(data: bytes) -> str:
-    """Unpadded base64url text: signatures, tokens and key ids all use this one form."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    """Unpadded base64url text: signatures, tokens and key ids all use this one form.
+
+    `binascii` straight (what `base64.urlsafe_b64encode` calls through two Python layers).
+    """
+    return b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=").decode("ascii")
 
 
 class KeyedSha256:
@@ -189,6 +197,8 @@ class Incoming(NamedTuple):
     record: Record | None = None
     #: How many cookies carried it (a split cookie:// session).
     parts: int = 1
+    #: The `Cookie` header a cookie:// session was read from (remembered once it is known to recur).
+    header: str | None = None
 
 
 class ResponseCookie(NamedTuple):
@@ -314,6 +324,42 @@ def _prefix_secure(name: str, *, secure: bool | None, path: str | None, domain: 
     return secure
 
 
+#: The longest `Cookie` header remembered, and the header text remembered in all (then it starts over).
+_KNOWN_HEADER_CHARS = 4096
+_KNOWN_CHARS = 1 << 20
+
+
+class KnownHeaders:
+    """`Cookie` headers that verified, and what they said.
+
+    A browser sends the same header on request after request, which then costs
+    one dict lookup instead of parsing it and checking a signature (or opening
+    a token). Only headers that verified are remembered, so forged ones cannot
+    fill it; a header that verified once verifies again under the same keys.
+    Bounded by its text (`_KNOWN_CHARS`): when full it starts over, and refills
+    with the headers of the browsers in use.
+    """
+
+    __slots__ = ("_chars", "_known", "get")
+
+    def __init__(self) -> None:
+        self._known: dict[str, Incoming] = {}
+        self._chars = 0
+        #: What `header` said when it verified, or None.
+        self.get: Callable[[str], Incoming | None] = self._known.get
+
+    def remember(self, header: str, incoming: Incoming) -> Incoming:
+        """Keep `incoming` for `header` if it verified and fits; returns it."""
+        size = len(header)
+        if incoming.session_id is not None and size <= _KNOWN_HEADER_CHARS and header not in self._known:
+            if self._chars + size > _KNOWN_CHARS:
+                self._known.clear()
+                self._chars = 0
+            self._known[header] = incoming
+            self._chars += size
+        return incoming
+
+
 class CookieCodec:
     """Reads the session cookie from a `Cookie` header and renders `Set-Cookie`."""
 
@@ -347,11 +393,18 @@ class CookieCodec:
         self._placement = _placement(path, domain)
         self._flags = {https: _flags(https if self.secure is None else self.secure, httponly, samesite, partitioned)
                        for https in (False, True)}
+        self.known = KnownHeaders()
 
     def read(self, header: str | None) -> Incoming:
         """The verified session id in `header`, if any; never raises on bad input."""
         if not header:
             return _NO_COOKIE
+        incoming = self.known.get(header)
+        if incoming is None:
+            incoming = self.known.remember(header, self._verify(header))
+        return incoming
+
+    def _verify(self, header: str) -> Incoming:
         candidates = parse_cookie_header(header, self.name)
         if not candidates:
             return _NO_COOKIE

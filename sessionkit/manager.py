@@ -366,49 +366,77 @@ class SessionManager:
                 self.events.emit(CookieRejected(digest))
 
     def load_flow(self, session: Session) -> Flow[None]:
-        """Load the session the cookie names; anything wrong leaves it new and empty."""
+        """Load the session the cookie names; anything wrong leaves it new and empty.
+
+        One store operation (`_load_op`), then `_after_load`; the drivers run
+        those two steps themselves (no flow to drive on the common path) and this
+        flow only for what follows a load now and then (events, an expired id).
+        """
         state = session.state
-        session_id = state.incoming.session_id
-        if session_id is None:
+        if state.incoming.session_id is None:
             return
-        strategy = self.strategy
+        state.loaded = True
+        op = self.strategy.load(state.incoming, state.now)
+        result: Any
         try:
-            op = strategy.load(state.incoming, state.now)
-            record = None if op is None else (yield op)
-            missing = "idle"
-            if strategy.loaded is not None:
-                record, missing = strategy.loaded(state.incoming, state.now, record)
+            result = None if op is None else (yield op)
+        except Exception as exc:
+            result = exc
+        after = self._after_load(state, result)
+        if after is not None:
+            yield from after
+
+    def _after_load(self, state: SessionState, result: Any) -> Flow[None] | None:
+        """Take what the load op gave (its result, or the exception it raised) into the session.
+
+        Returns what must still reach the store or the subscribers (an expired or unreadable id,
+        events), or None: most loads end here, with nothing more to do.
+        """
+        session_id: str = state.incoming.session_id  # type: ignore[assignment]  # a load had an id to load
+        loaded = self.strategy.loaded
+        try:
+            if isinstance(result, Exception):
+                raise result
+            record, missing = (result, "idle") if loaded is None else loaded(state.incoming, state.now, result)
         except CorruptRecord as exc:
             log.warning("session %s: unreadable stored record (%s); starting a fresh session",
                         id_hash(session_id), exc)
-            yield from self._expired(state, session_id, "corrupt")
-            return
+            return self._expired(state, session_id, "corrupt")
         except StoreError as exc:
-            yield from self._store_failed("load", exc, "raised" if self.on_store_error == "raise" else "degraded")
             if self.on_store_error == "raise":
-                raise
+                return self._reraise(self._store_failed("load", exc, "raised"), exc)
             log.error("session %s: the store failed on load (%s); serving an empty session that will not be saved",
                       id_hash(session_id), exc)
             state.degraded = True
-            return
+            return self._store_failed("load", exc, "degraded")
         if record is None:
-            if self.events.active:
-                yield Emit(SessionExpired(id_hash(session_id), missing), self.events)  # type: ignore[arg-type]
-            if self.users is not None:
-                yield from self._publish([Invalidation(id_hash(session_id), "expired")])
-            return
+            if self.events.active or self.users is not None:
+                return self._gone(session_id, missing)
+            return None
         if state.now - record.created_at >= self.absolute_timeout:
-            yield from self._expired(state, session_id, "absolute")
-            return
+            return self._expired(state, session_id, "absolute")
         try:
             state.attach(session_id, record, self.serializer.loads)
         except ValueError as exc:
             log.warning("session %s: undecodable stored value (%s); starting a fresh session",
                         id_hash(session_id), exc)
-            yield from self._expired(state, session_id, "corrupt")
-            return
+            return self._expired(state, session_id, "corrupt")
         if self.users is not None and state.user is not None:
-            yield from self._refresh_index(state.user, session_id, state.now, record.created_at)
+            return self._refresh_index(state.user, session_id, state.now, record.created_at)
+        return None
+
+    @staticmethod
+    def _reraise(flow: Flow[None], exc: Exception) -> Flow[None]:
+        """`flow`, then `exc` raised to the caller (after the subscribers heard of it)."""
+        yield from flow
+        raise exc
+
+    def _gone(self, session_id: str, missing: str) -> Flow[None]:
+        """The cookie's session is not in the store (timed out, or ended): say so."""
+        if self.events.active:
+            yield Emit(SessionExpired(id_hash(session_id), missing), self.events)  # type: ignore[arg-type]
+        if self.users is not None:
+            yield from self._publish([Invalidation(id_hash(session_id), "expired")])
 
     def _expired(self, state: SessionState, session_id: str,
                  reason: Literal["absolute", "corrupt"]) -> Flow[None]:
@@ -445,7 +473,8 @@ class SessionManager:
         before = ((tuple(state.doomed), None if state.is_new else state.id, state.invalidated, state.regenerated)
                   if self.events.active or self.users is not None else None)
         try:
-            saved = yield from self.strategy.save(state, self._clock())
+            plan = self.strategy.save(state, self._clock())
+            saved = plan if isinstance(plan, Saved) else (yield from plan)
         except StoreError as exc:
             raise_it = self.on_store_error == "raise" or self._must_confirm(state)
             state.forget_pending()
@@ -541,9 +570,18 @@ class SessionManager:
         session = self.new_session(cookie_header, https=https, session_class=session_class)
         state = session.state
         if state.incoming.session_id is not None:
+            # `load_flow`, driven here step by step: one store operation, then what it means.
             state.loaded = True
+            op = self.strategy.load(state.incoming, state.now)
+            result: Any
             try:
-                run_sync(self.load_flow(session), self.store)
+                result = None if op is None else op.run(self.store)
+            except Exception as exc:
+                result = exc
+            try:
+                after = self._after_load(state, result)
+                if after is not None:
+                    run_sync(after, self.store)
             except StoreError as exc:
                 if not defer_errors:
                     raise
@@ -556,9 +594,11 @@ class SessionManager:
         if not state.touched:  # nothing read, so nothing written either
             state.settled = True
             return []
-        if status < 500 and self.strategy.quiet_is_free and state.is_quiet():
-            state.settled = True
-            return [_VARY]
+        if status < 500 and state.is_quiet():
+            strategy = self.strategy
+            if strategy.quiet_is_free or strategy.quiet(state, state.now):
+                state.settled = True
+                return [_VARY]
         return None
 
     def save(self, session: Session, status: int = 200) -> Headers:
@@ -580,9 +620,19 @@ class SessionManager:
                     session_class: type[Session] = Session) -> Session:
         """A session for an async (ASGI) request, loaded now if the cookie names one (see `open`)."""
         session = self.new_session(cookie_header, https=https, session_class=session_class)
-        if session.state.incoming.session_id is not None:
-            session.state.loaded = True
-            await run_async(self.load_flow(session), self.store)
+        state = session.state
+        if state.incoming.session_id is not None:
+            # `load_flow`, driven here step by step, as `open` does.
+            state.loaded = True
+            op = self.strategy.load(state.incoming, state.now)
+            result: Any
+            try:
+                result = None if op is None else await op.arun(self.store)
+            except Exception as exc:
+                result = exc
+            after = self._after_load(state, result)
+            if after is not None:
+                await run_async(after, self.store)
         return session
 
     async def asave(self, session: Session, status: int = 200) -> Headers:

@@ -64,10 +64,51 @@ class SessionState:
     never hold a second copy of it.
     """
 
-    __slots__ = ("accessed_at", "baseline", "changed", "created_at", "data_ref", "degraded", "device", "document",
-                 "doomed", "early_headers", "evicted", "force_write", "https", "id", "incoming", "invalidated",
-                 "is_new", "legacy_cookie", "loaded", "loaded_user", "loader", "new_id", "now", "persistent_key",
-                 "regenerated", "serializer", "settled", "touch_due", "touched", "user", "watched")
+    # Most books start the same on every request: their defaults live on the class, and a request
+    # sets only what differs (a session is made on every request, so fewer stores are less work).
+
+    #: Where the session's data stands against the store: nothing left to load, its id (None until
+    #: loaded or asked for), and whether the store holds it yet.
+    loaded: bool
+    id: str | None = None
+    is_new: bool = True
+    #: Each key's bytes as the store holds them: what changes are measured against (replaced, never changed).
+    baseline: Mapping[str, bytes] = _NO_BYTES
+    #: Keys the app set or deleted, and keys whose mutable values the app was handed (re-encoded at
+    #: save: in-place changes). Both are the shared empty `_NOTHING` until their first key: most
+    #: requests change nothing.
+    changed: set[str] | frozenset[str] = _NOTHING
+    watched: set[str] | frozenset[str] = _NOTHING
+    #: Ids to delete from the store at save (regenerated or invalidated ones).
+    doomed: list[str] | tuple[str, ...] = ()
+    regenerated: bool = False
+    invalidated: bool = False
+    #: The request read or wrote the session (the response then varies by cookie).
+    touched: bool = False
+    #: The store failed on load and the manager chose to serve an unsaved session.
+    degraded: bool = False
+    #: Write every key at the next save, changed or not (Flask's ``session.modified = True``).
+    force_write: bool = False
+    #: The response's save was decided (done, failed or skipped): only later changes may be saved.
+    settled: bool = False
+    #: The name of a framework's old session cookie this session was migrated from, to expire.
+    legacy_cookie: str | None = None
+    #: Makes a new id: the strategy's (express-session's ids are shorter than sessionkit's).
+    new_id: Callable[[], str] = staticmethod(new_session_id)
+    #: A session stored as one document: that document as last read or written (else None).
+    document: Document | None = None
+    #: The stored document still needs the touch its read could not do: the save must write it.
+    touch_due: bool = False
+    #: The user the session is bound to (`Session.bind_user`; kept by regenerate, dropped by invalidate).
+    user: str | None = None
+    #: The user the stored session was bound to when loaded (its index entry goes when it ends).
+    loaded_user: str | None = None
+    #: What the app recorded about the client at binding: label, user agent, address.
+    device: tuple[object, object, str | None] = _NO_DEVICE
+    #: Stored names of sessions the per-user limit evicted when this one was saved.
+    evicted: list[str] | tuple[()] = ()
+    #: Headers an early save (`SessionManager.login`) produced, for the response's own save to send.
+    early_headers: list[tuple[str, str]] | tuple[()] = ()
 
     def __init__(self, incoming: Incoming, data: dict[str, Any], serializer: Serializer, loader: Loader | None,
                  now: float, https: bool, persistent_key: str | None) -> None:
@@ -83,49 +124,15 @@ class SessionState:
         self.loader = loader
         #: The request's time: timeouts and a new session's clock count from here.
         self.now = self.created_at = self.accessed_at = now
-        #: Nothing left to load: a request without a verified cookie has nothing to load.
+        #: A request without a verified cookie has nothing to load.
         self.loaded = incoming.session_id is None
-        #: The id the data is (or will be) stored under; None until loaded or asked for.
-        self.id: str | None = None
-        self.is_new = True
-        #: Each key's bytes as the store holds them: what changes are measured against (replaced, never changed).
-        self.baseline: Mapping[str, bytes] = _NO_BYTES
-        #: Keys the app set or deleted, and keys whose mutable values the app was handed (re-encoded at
-        #: save: in-place changes). Both are the shared empty `_NOTHING` until their first key: most
-        #: requests change nothing, and a session is made on every request.
-        self.changed: set[str] | frozenset[str] = _NOTHING
-        self.watched: set[str] | frozenset[str] = _NOTHING
-        #: Ids to delete from the store at save (regenerated or invalidated ones).
-        self.doomed: list[str] | tuple[str, ...] = ()
-        self.regenerated = self.invalidated = False
-        #: The request read or wrote the session (the response then varies by cookie).
-        self.touched = False
-        #: The store failed on load and the manager chose to serve an unsaved session.
-        self.degraded = False
-        #: Write every key at the next save, changed or not (Flask's ``session.modified = True``).
-        self.force_write = False
-        #: The response's save was decided (done, failed or skipped): only later changes may be saved.
-        self.settled = False
-        #: The name of a framework's old session cookie this session was migrated from, to expire.
-        self.legacy_cookie: str | None = None
         #: The data key whose truthiness makes the cookie persistent (None: always persistent).
         self.persistent_key = persistent_key
-        #: Makes a new id: the strategy's (express-session's ids are shorter than sessionkit's).
-        self.new_id: Callable[[], str] = new_session_id
-        #: A session stored as one document: that document as last read or written (else None).
-        self.document: Document | None = None
-        #: The stored document still needs the touch its read could not do: the save must write it.
-        self.touch_due = False
-        #: The user the session is bound to (`Session.bind_user`; kept by regenerate, dropped by invalidate).
-        self.user: str | None = None
-        #: The user the stored session was bound to when loaded (its index entry goes when it ends).
-        self.loaded_user: str | None = None
-        #: What the app recorded about the client at binding: label, user agent, address.
-        self.device: tuple[object, object, str | None] = _NO_DEVICE
-        #: Stored names of sessions the per-user limit evicted when this one was saved.
-        self.evicted: list[str] | tuple[()] = ()
-        #: Headers an early save (`SessionManager.login`) produced, for the response's own save to send.
-        self.early_headers: list[tuple[str, str]] | tuple[()] = ()
+        # Read on every request (the quiet check, the save, the late save): set here, where reads are quickest.
+        self.changed = self.watched = _NOTHING
+        self.doomed = self.early_headers = ()
+        self.regenerated = self.invalidated = self.force_write = self.touch_due = self.degraded = False
+        self.legacy_cookie = None
 
     @property
     def data(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple, Protocol
 
-from .codec import MAX_COOKIE_BYTES, CookieCodec, Incoming, ResponseCookie, parse_cookie_header
+from .codec import MAX_COOKIE_BYTES, CookieCodec, Incoming, KnownHeaders, ResponseCookie, parse_cookie_header
 from .documents import (
     Document,
     build_document,
@@ -111,6 +111,9 @@ class Strategy(Protocol):
     #: A stored session with nothing to write needs no save at all (no re-issue on reads).
     quiet_is_free: bool
 
+    def quiet(self, state: SessionState, now: float) -> bool:
+        """Where `quiet_is_free` is false: whether a session with nothing to write needs nothing now either."""
+
     def read(self, header: str | None) -> Incoming:
         """The request's session cookie, verified; never raises on bad input."""
 
@@ -126,8 +129,12 @@ class Strategy(Protocol):
         request, and a generator inside the flow doubles its cost.
         """
 
-    def save(self, state: SessionState, now: float) -> Flow[Saved]:
-        """Write what the books say and decide the response's cookies."""
+    def save(self, state: SessionState, now: float) -> Saved | Flow[Saved]:
+        """Write what the books say and decide the response's cookies.
+
+        A `Saved` when no store operation is needed (most cookie:// writes, a
+        stored session with nothing to merge); else the flow that writes it.
+        """
 
 
 def _id_of(state: SessionState) -> str:
@@ -140,6 +147,9 @@ class StoredSessions:
     """The id in a signed cookie, the data in the store."""
 
     quiet_is_free = True
+
+    def quiet(self, state: SessionState, now: float) -> bool:
+        return True
 
     def __init__(self, codec: CookieCodec, lifetimes: Lifetimes, users: UserPolicy | None = None) -> None:
         self.codec = codec
@@ -233,6 +243,12 @@ class StoredSessions:
         state.loaded_user = state.user
 
 
+#: A Max-Age with more digits than any cookie's (browsers cap a lifetime at 400 days).
+_LONGEST_MAX_AGE = 10**12 - 1
+
+#: A request without a session token.
+_NO_TOKEN = Incoming(None, present=False)
+
 #: The record a revoked id is kept as, in the revocation store.
 _REVOKED = Record({"revoked": b"true"}, 0.0, 0.0)
 
@@ -257,17 +273,27 @@ class CookieSessions:
         #: Logged-out ids are recorded in the manager's store and checked on every load.
         self.revokes = revokes
         self._overheads: dict[tuple[int | None, bool], int] = {}
+        #: The most a Set-Cookie adds to its value here (the longest Max-Age, over https): a token
+        #: that fits with it fits whatever the request.
+        self._most_overhead = max(self._overhead(_LONGEST_MAX_AGE, https) for https in (False, True))
+        #: Headers whose token opened and that the browser keeps sending (tokens are pure: timeouts
+        #: and revocation are checked on every request, after reading).
+        self.known = KnownHeaders()
 
     def _part(self, index: int) -> str:
         return self.codec.name if index == 0 else f"{self.codec.name}.{index}"
 
     def read(self, header: str | None) -> Incoming:
         """The session a token carries (its parts joined), verified, or nothing."""
+        if not header:
+            return _NO_TOKEN
+        return self.known.get(header) or self._open(header)
+
+    def _open(self, header: str) -> Incoming:
         name = self.codec.name
-        values = parse_cookie_header(header, name) if header else []
+        values = parse_cookie_header(header, name)
         if not values:
-            return Incoming(None, present=False)
-        assert header is not None
+            return _NO_TOKEN
         token, parts = values[0], 1
         while parts < self.tokens.split:
             more = parse_cookie_header(header, f"{name}.{parts}")
@@ -278,7 +304,7 @@ class CookieSessions:
         if decoded is None:
             return Incoming(None, present=True, parts=parts)
         session_id, record, stale = decoded
-        return Incoming(session_id, present=True, stale_key=stale, record=record, parts=parts)
+        return Incoming(session_id, present=True, stale_key=stale, record=record, parts=parts, header=header)
 
     def _idle(self, incoming: Incoming, now: float) -> bool:
         """The token's own record says the idle timeout passed (a token has no store TTL)."""
@@ -298,16 +324,22 @@ class CookieSessions:
             return None, "revoked"
         return incoming.record, "idle"
 
-    def save(self, state: SessionState, now: float) -> Flow[Saved]:
-        lifetimes = self.lifetimes
-        # Rolling: re-issue once a tenth of the idle timeout has passed, not on every read.
-        refresh_due = lifetimes.rolling and now - state.accessed_at >= touch_interval(lifetimes.idle)
-        if not refresh_due and state.is_quiet():
-            return Saved([], "nothing")  # a read, not yet due: the cookie the browser holds stays as it is
-        ended = bool(state.doomed)
+    def save(self, state: SessionState, now: float) -> Saved | Flow[Saved]:
         if state.doomed and self.revokes:
-            for old_id in tuple(state.doomed):
-                yield Create(revoked_key(old_id), _REVOKED, lifetimes.absolute)
+            return self._revoke_then_issue(state, now)
+        return self._issue(state, now)
+
+    def _revoke_then_issue(self, state: SessionState, now: float) -> Flow[Saved]:
+        """Ended ids go on the revocation list first (their tokens stay valid otherwise)."""
+        for old_id in tuple(state.doomed):
+            yield Create(revoked_key(old_id), _REVOKED, self.lifetimes.absolute)
+        return self._issue(state, now)
+
+    def _issue(self, state: SessionState, now: float) -> Saved:
+        """The token to send, if the session changed or is due for its rolling re-issue (no store operation)."""
+        if state.is_quiet() and self.quiet(state, now):
+            return Saved([], "nothing")
+        ended = bool(state.doomed)
         data = state.encoded_data()
         incoming = state.incoming
         issued = incoming.parts if incoming.present else 0
@@ -316,15 +348,17 @@ class CookieSessions:
             return Saved([ResponseCookie(self._part(part), None) for part in range(issued)],
                          "ended" if ended else "nothing")
         # `data` holds every key's bytes already: compare them with what came in, not re-encode.
-        if not (state.is_new or incoming.stale_key or refresh_due or data != dict(state.baseline)):
+        if not (state.is_new or incoming.stale_key or data != dict(state.baseline) or self._refresh_due(state, now)):
+            self._keep(incoming)
             return Saved([], "nothing")
         was_new = state.is_new
         session_id = _id_of(state)
         created_at = state.created_at
         token = self.tokens.encode(session_id, Record(data, created_at, now))
-        max_age = lifetimes.max_age(state, created_at, now)
-        overhead = self._overhead(max_age, state.https)
-        if len(token) + overhead <= MAX_COOKIE_BYTES:  # the common case: one cookie
+        max_age = self.lifetimes.max_age(state, created_at, now)
+        if len(token) + self._most_overhead <= MAX_COOKIE_BYTES:  # the common case: one cookie, surely
+            cookies = [ResponseCookie(self.codec.name, token, max_age)]
+        elif len(token) + (overhead := self._overhead(max_age, state.https)) <= MAX_COOKIE_BYTES:
             cookies = [ResponseCookie(self.codec.name, token, max_age)]
         else:
             budget = MAX_COOKIE_BYTES - overhead - 2  # room for ".N" in the name
@@ -342,6 +376,27 @@ class CookieSessions:
         state.mark_saved(session_id, data)
         state.accessed_at = now
         return Saved(cookies, "created" if was_new else "updated")
+
+    def _refresh_due(self, state: SessionState, now: float) -> bool:
+        """Rolling: the token is re-issued once a tenth of the idle timeout has passed, not on every read."""
+        lifetimes = self.lifetimes
+        return lifetimes.rolling and now - state.accessed_at >= touch_interval(lifetimes.idle)
+
+    def quiet(self, state: SessionState, now: float) -> bool:
+        """A read not yet due for its re-issue: the cookie the browser holds stays as it is."""
+        if self._refresh_due(state, now):
+            return False
+        self._keep(state.incoming)
+        return True
+
+    def _keep(self, incoming: Incoming) -> None:
+        """The browser keeps its token: remember the header it came in, for its next requests.
+
+        Kept here, not on read: a request that writes replaces the token, and
+        its header is then never seen again.
+        """
+        if incoming.header is not None:
+            self.known.remember(incoming.header, incoming)
 
     def _overhead(self, max_age: int | None, https: bool) -> int:
         """Bytes of a Set-Cookie header besides its value (memoised: it depends on little)."""
@@ -389,6 +444,9 @@ class ConnectSessions:
         expires_ms = math.floor(now * 1000) + round(self.max_age * 1000)
         return DocumentTouch(self._max_age_text, iso_date(expires_ms), self._touch_ttl, self.default_ttl,
                              iso_date(expires_ms - 1000))
+
+    def quiet(self, state: SessionState, now: float) -> bool:
+        return False  # asked only when rolling: the cookie is sent again on every response
 
     def load(self, incoming: Incoming, now: float) -> LoadDocument:
         assert incoming.session_id is not None

@@ -147,6 +147,37 @@ def test_read_of_hostile_headers_gives_no_id(header: str) -> None:
     assert incoming.present
 
 
+def test_a_verified_header_is_remembered_and_read_again_the_same() -> None:
+    reader = codec()
+    header = f"other=1; session={IdSigner([NEW]).sign(new_session_id())}"
+    first = reader.read(header)
+    assert reader.known.get(header) == first
+    assert reader.read(str(header)) is first  # an equal header from the next request: one lookup
+
+
+def test_a_forged_or_malformed_header_is_never_remembered() -> None:
+    reader = codec()
+    for header in ("session=" + IdSigner([b"x" * 32]).sign(new_session_id()), "session=junk", "other=1"):
+        assert reader.read(header).session_id is None
+        assert reader.known.get(header) is None
+
+
+def test_remembered_headers_are_bounded_by_their_text() -> None:
+    from sessionkit.codec import _KNOWN_CHARS, _KNOWN_HEADER_CHARS
+
+    reader = codec()
+    signed = IdSigner([NEW]).sign(new_session_id())
+    long_header = f"pad={'x' * _KNOWN_HEADER_CHARS}; session={signed}"
+    assert reader.read(long_header).session_id is not None
+    assert reader.known.get(long_header) is None  # too long to keep
+    headers = [f"n{index}={'y' * 900}; session={signed}" for index in range(2 * _KNOWN_CHARS // 900)]
+    for header in headers:
+        assert reader.read(header).session_id is not None
+    kept = [header for header in headers if reader.known.get(header) is not None]
+    assert 0 < sum(map(len, kept)) <= _KNOWN_CHARS
+    assert reader.known.get(headers[-1]) is not None  # the newest is kept; the oldest went
+
+
 def test_read_without_our_cookie() -> None:
     assert codec().read(None).present is False
     assert codec().read("").present is False

@@ -44,8 +44,11 @@ def merge_headers(headers: Sequence[tuple[str, str]], extra: Sequence[tuple[str,
             lowered = app_name.lower()
             if lowered in _COMBINED and lowered not in found:
                 found[lowered] = index
+    if not found:  # the common case: the app set neither header, so ours are simply added
+        result += extra
+        return result
     for name, value in extra:
-        at = found.get(name.lower()) if found else None
+        at = found.get(name.lower())
         if at is None:
             result.append((name, value))
         else:

@@ -4,7 +4,9 @@ Each works against a live store without hurting it: walks go in bounded steps
 (`--count`, Redis SCAN's COUNT), deletes go one at a time at most `--rate` per
 second. Sessions are named by their id hash; a raw id is printed only with
 `--show-ids`, and only where the store knows it (stores that key sessions by
-the SHA-256 of the id do not).
+the SHA-256 of the id do not). Sessions in Express's format (``--codec
+connect``) are walked by their own inventory and read by their own cookie
+rule (`targets`, `connect_commands`); the commands and their output stay one.
 """
 
 from __future__ import annotations
@@ -12,20 +14,17 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..codec import IdSigner, is_session_id
-from ..config import parse_secret_keys, split_secret_keys
+from ..config import split_secret_keys
 from ..errors import ConfigError, SessionKitError
-from ..events import id_hash
-from ..naming import name_hash
 from .inventory import Entry, Inventory, open_inventory
 from .progress import with_progress
 from .report import human_seconds, iso, summarize, table
+from .targets import FORMATS, KEYS_ENV, Rejected, Target, format_for, resolve, verify
 
 __all__ = [
     "EXIT_FORGED",
@@ -40,13 +39,11 @@ __all__ = [
 
 #: The variable services read their store URL from; the commands' default for ``--url``.
 URL_ENV = "SESSIONKIT_URL"
-KEYS_ENV = "SESSIONKIT_SECRET_KEYS"
 #: Exit code: the session (or user) named is not in the store.
 EXIT_NOT_FOUND = 3
 #: Exit code: a cookie value did not verify with any key.
 EXIT_FORGED = 4
 
-_HASH = re.compile(r"[0-9a-f]{16,64}")
 #: Default SCAN COUNT / batch size: enough to walk 100k sessions in a few hundred steps, small per step.
 DEFAULT_COUNT = 500
 #: Seconds between the two walks of a search on a store whose walk may miss items (memcached).
@@ -55,10 +52,6 @@ _RESCAN_PAUSE = 0.5
 
 class NotFound(SessionKitError):
     """The session named is not in the store (exit 3)."""
-
-
-class Rejected(SessionKitError):
-    """A cookie value did not verify (exit 4)."""
 
 
 class Pacer:
@@ -96,9 +89,16 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def _codec_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--codec", choices=FORMATS, default=None,
+                        help="the session format: native, or connect (Express's, as connect-redis keeps it); "
+                             "default $SESSIONKIT_CODEC, else native (given an s%%3A... cookie value: connect)")
+
+
 def _store_arguments(parser: argparse.ArgumentParser, *, walks: bool = True) -> None:
     parser.add_argument("--url", metavar="URL", help=f"the store URL (default: ${URL_ENV})")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+    _codec_argument(parser)
     if walks:
         parser.add_argument("--count", type=_positive(int), default=DEFAULT_COUNT, metavar="N",
                             help=f"sessions fetched per step (Redis SCAN COUNT; default {DEFAULT_COUNT})")
@@ -153,6 +153,7 @@ def add_store_commands(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("value", metavar="VALUE", help="the session cookie's value (or name=value)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--show-ids", action="store_true", help="also print the raw id")
+    _codec_argument(parser)
     parser.set_defaults(handler=_verify_cookie)
 
 
@@ -173,39 +174,20 @@ def _emit(args: argparse.Namespace, document: Any, text: str) -> None:
         print(text)
 
 
-def _signer(environ: Mapping[str, str]) -> IdSigner | None:
-    keys = split_secret_keys(environ.get(KEYS_ENV, ""))
-    return IdSigner(parse_secret_keys(keys)) if keys else None
-
-
-def _cookie_value(value: str) -> str:
-    """`value` without surrounding blanks or a leading ``name=`` (as copied from a Cookie header)."""
-    value = value.strip()
-    _name, sep, rest = value.partition("=")
-    return rest if sep and "." in rest else value
-
-
-def resolve_session(value: str, environ: Mapping[str, str]) -> tuple[str | None, str]:
-    """(the id, if known, and its id hash) for an id, a signed cookie value or an id hash.
+def resolve_session(value: str, environ: Mapping[str, str], codec: str = "native") -> tuple[str | None, str]:
+    """(the id, if known, and its id hash) for an id, a signed cookie value or an id hash (`targets.resolve`).
 
     Raises `Rejected` for a cookie value no key verifies, `ConfigError` for anything else.
     """
-    value = _cookie_value(value)
-    if "." in value:
-        signer = _signer(environ)
-        if signer is None:
-            raise ConfigError(f"a cookie value needs the keys that signed it: set {KEYS_ENV}", option="keys")
-        verified = signer.unsign(value)
-        if verified is None:
-            raise Rejected("the cookie value does not verify with any key in "
-                           f"{KEYS_ENV} (forged, truncated, or signed by a key no longer listed)")
-        return verified[0], id_hash(verified[0])
-    if is_session_id(value):
-        return value, id_hash(value)
-    if _HASH.fullmatch(value):
-        return None, name_hash(value)
-    raise ConfigError("expected a session id, a signed cookie value or an id hash (16 to 64 hex digits); "
-                      f"got {len(value)} characters that are none of these", option="session")
+    target = resolve(value, environ, codec)
+    return target.session_id, target.id_hash
+
+
+def _no_user_index(codec: str) -> None:
+    if codec == "connect":
+        raise ConfigError("connect-redis's format keeps no per-user index (Express would neither keep one nor "
+                          "honour it): --user has nothing to read; end one session with 'sessionkit rm'",
+                          option="user")
 
 
 def _passes(inventory: Inventory) -> range:
@@ -228,6 +210,11 @@ def _find(inventory: Inventory, wanted: str, count: int) -> Entry | None:
     return None
 
 
+def _printable(name: str) -> str:
+    """A stored name as text a terminal can take: bytes that were not UTF-8 as ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _entry_json(entry: Entry, show_ids: bool) -> dict[str, Any]:
     document: dict[str, Any] = {
         "id_hash": entry.id_hash, "bytes": entry.size,
@@ -236,8 +223,10 @@ def _entry_json(entry: Entry, show_ids: bool) -> dict[str, Any]:
     }
     if entry.node:
         document["node"] = entry.node
+    if entry.problem:
+        document["unreadable"] = entry.problem
     if show_ids:
-        document["stored_name"] = entry.name
+        document["stored_name"] = _printable(entry.name)
     return document
 
 
@@ -245,12 +234,12 @@ def _entry_row(entry: Entry, show_ids: bool) -> list[object]:
     row: list[object] = [entry.id_hash, entry.size, human_seconds(entry.ttl), iso(entry.created_at),
                          iso(entry.accessed_at)]
     if show_ids:
-        row.append(entry.name)
+        row.append(_printable(entry.name))
     return row
 
 
-def _open(args: argparse.Namespace, environ: Mapping[str, str]) -> Inventory:
-    return open_inventory(_url(args, environ))
+def _open(args: argparse.Namespace, environ: Mapping[str, str], codec: str = "native") -> Inventory:
+    return open_inventory(_url(args, environ), codec)
 
 
 def _manager(args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
@@ -276,10 +265,11 @@ def _user_api(manager: Any, name: str) -> Callable[..., Any]:
 
 
 def _stats(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    inventory = _open(args, environ)
+    inventory = _open(args, environ, format_for(args, environ))
     try:
         entries = with_progress(inventory.scan(args.count), label="scanning", enabled=not args.no_progress)
         summary = summarize(inventory.description, entries, inventory.cannot_tell)
+        summary.foreign = inventory.foreign
     finally:
         inventory.close()
     _emit(args, summary.as_json(), summary.as_text())
@@ -287,9 +277,11 @@ def _stats(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _ls(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    codec = format_for(args, environ)
     if args.user is not None:
+        _no_user_index(codec)
         return _ls_user(args, environ)
-    inventory = _open(args, environ)
+    inventory = _open(args, environ, codec)
     try:
         entries: list[Entry] = []
         for entry in inventory.scan(min(args.count, args.limit)):
@@ -299,8 +291,11 @@ def _ls(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     finally:
         inventory.close()
     headers = ["id hash", "bytes", "expires in", "created", "accessed"] + (["stored name"] if args.show_ids else [])
-    _emit(args, [_entry_json(entry, args.show_ids) for entry in entries],
-          table(headers, [_entry_row(entry, args.show_ids) for entry in entries]))
+    rows = [_entry_row(entry, args.show_ids) for entry in entries]
+    if any(entry.problem for entry in entries):
+        headers.append("unreadable")
+        rows = [[*row, entry.problem or ""] for row, entry in zip(rows, entries, strict=True)]
+    _emit(args, [_entry_json(entry, args.show_ids) for entry in entries], table(headers, rows))
     return 0
 
 
@@ -319,10 +314,14 @@ def _ls_user(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _show(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    session_id, hashed = resolve_session(args.session, environ)
-    document: dict[str, Any] = {"id_hash": hashed}
-    if args.show_ids and session_id is not None:
-        document["id"] = session_id
+    codec = format_for(args, environ, [args.session])
+    target = resolve(args.session, environ, codec)
+    if codec == "connect":
+        from .connect_commands import show
+
+        return show(args, _open(args, environ, codec), target)
+    session_id, hashed = target.session_id, target.id_hash
+    document = _shown(args, target)
     inventory = _open(args, environ)
     try:
         if session_id is not None:
@@ -347,24 +346,53 @@ def _show(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         if entry is None:
             raise NotFound(f"no session {hashed} in the store")
         document.update(_entry_json(entry, args.show_ids))
-    lines = [f"{name:<10} {value}" for name, value in document.items() if name not in ("keys", "values")]
+    _emit_shown(args, document)
+    return 0
+
+
+def _shown(args: argparse.Namespace, target: Target) -> dict[str, Any]:
+    """What `show` says of the argument itself: the id hash, the id if asked, and the key of a cookie value."""
+    document: dict[str, Any] = {"id_hash": target.id_hash}
+    if args.show_ids and target.session_id is not None:
+        document["id"] = target.session_id
+    if target.key is not None:
+        document.update(key=target.key, resigned=target.key > 1)
+    return document
+
+
+def _said(value: object) -> object:
+    return ("yes" if value else "no") if isinstance(value, bool) else "-" if value is None else value
+
+
+def _emit_shown(args: argparse.Namespace, document: dict[str, Any]) -> None:
+    lines = [f"{name:<14} {_said(value)}" for name, value in document.items() if name not in ("keys", "values")]
     if "keys" in document:
         lines += ["", table(["key", "bytes"], sorted(document["keys"].items()))]
     if "values" in document:
         lines += ["", table(["key", "value"], sorted(document["values"].items()))]
     _emit(args, document, "\n".join(lines))
-    return 0
 
 
 def _rm(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    resolved = [resolve_session(value, environ) for value in args.sessions]  # all checked before any delete
+    codec = format_for(args, environ, args.sessions)
+    targets = [resolve(value, environ, codec) for value in args.sessions]  # all checked before any delete
     pacer = Pacer(args.rate)
-    results: list[dict[str, Any]] = []
-    by_hash = {hashed for session_id, hashed in resolved if session_id is None}
+    if codec == "connect":
+        from .connect_commands import remove_ids
+
+        inventory = _open(args, environ, codec)
+        try:
+            results = remove_ids(inventory, targets, pacer)
+            results += _remove_by_hash(inventory, targets, pacer, args.count)
+        finally:
+            inventory.close()
+        return _removed(args, results)
+    results = []
     store = None
     inventory = _open(args, environ)
     try:
-        for session_id, hashed in resolved:
+        for target in targets:
+            session_id, hashed = target.session_id, target.id_hash
             if session_id is None:
                 continue
             if store is None:
@@ -375,26 +403,39 @@ def _rm(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             found = store.load(session_id, None) is not None
             store.delete(session_id)
             results.append({"id_hash": hashed, "removed": found})
-        for attempt in _passes(inventory):
-            _settle(attempt and len(by_hash))
-            for entry in inventory.scan(args.count) if by_hash else ():
-                if entry.id_hash in by_hash:
-                    pacer.wait()
-                    results.append({"id_hash": entry.id_hash, "removed": inventory.remove(entry)})
-                    by_hash.discard(entry.id_hash)
-                    if not by_hash:
-                        break
-            results += [{"id_hash": hashed, "removed": False} for hashed in sorted(by_hash)]
+        results += _remove_by_hash(inventory, targets, pacer, args.count)
     finally:
         inventory.close()
         if store is not None:
             store.close()
-    _emit(args, results, table(["id hash", "removed"], [[r["id_hash"], "yes" if r["removed"] else "not found"]
-                                                      for r in results]))
+    return _removed(args, results)
+
+
+def _remove_by_hash(inventory: Inventory, targets: list[Target], pacer: Pacer, count: int) -> list[dict[str, Any]]:
+    """Remove the sessions named by id hash alone: one walk (two where a walk may miss one)."""
+    by_hash = {target.id_hash for target in targets if target.session_id is None}
+    results: list[dict[str, Any]] = []
+    for attempt in _passes(inventory):
+        _settle(attempt and len(by_hash))
+        for entry in inventory.scan(count) if by_hash else ():
+            if entry.id_hash in by_hash:
+                pacer.wait()
+                results.append({"id_hash": entry.id_hash, "removed": inventory.remove(entry)})
+                by_hash.discard(entry.id_hash)
+                if not by_hash:
+                    break
+    return results + [{"id_hash": hashed, "removed": False} for hashed in sorted(by_hash)]
+
+
+def _removed(args: argparse.Namespace, results: list[dict[str, Any]]) -> int:
+    _emit(args, results, table(["id hash", "removed"],
+                               [[r["id_hash"], "yes" if r["removed"] else r.get("note", "not found")]
+                                for r in results]))
     return 0 if all(r["removed"] for r in results) else EXIT_NOT_FOUND
 
 
 def _revoke(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    _no_user_index(format_for(args, environ))
     keep = None
     if args.keep is not None:
         keep, _ = resolve_session(args.keep, environ)
@@ -410,42 +451,49 @@ def _revoke(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _gc(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    inventory = _open(args, environ)
+    codec = format_for(args, environ)
+    inventory = _open(args, environ, codec)
     try:
         removed = inventory.purge()
         said = inventory.description
     finally:
         inventory.close()
-    _emit(args, {"store": said, "removed": removed},
-          f"removed {removed} expired item(s) from {said}" if removed or said.startswith("file")
-          else f"nothing to collect: {said} expires sessions itself")
+    if codec == "connect":
+        text = (f"nothing to collect: Redis expires connect-redis's documents itself (the TTL on each key; "
+                f"{said})")
+    elif removed or said.startswith("file"):
+        text = f"removed {removed} expired item(s) from {said}"
+    else:
+        text = f"nothing to collect: {said} expires sessions itself"
+    _emit(args, {"store": said, "removed": removed}, text)
     return 0
 
 
 def _verify_cookie(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    signer = _signer(environ)
-    if signer is None:
-        raise ConfigError(f"verify-cookie needs the keys: set {KEYS_ENV} (comma-separated, newest first)",
-                          option="keys")
-    value = _cookie_value(args.value)
-    verified = signer.unsign(value)
-    if verified is None:
-        document: dict[str, Any] = {"valid": False}
-        _emit(args, document, "does not verify: forged, truncated, or signed by a key no longer in "
-                              f"{KEYS_ENV}")
+    codec = format_for(args, environ, [args.value])
+    try:
+        target = verify(args.value, environ, codec, what="verify-cookie")
+    except Rejected as exc:
+        _emit(args, {"valid": False, "format": codec, "reason": str(exc)}, f"does not verify ({codec}): {exc}")
         return EXIT_FORGED
-    session_id, index = verified
-    document = {"valid": True, "id_hash": id_hash(session_id), "key": index + 1, "resigned": index > 0,
-                "expiry": "kept by the store (the cookie carries no expiry)"}
+    key, session_id = target.key or 1, target.session_id or ""
+    if codec == "connect":
+        expiry = "kept by the store (cookie.expires in the document; the cookie value carries none)"
+        again = ("sessionkit's next response re-signs it with key 1; Express sends it again only when the "
+                 "session changes, or with rolling")
+    else:
+        expiry = "kept by the store (the cookie carries no expiry)"
+        again = "the next response re-signs it with key 1"
+    document: dict[str, Any] = {"valid": True, "format": codec, "id_hash": target.id_hash, "key": key,
+                                "resigned": key > 1, "expiry": expiry}
     if args.show_ids:
         document["id"] = session_id
     text = "\n".join([
-        f"valid      yes, signed by key {index + 1} of {KEYS_ENV}"
-        + (" (an older key: the next response re-signs it with key 1)" if index else " (the current key)"),
+        f"valid      yes ({codec}), signed by key {key} of {KEYS_ENV}"
+        + (f" (an older key: {again})" if key > 1 else " (the current key)"),
         f"id hash    {document['id_hash']}",
         *([f"id         {session_id}"] if args.show_ids else []),
         "expiry     kept by the store, not the cookie: `sessionkit show` gives it",
     ])
     _emit(args, document, text)
     return 0
-

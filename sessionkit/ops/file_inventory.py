@@ -27,6 +27,7 @@ class FileInventory:
 
     cannot_tell: tuple[str, ...] = ()
     exact = True
+    foreign: int | None = None
 
     def __init__(self, store: FileStore, *, read_records: bool = True) -> None:
         self.store = store

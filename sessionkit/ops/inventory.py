@@ -6,6 +6,8 @@ without hurting it. Each store that can be walked has an `Inventory`: the
 file store lists its directory, Redis SCANs every master with a COUNT,
 memcached dumps its item metadata. `memory://` lives inside one process and
 `cookie://` keeps nothing, so neither has one: `open_inventory` says so.
+Sessions in connect-redis's format (``codec="connect"``) are another layout
+on the same Redis: their own inventory walks them (`connect_inventory`).
 
 An `Entry` names a session by `id_hash` only; the stored name (which is the raw
 id in stores that key by id) stays inside the inventory, for `remove`.
@@ -23,7 +25,7 @@ from ..errors import ConfigError
 from ..events import id_hash
 from ..naming import name_hash
 
-__all__ = ["Entry", "Inventory", "hash_of_name", "open_inventory"]
+__all__ = ["REDIS_SCHEMES", "Entry", "Inventory", "hash_of_name", "open_inventory"]
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
@@ -48,6 +50,9 @@ class Entry:
     node: str = ""
     #: The stored name, for `Inventory.remove`: never printed (it may be the raw id).
     name: str = field(default="", repr=False, compare=False)
+    #: Why the stored item is no session a service could load ("" for a readable one): it is
+    #: counted and listed apart, never summed with the live sessions.
+    problem: str = ""
 
 
 class Inventory(Protocol):
@@ -60,6 +65,9 @@ class Inventory(Protocol):
     #: Whether one walk surely sees every session present throughout it (Redis SCAN's guarantee);
     #: False where a walk is a moving snapshot (memcached), so a search walks twice before saying "absent".
     exact: bool
+    #: Keys under the prefix that hold something else (a wrong type), counted by the last `scan`;
+    #: None where a walk does not look at them (it filters them out on the server, or has no types).
+    foreign: int | None
 
     def scan(self, count: int) -> Iterator[Entry]:
         """Every live session, fetched `count` at a time."""
@@ -74,9 +82,23 @@ class Inventory(Protocol):
         """Release connections."""
 
 
-def open_inventory(url: str) -> Inventory:
-    """The inventory for a store URL; `ConfigError` for a URL that is malformed or names no walkable store."""
+#: Store schemes that name a Redis, the only home of connect-redis's documents.
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
+
+
+def open_inventory(url: str, codec: str = "native") -> Inventory:
+    """The inventory for a store URL and a session format (``native`` or ``connect``).
+
+    `ConfigError` for a URL that is malformed or names no walkable store, or a format the store cannot hold.
+    """
     parsed = StoreURL.parse(url)
+    if codec == "connect":
+        if parsed.scheme not in REDIS_SCHEMES:
+            raise ConfigError(f"connect-redis's documents live in Redis, not in {parsed.scheme}://: use a redis:// "
+                              "URL, or --codec native", option="codec")
+        from .connect_inventory import ConnectInventory
+
+        return ConnectInventory.from_url(parsed)
     if parsed.scheme == "memory":
         raise ConfigError("memory:// lives inside one process: only that process can see its sessions "
                           "(use its SessionManager, or the metrics snapshot)", option="scheme")
@@ -87,7 +109,7 @@ def open_inventory(url: str) -> Inventory:
         from .file_inventory import FileInventory
 
         return FileInventory.from_url(parsed)
-    if parsed.scheme in ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster"):
+    if parsed.scheme in REDIS_SCHEMES:
         from .redis_inventory import RedisInventory
 
         return RedisInventory.from_url(parsed)

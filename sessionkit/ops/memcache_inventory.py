@@ -45,6 +45,7 @@ class MemcacheInventory:
         "may be missed)",
     )
     exact = False
+    foreign: int | None = None
 
     def __init__(self, store: MemcacheStore) -> None:
         self.store = store

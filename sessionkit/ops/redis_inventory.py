@@ -61,6 +61,7 @@ class RedisInventory:
 
     cannot_tell: tuple[str, ...] = ()
     exact = True
+    foreign: int | None = None
 
     def __init__(self, store: RedisStore) -> None:
         self.store = store

@@ -36,11 +36,23 @@ class Summary:
     oldest_created: float | None = None
     newest_created: float | None = None
     last_access: float | None = None
+    oldest_access: float | None = None
+    expires_first: float | None = None
+    expires_last: float | None = None
+    #: Items under the prefix that no service could load (e.g. a document that is not JSON).
+    unreadable: int = 0
+    #: Keys under the prefix of another type; None where the walk does not look at them.
+    foreign: int | None = None
     nodes: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     cannot_tell: tuple[str, ...] = ()
+    #: When the walk began (Unix seconds): TTLs count from here.
+    started_at: float = field(default_factory=time.time)
 
     def add(self, entry: Entry) -> None:
+        if entry.problem:
+            self.unreadable += 1  # counted, but no live session: nothing could load it
+            return
         self.sessions += 1
         self.total_bytes += entry.size
         self.largest_bytes = max(self.largest_bytes, entry.size)
@@ -55,8 +67,18 @@ class Summary:
                 self.oldest_created = created
             if self.newest_created is None or created > self.newest_created:
                 self.newest_created = created
-        if entry.accessed_at is not None and (self.last_access is None or entry.accessed_at > self.last_access):
-            self.last_access = entry.accessed_at
+        accessed = entry.accessed_at
+        if accessed is not None:
+            if self.last_access is None or accessed > self.last_access:
+                self.last_access = accessed
+            if self.oldest_access is None or accessed < self.oldest_access:
+                self.oldest_access = accessed
+        if entry.ttl is not None:
+            expires = self.started_at + entry.ttl
+            if self.expires_first is None or expires < self.expires_first:
+                self.expires_first = expires
+            if self.expires_last is None or expires > self.expires_last:
+                self.expires_last = expires
         if entry.node:
             self.nodes[entry.node] = self.nodes.get(entry.node, 0) + 1
 
@@ -74,6 +96,11 @@ class Summary:
             "oldest_created": iso(self.oldest_created),
             "newest_created": iso(self.newest_created),
             "last_access": iso(self.last_access),
+            "oldest_access": iso(self.oldest_access),
+            "expires_first": iso(self.expires_first),
+            "expires_last": iso(self.expires_last),
+            "unreadable": self.unreadable,
+            "foreign": self.foreign,
             "nodes": self.nodes,
             "seconds": round(self.seconds, 3),
             "cannot_tell": list(self.cannot_tell),
@@ -86,9 +113,14 @@ class Summary:
             f"sessions       {self.sessions}",
             f"bytes          {human_bytes(self.total_bytes)} total, {human_bytes(mean)} mean, "
             f"{human_bytes(self.largest_bytes)} largest",
-            f"oldest         {iso(self.oldest_created) or '-'}",
-            f"newest         {iso(self.newest_created) or '-'}",
+            f"oldest created {iso(self.oldest_created) or '-'}",
+            f"newest created {iso(self.newest_created) or '-'}",
+            f"oldest access  {iso(self.oldest_access) or '-'}",
             f"last access    {iso(self.last_access) or '-'}",
+            f"expires first  {iso(self.expires_first) or '-'}",
+            f"expires last   {iso(self.expires_last) or '-'}",
+            *([f"unreadable     {self.unreadable}", f"foreign keys   {self.foreign}"]
+              if self.foreign is not None else [f"unreadable     {self.unreadable}"] if self.unreadable else []),
             f"scan took      {self.seconds:.2f} s",
             "",
             table(["size up to", "sessions"],
@@ -114,6 +146,7 @@ def _bucket(value: float, bounds: Sequence[float]) -> int:
 
 
 def summarize(store: str, entries: Iterable[Entry], cannot_tell: tuple[str, ...] = ()) -> Summary:
+    """One pass over `entries`; unreadable ones are counted apart (`Summary.unreadable`)."""
     summary = Summary(store, cannot_tell=cannot_tell)
     started = time.perf_counter()
     for entry in entries:
