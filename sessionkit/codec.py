@@ -359,6 +359,12 @@ class KnownHeaders:
             self._chars += size
         return incoming
 
+    def forget(self) -> None:
+        """Drop every remembered header (after a burst of disconnects: see `push.release`)."""
+        self._known = {}
+        self._chars = 0
+        self.get = self._known.get
+
 
 class CookieCodec:
     """Reads the session cookie from a `Cookie` header and renders `Set-Cookie`."""

@@ -7,9 +7,9 @@ open, for two reasons:
 
 - each connection left a few small, long-lived objects behind, allocated
   among its own: the entries for its session in the id caches
-  (`naming.stored_name`, the cookie signer's verified values). Bounded, but
-  each one keeps a page of the heap in use (under pymalloc, CPython's default
-  allocator, a whole 1 MiB arena);
+  (`naming.stored_name`, the cookie headers and values that verified).
+  Bounded, but each one keeps a page of the heap in use (under pymalloc,
+  CPython's default allocator, a whole 1 MiB arena);
 - glibc returns freed memory to the system only from the top of its heap;
   free pages in the middle stay resident until ``malloc_trim(0)``.
 
@@ -39,10 +39,10 @@ __all__ = ["Remembers", "forget_remembered_ids", "release_memory", "trim_heap"]
 
 @runtime_checkable
 class Remembers(Protocol):
-    """A signer that remembers the values it verified (`codec.IdSigner`, `express.ConnectSigner`)."""
+    """A cache of verified cookies: `codec.KnownHeaders`, `codec.IdSigner`, `express.ConnectSigner`."""
 
     def forget(self) -> None:
-        """Drop every remembered value."""
+        """Drop everything remembered."""
 
 
 @functools.cache
@@ -69,9 +69,11 @@ def trim_heap() -> bool:
 def forget_remembered_ids(manager: SessionManager) -> None:
     """Empty the caches that name sessions by id; they refill with the sessions still in use."""
     stored_name.cache_clear()
-    signer = getattr(getattr(manager.strategy, "codec", None), "signer", None)
-    if isinstance(signer, Remembers):
-        signer.forget()
+    strategy = manager.strategy
+    codec = getattr(strategy, "codec", None)
+    for cache in (getattr(strategy, "known", None), getattr(codec, "known", None), getattr(codec, "signer", None)):
+        if isinstance(cache, Remembers):
+            cache.forget()
 
 
 def release_memory(manager: SessionManager) -> bool:

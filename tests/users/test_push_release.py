@@ -21,6 +21,7 @@ from sessionkit.naming import stored_name
 from sessionkit.push import InvalidationHub
 from sessionkit.push.hub import RELEASE_AFTER, Watch
 from sessionkit.push.release import forget_remembered_ids, release_memory, trim_heap
+from sessionkit.strategies import CookieSessions, StoredSessions
 
 from ..helpers import KEY
 
@@ -171,8 +172,11 @@ def test_release_memory_forgets_the_id_caches_and_trims() -> None:
     assert manager.strategy.read(cookie).session_id == session.id
     stored_name(session.id)
     assert stored_name.cache_info().currsize > 0
+    assert isinstance(manager.strategy, StoredSessions)
+    assert manager.strategy.codec.known.get(cookie) is not None
     assert release_memory(manager) is True  # the test machines run glibc
     assert stored_name.cache_info().currsize == 0
+    assert manager.strategy.codec.known.get(cookie) is None
     assert manager.strategy.read(cookie).session_id == session.id  # verified again, from the keys
     assert manager.open(cookie)["n"] == 1
 
@@ -193,7 +197,15 @@ def test_forgetting_keeps_the_signers_working() -> None:
     assert connect.sign("sid") == signed
 
 
-def test_forgetting_on_a_strategy_without_a_remembering_signer_is_harmless() -> None:
+def test_forgetting_remembered_cookie_tokens_keeps_them_readable() -> None:
     manager = SessionManager("cookie://", secret_keys=KEY)
+    session = manager.open(None)
+    session["n"] = 1
+    cookie = "; ".join(value.split(";", 1)[0] for name, value in manager.save(session) if name == "Set-Cookie")
+    assert manager.open(cookie)["n"] == 1
+    assert manager.open(cookie)["n"] == 1
     forget_remembered_ids(manager)
+    assert isinstance(manager.strategy, CookieSessions)
+    assert manager.strategy.known.get(cookie) is None
+    assert manager.open(cookie)["n"] == 1
     assert trim_heap() is True
