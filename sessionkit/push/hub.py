@@ -103,7 +103,10 @@ class InvalidationHub:
                 self._watches = {}  # an emptied dict keeps the table of its largest size
         after = self.release_after
         if after is not None and self._peak - self._count >= after and self._count * 2 <= self._peak:
-            loop = asyncio.get_running_loop()
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # unwatched outside the loop (its loop has ended): nothing to schedule on
             self._last_drop = loop.time()
             if self._release_timer is None:
                 self._release_timer = loop.call_later(self.release_quiet, self._release_when_quiet)

@@ -209,3 +209,15 @@ def test_forgetting_remembered_cookie_tokens_keeps_them_readable() -> None:
     assert manager.strategy.known.get(cookie) is None
     assert manager.open(cookie)["n"] == 1
     assert trim_heap() is True
+
+
+def test_unwatching_after_the_loop_ended_schedules_nothing() -> None:
+    target, calls = hub()
+
+    async def watch_them() -> list[Watch]:
+        return await watch_all(target, RELEASE_AFTER * 2)
+
+    watches = asyncio.run(watch_them())
+    for watch in watches:
+        target.unwatch(watch)
+    assert (len(target), len(calls), target.releases) == (0, 0, 0)
