@@ -163,6 +163,10 @@ class IdSigner:
                 return session_id, index
         return None
 
+    def forget(self) -> None:
+        """Drop every remembered value (after a burst of disconnects: see `push.release`)."""
+        self._verified = {}
+
 
 def parse_cookie_header(header: str, name: str) -> list[str]:
     """Every value the header gives for cookie `name`, in order (bounded)."""
@@ -354,6 +358,12 @@ class KnownHeaders:
             self._known[header] = incoming
             self._chars += size
         return incoming
+
+    def forget(self) -> None:
+        """Drop every remembered header (after a burst of disconnects: see `push.release`)."""
+        self._known = {}
+        self._chars = 0
+        self.get = self._known.get
 
 
 class CookieCodec:

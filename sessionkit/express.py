@@ -199,6 +199,10 @@ class ConnectSigner:
                 return session_id, index
         return None
 
+    def forget(self) -> None:
+        """Drop every remembered value and signature (after a burst of disconnects: see `push.release`)."""
+        self._verified, self._signatures = {}, {}
+
 
 def _has_surrogate(text: str) -> bool:
     """A lone surrogate has no UTF-8 form (a WSGI header never carries one, but a caller might)."""
