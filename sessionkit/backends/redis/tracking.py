@@ -61,6 +61,7 @@ from redis.retry import Retry
 
 from .nearcache import CHANNEL, NearCache, read_message
 from .pool import PoolFull
+from .resp import pack_command
 
 __all__ = ["AsyncHeld", "AsyncLanes", "ChannelDown", "ChannelSide", "Held", "Lanes", "Listener", "check_tracking",
            "tracking_commands"]
@@ -399,7 +400,7 @@ class Lanes:
         state = self._listener.state
         if connection is not None and state is not None and lane.generation == state[0]:
             try:  # the common case: a ready connection, one call
-                connection.send_packed_command(connection.pack_command(*args))
+                connection.send_packed_command(pack_command(args))
                 return connection.read_response()
             except ResponseError as exc:
                 raise self._refused(exc) from None  # the reply was read whole: the connection is fine
@@ -411,7 +412,7 @@ class Lanes:
         while True:
             try:
                 connection = self._ready(lane)
-                connection.send_packed_command(connection.pack_command(*args))
+                connection.send_packed_command(pack_command(args))
                 return connection.read_response()
             except ResponseError as exc:
                 raise self._refused(exc) from None  # the reply was read whole: the connection is fine
@@ -499,7 +500,7 @@ class AsyncLanes:
         state = self._listener.state
         if connection is not None and state is not None and lane.generation == state[0]:
             try:
-                await connection.send_packed_command(connection.pack_command(*args))
+                await connection.send_packed_command(pack_command(args))
                 return await connection.read_response()
             except ResponseError as exc:
                 raise self._refused(exc) from None
@@ -511,7 +512,7 @@ class AsyncLanes:
         while True:
             try:
                 connection = await self._ready(lane)
-                await connection.send_packed_command(connection.pack_command(*args))
+                await connection.send_packed_command(pack_command(args))
                 return await connection.read_response()
             except ResponseError as exc:
                 raise self._refused(exc) from None

@@ -6,7 +6,8 @@ per pool checkout, connection metrics, the retry wrapper, response
 callbacks (the asyncio client likewise). A session request makes one or two
 commands and nothing else, so `Wire` and `AsyncWire` keep their connections in
 a `Pool` of their own and let redis-py's `Connection` do what matters: connect,
-TLS, AUTH, SELECT, pack, parse, and (for Sentinel) find the master.
+TLS, AUTH, SELECT, parse, and (for Sentinel) find the master; commands are packed by
+`resp.pack_command`.
 
 The rule for one command is written once, as the generator `Commands.steps`:
 it yields the I/O it needs (`CALL` a connection, `CONNECT` a new one, `CLOSE`
@@ -74,6 +75,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from .pool import NEW, LoopWaiter, Pool, PoolFull, ThreadWaiter, Waiter
+from .resp import pack_command
 
 __all__ = ["CALL", "CLOSE", "CONNECT", "WAIT", "AsyncWire", "Commands", "Step", "Wire"]
 
@@ -220,7 +222,7 @@ class Wire(Commands):
             steps = self.steps()
         else:
             try:
-                connection.send_packed_command(connection.pack_command(*args))
+                connection.send_packed_command(pack_command(args))
                 reply = connection.read_response()
             except BaseException as exc:
                 steps = self.steps(connection, exc)
@@ -233,7 +235,7 @@ class Wire(Commands):
             while True:
                 try:
                     if kind is CALL:
-                        subject.send_packed_command(subject.pack_command(*args))
+                        subject.send_packed_command(pack_command(args))
                         result = subject.read_response()
                     elif kind is CONNECT:
                         subject.connect()
@@ -284,7 +286,7 @@ class AsyncWire(Commands):
             steps = self.steps()
         else:
             try:
-                await connection.send_packed_command(connection.pack_command(*args))
+                await connection.send_packed_command(pack_command(args))
                 reply = await connection.read_response()
             except BaseException as exc:
                 steps = self.steps(connection, exc)
@@ -297,7 +299,7 @@ class AsyncWire(Commands):
             while True:
                 try:
                     if kind is CALL:
-                        await subject.send_packed_command(subject.pack_command(*args))
+                        await subject.send_packed_command(pack_command(args))
                         result = await subject.read_response()
                     elif kind is CONNECT:
                         await subject.connect()
