@@ -16,26 +16,27 @@ concurrent requests that change different keys still lose nothing.
   16-byte salt and seals under a *data key*, HKDF-Expand(key, salt), for at
   most 2**24 values or 6 hours (and anew in a forked child), then draws
   again. Nonces count up from zero under each data key, so no nonce repeats
-  under a key; two data keys collide only if two 128-bit salts do (below
-  2**-80 for a million processes running for years). Every value carries its
+  under a key (random 96-bit nonces would collide with probability ~2**-49
+  over 2**24 values); two data keys are the same only if two 128-bit salts
+  are (below 2**-64 over 2**32 data keys ever drawn). Every value carries its
   key id and salt; an opener derives a data key once and keeps it, and few
-  are alive at once (one per writing process and epoch), so opening costs one
-  AES-GCM call, not a key derivation and a cipher set-up per session.
+  are alive at once (one per writing process and 6 hours), so opening a value
+  is one AES-GCM call, with no key derivation or cipher set-up per session.
 - Associated data: the session's stored name and the value's key, so a value
   only opens where it was written.
 - Framing: ``\\xe2 ‖ key id ‖ salt ‖ nonce ‖ ciphertext ‖ tag`` (51 bytes
   around the value) where the store keeps bytes as they are (memory, Redis),
-  and ``e2.`` + base64 of the same after the first byte where a store writes
-  its record as JSON (file, memcache), which would escape most binary bytes
-  six-fold.
+  and ``e2.`` + base64 of the same where a store writes its record as JSON
+  (file, memcache), which would escape most binary bytes six-fold.
 - Values sealed by earlier releases (``e1.<key id>.<base64(nonce ‖ ciphertext
   ‖ tag)>``, under a key derived per session) keep opening; whatever is
   written is sealed the current way.
-- A `Sealer` remembers the values it recently sealed or opened (bounded, small
-  values only), by their sealed bytes, with the session and key they belong
-  to: most requests read values the previous request saw, and those then cost
-  a dict lookup, not an AES-GCM call. That is process memory, which holds the
-  keys anyway; a new key list starts with nothing remembered.
+- A `Sealer` remembers, for the sessions it last sealed or opened (bounded,
+  small sessions only), the sealed bytes and their opened values: most
+  requests read what the previous request saw, and a load whose stored bytes
+  are exactly those then costs a dict comparison, not an AES-GCM call per
+  value. That is process memory, which holds the keys anyway; a new key list
+  starts with nothing remembered.
 
 Only values are sealed: key names, the creation and last-write times and the
 record's metadata stay readable, since the store needs the times (expiry, the
@@ -224,8 +225,9 @@ class Sealer:
         self._openers: dict[bytes, Callable[[bytes, bytes, bytes], bytes]] = {}
         self._epoch: _Epoch | None = None
         self._v1_ciphers: dict[tuple[str, str], Any] = {}
-        #: Per stored name: the sealed values last sealed or opened, and their plain values (never changed in place).
-        self._remembered: dict[str, tuple[dict[str, bytes], dict[str, bytes]]] = {}
+        #: Per stored name: the sealed values last sealed or opened, their plain values (neither changed in place)
+        #: and the sealed values' size.
+        self._remembered: dict[str, tuple[dict[str, bytes], dict[str, bytes], int]] = {}
         _LIVE.add(self)
 
     def new_epoch_on_next_seal(self) -> None:
@@ -285,29 +287,32 @@ class Sealer:
                          whole: bool) -> None:
         """The next load of `name` reads back what was just sealed: remember it, opened."""
         if whole:  # a create: every value is bytes
-            self._remember(name, sealed, dict(values))  # type: ignore[arg-type]
+            self._remember(name, sealed, dict(values), sum(map(len, sealed.values())))  # type: ignore[arg-type]
             return
         before = self._remembered.get(name)
         if before is None:
             return
         now_sealed, now_opened = dict(before[0]), dict(before[1])  # copies: a load may hold the old ones
+        size = before[2]
         for field, value in sealed.items():
+            size -= len(now_sealed.get(field, b""))
             if value is None:
                 now_sealed.pop(field, None)
                 now_opened.pop(field, None)
             else:
+                size += len(value)
                 now_sealed[field] = value
                 now_opened[field] = values[field]  # type: ignore[assignment]  # None only where sealed is None
-        self._remember(name, now_sealed, now_opened)
+        self._remember(name, now_sealed, now_opened, size)
 
-    def _remember(self, name: str, sealed: dict[str, bytes], opened: dict[str, bytes]) -> None:
+    def _remember(self, name: str, sealed: dict[str, bytes], opened: dict[str, bytes], size: int) -> None:
         remembered = self._remembered
-        if sum(map(len, sealed.values())) > _REMEMBERED_LIMIT:
+        if size > _REMEMBERED_LIMIT:
             remembered.pop(name, None)
             return
         if len(remembered) >= REMEMBERED_SESSIONS:
             remembered.clear()  # crude but bounded; the sessions in use come back at their next load
-        remembered[name] = (sealed, opened)
+        remembered[name] = (sealed, opened, size)
 
     def open(self, name: str, values: Mapping[str, bytes]) -> dict[str, bytes]:
         """`values` opened, for session `name`; `CorruptRecord` if any one does not open.
@@ -334,13 +339,13 @@ class Sealer:
                 opened = self._open_each(name, values, None)
             except self._invalid:
                 raise CorruptRecord("a sealed value does not open: altered, or moved from another session") from None
-        self._remember(name, dict(values), opened)
+        self._remember(name, dict(values), opened, sum(map(len, values.values())))
         return opened
 
     def _open_each(self, name: str, values: Mapping[str, bytes],
-                   remembered: tuple[dict[str, bytes], dict[str, bytes]] | None) -> dict[str, bytes]:
+                   remembered: tuple[dict[str, bytes], dict[str, bytes], int] | None) -> dict[str, bytes]:
         """`open`, value by value, in any form, reusing what `remembered` says is unchanged."""
-        before_sealed, before_opened = remembered if remembered is not None else ({}, {})
+        before_sealed, before_opened, _ = remembered if remembered is not None else ({}, {}, 0)
         prefix = name.encode("ascii")
         opened: dict[str, bytes] = {}
         for field, value in values.items():
