@@ -29,6 +29,9 @@ _BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "redis+cluster": ("sessionkit.backends.redis", "RedisStore", "redis"),
 }
 
+#: Stores that keep a value's bytes as they are (a JSON record would escape binary): sealed in binary.
+_KEEPS_BYTES = frozenset({"memory", "redis", "rediss", "unix", "redis+sentinel", "redis+cluster"})
+
 
 def register_backend(scheme: str, module: str, class_name: str, extra: str | None = None) -> None:
     """Make `scheme://` URLs open `module.class_name.from_url(url)`."""
@@ -68,4 +71,4 @@ def open_parsed(parsed: StoreURL) -> Store:
         return store
     from .sealed import SealedStore
 
-    return SealedStore(store)
+    return SealedStore(store, binary=parsed.scheme in _KEEPS_BYTES)

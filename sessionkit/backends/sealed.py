@@ -5,7 +5,9 @@ opaque bytes key by key, exactly as before, and the sealing is written once for
 every store and both faces. `open_store` wraps a store whose URL says
 ``encrypt=1``; the `SessionManager` that gets it hands it its keys
 (`bind_keys`), since keys never come from a URL. What is sealed, and how, is
-`sessionkit.sealing`'s.
+`sessionkit.sealing`'s. `binary` says whether the store below keeps a value's
+bytes as they are (memory, Redis): then values are sealed in binary, else as
+ASCII, which a JSON record (file, memcache) holds without escapes.
 
 No asyncio and no `backends.base` here: the sealing is CPU work of a few
 microseconds, done on the caller's thread or loop; the store below does the I/O.
@@ -37,15 +39,16 @@ class SealedStore:
     any unreadable record. Every other error is the inner store's.
     """
 
-    def __init__(self, inner: Store) -> None:
+    def __init__(self, inner: Store, *, binary: bool = False) -> None:
         require_cryptography("a server store's ")
         #: The store that keeps the sealed records.
         self.inner = inner
+        self.binary = binary
         self._sealer: Sealer | None = None
 
     def bind_keys(self, secret_keys: Sequence[bytes]) -> None:
         """Seal with the first key, open with any of them (the manager's ``encryption_keys``)."""
-        self._sealer = Sealer(secret_keys)
+        self._sealer = Sealer(secret_keys, binary=self.binary)
 
     @property
     def sealer(self) -> Sealer:
@@ -62,14 +65,18 @@ class SealedStore:
         return Record(data, record.created_at, record.accessed_at, record.meta)
 
     def _sealed(self, session_id: str, record: Record) -> Record:
-        data = self.sealer.seal(stored_name(session_id), record.data)
+        data = self.sealer.seal(stored_name(session_id), record.data, whole=True)
         # A record's values are all bytes, so are their sealed forms (only a deletion's None stays None).
         return Record(data, record.created_at, record.accessed_at, record.meta)  # type: ignore[arg-type]
 
     # -- the sync face --------------------------------------------------------------
 
     def load(self, session_id: str, touch_ttl: float | None) -> Record | None:
-        return self._opened(session_id, self.inner.load(session_id, touch_ttl))
+        record = self.inner.load(session_id, touch_ttl)
+        if record is None:
+            return None
+        data = self.sealer.open(stored_name(session_id), record.data)
+        return Record(data, record.created_at, record.accessed_at, record.meta)
 
     def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
         self.inner.create(session_id, self._sealed(session_id, record), ttl, replaces)

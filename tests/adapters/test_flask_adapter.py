@@ -814,7 +814,7 @@ def test_the_documented_example_runs(tmp_path: Path) -> None:
 def test_an_encrypting_store_takes_sessionkit_encryption_keys_or_the_secret_keys(keys: Any) -> None:
     from sessionkit.codec import derive_key
     from sessionkit.naming import stored_name
-    from sessionkit.sealing import PURPOSE, key_id
+    from sessionkit.sealing import PURPOSE, key_id, sealed_key_id
 
     config: dict[str, Any] = {"SESSIONKIT_URL": "memory://?encrypt=1"}
     if keys is not None:
@@ -827,5 +827,5 @@ def test_an_encrypting_store_takes_sessionkit_encryption_keys_or_the_secret_keys
     assert manager is not None
     stored = manager.store.inner.load(session_id, None)  # type: ignore[attr-defined]
     sealing_key = KEY if keys is None else OLD_KEY
-    assert stored.data["count"].startswith(f"e1.{key_id(derive_key(sealing_key.encode(), PURPOSE))}.".encode())
+    assert sealed_key_id(stored.data["count"]) == key_id(derive_key(sealing_key.encode(), PURPOSE))
     assert stored_name(session_id) in repr(manager.store.inner._entries)  # type: ignore[attr-defined]

@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from binascii import a2b_base64, b2a_base64
 from collections.abc import Generator, Iterator
 from typing import Any, ClassVar, Protocol
 
 import pytest
 
 from sessionkit.backends.sealed import SealedStore
+from sessionkit.codec import derive_key
 from sessionkit.errors import ConfigError
 from sessionkit.flow import Create, Delete, Load, Merge, MergeResult, Op, run_async, run_sync
 from sessionkit.record import CorruptRecord, Record
+from sessionkit.sealing import key_id, sealed_key_id
 
 from ..helpers import run_in_threads
 
@@ -464,7 +467,9 @@ class SealedStoreContract:
         kept = face.store.inner.load(sid(1), None)
         assert kept is not None and set(kept.data) == {"user", "card", "note"}
         for value in kept.data.values():
-            assert value.startswith(b"e1.")
+            # Binary where the store keeps bytes as they are, ASCII where it writes JSON.
+            assert value.startswith(b"\xe2") if face.store.binary else value.startswith(b"e2.") and value.isascii()
+            assert sealed_key_id(value) == key_id(derive_key(SEAL_KEY, b"store-encrypt"))
             assert b"alice" not in value and b"4111" not in value and b"secret" not in value
         assert kept.created_at == pytest.approx(1_000_000.0)
         record = face.load(sid(1))
@@ -499,12 +504,17 @@ class SealedStoreContract:
     def test_a_value_that_does_not_open_is_a_corrupt_record(self, face: Face, damage: str) -> None:
         face.create(sid(1), {"user": b'"alice"'})
         value = face.store.inner.load(sid(1), None).data["user"]
+        binary = value if face.store.binary else a2b_base64(value[3:])
+
+        def framed(raw: bytes) -> bytes:
+            return raw if face.store.binary else b"e2." + b2a_base64(raw, newline=False)
+
         bad = {
             "plaintext": b'"alice"',
-            "flipped": value[:-3] + bytes([value[-3] ^ 1]) + value[-2:],
-            "truncated": value[:30],
-            "unknown-key": b"e1.AAAAAAAA." + value[12:],
-            "not-base64": value[:12] + "é!".encode() * 10,
+            "flipped": framed(binary[:-3] + bytes([binary[-3] ^ 1]) + binary[-2:]),
+            "truncated": framed(binary[:30]),
+            "unknown-key": framed(binary[:1] + b"\0" * 6 + binary[7:]),
+            "not-base64": b"e2." + "é!".encode() * 30,
             "empty": b"",
         }[damage]
         face.store.inner.create(sid(1), Record({"user": bad}, NOW(), NOW()), 60)
@@ -521,7 +531,8 @@ class SealedStoreContract:
         record = face.load(sid(1))
         assert record is not None and dict(record.data) == {"old": b"1", "new": b"2"}
         kept = face.store.inner.load(sid(1), None).data
-        assert kept["old"][:12] != kept["new"][:12]  # different key ids
+        assert sealed_key_id(kept["old"]) == key_id(derive_key(OLD_SEAL_KEY, b"store-encrypt"))
+        assert sealed_key_id(kept["new"]) == key_id(derive_key(SEAL_KEY, b"store-encrypt"))
         sealed(face.store, (SEAL_KEY,))  # the old key dropped: its values no longer open
         with pytest.raises(CorruptRecord):
             face.load(sid(1))

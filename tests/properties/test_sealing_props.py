@@ -63,3 +63,39 @@ def test_a_changed_sealed_value_is_a_corrupt_record(value: bytes, data: st.DataO
     # Base64 decoding is lax about bytes outside its alphabet, and a bit flip can turn one padding
     # form into another: such a change leaves the decoded bytes, hence the value, exactly as sealed.
     assert opened == {"k": value} and (name, key) == (NAME, "k")
+
+
+BINARY = Sealer([b"p" * 32, b"q" * 32], binary=True)
+
+
+@given(st.dictionaries(wild_text, st.binary(max_size=2048), max_size=8))
+def test_any_values_round_trip_in_binary_and_open_in_a_fresh_process(values: dict[str, bytes]) -> None:
+    sealed = BINARY.seal(NAME, values)
+    assert all(value is not None and value[:1] == b"\xe2" for value in sealed.values())
+    assert BINARY.open(NAME, sealed) == values  # type: ignore[arg-type]
+    assert Sealer([b"q" * 32, b"p" * 32]).open(NAME, sealed) == values  # type: ignore[arg-type]
+
+
+@given(st.binary(max_size=512), st.booleans())
+def test_any_stored_bytes_are_a_corrupt_record_in_either_framing(garbage: bytes, binary: bool) -> None:
+    with pytest.raises(CorruptRecord):
+        (BINARY if binary else SEALER).open(NAME, {"k": garbage})
+
+
+@given(st.binary(max_size=64), st.data())
+def test_any_change_to_a_binary_sealed_value_is_a_corrupt_record(value: bytes, data: st.DataObject) -> None:
+    """No lax decoding in binary: every flipped bit, cut or extension fails, remembered or not."""
+    sealed = BINARY.seal(NAME, {"k": value})["k"]
+    assert sealed is not None
+    how = data.draw(st.sampled_from(["flip", "cut", "extend"]))
+    if how == "flip":
+        position = data.draw(st.integers(0, len(sealed) - 1))
+        changed = sealed[:position] + bytes([sealed[position] ^ (1 << data.draw(st.integers(0, 7)))]) + \
+            sealed[position + 1:]
+    elif how == "cut":
+        changed = sealed[:data.draw(st.integers(0, len(sealed) - 1))]
+    else:
+        changed = sealed + data.draw(st.binary(min_size=1, max_size=8))
+    for opener in (BINARY, Sealer([b"p" * 32], binary=True)):
+        with pytest.raises(CorruptRecord):
+            opener.open(NAME, {"k": changed})
