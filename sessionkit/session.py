@@ -37,6 +37,9 @@ _IMMUTABLE = (str, int, float, bool, type(None), bytes, datetime.date, uuid.UUID
 
 Loader = Callable[["Session"], None]
 
+#: `SessionState.flags`: one bit per rare book.
+_REGENERATED, _INVALIDATED, _FORCE_WRITE, _TOUCH_DUE = 1, 2, 4, 8
+
 #: "No keys yet": the one empty set every new session shares until its first change.
 _NOTHING: frozenset[str] = frozenset()
 #: "Nothing recorded about the client" (`Session.bind_user`'s label, user agent and address).
@@ -81,14 +84,13 @@ class SessionState:
     watched: set[str] | frozenset[str] = _NOTHING
     #: Ids to delete from the store at save (regenerated or invalidated ones).
     doomed: list[str] | tuple[str, ...] = ()
-    regenerated: bool = False
-    invalidated: bool = False
     #: The request read or wrote the session (the response then varies by cookie).
     touched: bool = False
     #: The store failed on load and the manager chose to serve an unsaved session.
     degraded: bool = False
-    #: Write every key at the next save, changed or not (Flask's ``session.modified = True``).
-    force_write: bool = False
+    #: The rare books, one bit each (`regenerated`, `invalidated`, `force_write`, `touch_due`):
+    #: most requests set none, and one test then answers for all four.
+    flags: int
     #: The response's save was decided (done, failed or skipped): only later changes may be saved.
     settled: bool = False
     #: The name of a framework's old session cookie this session was migrated from, to expire.
@@ -97,8 +99,6 @@ class SessionState:
     new_id: Callable[[], str] = staticmethod(new_session_id)
     #: A session stored as one document: that document as last read or written (else None).
     document: Document | None = None
-    #: The stored document still needs the touch its read could not do: the save must write it.
-    touch_due: bool = False
     #: The user the session is bound to (`Session.bind_user`; kept by regenerate, dropped by invalidate).
     user: str | None = None
     #: The user the stored session was bound to when loaded (its index entry goes when it ends).
@@ -131,8 +131,45 @@ class SessionState:
         # Read on every request (the quiet check, the save, the late save): set here, where reads are quickest.
         self.changed = self.watched = _NOTHING
         self.doomed = self.early_headers = ()
-        self.regenerated = self.invalidated = self.force_write = self.touch_due = self.degraded = False
+        self.flags = 0
+        self.degraded = False
         self.legacy_cookie = None
+
+    @property
+    def regenerated(self) -> bool:
+        """`Session.regenerate` was called: the data moves to a new id at save."""
+        return bool(self.flags & _REGENERATED)
+
+    @regenerated.setter
+    def regenerated(self, value: bool) -> None:
+        self.flags = self.flags | _REGENERATED if value else self.flags & ~_REGENERATED
+
+    @property
+    def invalidated(self) -> bool:
+        """`Session.invalidate` was called: the session ends at save."""
+        return bool(self.flags & _INVALIDATED)
+
+    @invalidated.setter
+    def invalidated(self, value: bool) -> None:
+        self.flags = self.flags | _INVALIDATED if value else self.flags & ~_INVALIDATED
+
+    @property
+    def force_write(self) -> bool:
+        """Write every key at the next save, changed or not (Flask's ``session.modified = True``)."""
+        return bool(self.flags & _FORCE_WRITE)
+
+    @force_write.setter
+    def force_write(self, value: bool) -> None:
+        self.flags = self.flags | _FORCE_WRITE if value else self.flags & ~_FORCE_WRITE
+
+    @property
+    def touch_due(self) -> bool:
+        """The stored document still needs the touch its read could not do: the save must write it."""
+        return bool(self.flags & _TOUCH_DUE)
+
+    @touch_due.setter
+    def touch_due(self, value: bool) -> None:
+        self.flags = self.flags | _TOUCH_DUE if value else self.flags & ~_TOUCH_DUE
 
     @property
     def data(self) -> dict[str, Any]:
@@ -205,7 +242,7 @@ class SessionState:
             return {}
         data = self.data_ref()
         baseline = self.baseline
-        everything = self.force_write
+        everything = self.flags & _FORCE_WRITE
         if everything:
             keys: set[str] | frozenset[str] = set(_keys(data)) | self.changed
         else:
@@ -237,8 +274,7 @@ class SessionState:
 
     def has_pending(self) -> bool:
         """Cheap check: could a save now write anything? (Exact answer: `changes()`.)"""
-        return bool(self.changed or self.watched or self.doomed or self.regenerated or self.invalidated
-                    or self.force_write or self.touch_due)
+        return bool(self.changed or self.watched or self.doomed or self.flags)
 
     def is_quiet(self) -> bool:
         """A stored session with nothing to write and no cookie to re-sign: saving is a no-op.
@@ -248,8 +284,7 @@ class SessionState:
         (`restart`) until the save that clears them (`mark_saved`). A document
         its read could not touch is due a write (`touch_due`).
         """
-        return not (self.is_new or self.changed or self.watched or self.force_write or self.incoming.stale_key
-                    or self.touch_due)
+        return not (self.is_new or self.changed or self.watched or self.flags or self.incoming.stale_key)
 
     def persistent_cookie(self) -> bool:
         """True: the cookie carries Max-Age; False: it ends when the browser closes."""
@@ -276,7 +311,7 @@ class SessionState:
             self.watched = keep
         self.doomed = ()
         self.changed = _NOTHING
-        self.regenerated = self.invalidated = self.force_write = False
+        self.flags &= _TOUCH_DUE  # regenerated, invalidated and force_write are done with
         if session_id is not None:
             self.id = session_id
             self.is_new = False
@@ -296,7 +331,7 @@ class SessionState:
         """Drop what this request changed without writing it (a failed or skipped save)."""
         self.changed = self.watched = _NOTHING
         self.doomed = ()
-        self.regenerated = self.invalidated = self.force_write = False
+        self.flags &= _TOUCH_DUE  # regenerated, invalidated and force_write are done with
 
 
 class Session(dict[str, Any]):

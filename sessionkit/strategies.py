@@ -348,7 +348,7 @@ class CookieSessions:
             return Saved([ResponseCookie(self._part(part), None) for part in range(issued)],
                          "ended" if ended else "nothing")
         # `data` holds every key's bytes already: compare them with what came in, not re-encode.
-        if not (state.is_new or incoming.stale_key or data != dict(state.baseline) or self._refresh_due(state, now)):
+        if not (state.is_new or incoming.stale_key or data != state.baseline or self._refresh_due(state, now)):
             self._keep(incoming)
             return Saved([], "nothing")
         was_new = state.is_new
