@@ -1,0 +1,1 @@
+"""The per-request cost of this checkout against an older commit: `python -m benchmarks.commits`."""
