@@ -6,6 +6,7 @@ import os
 import re
 import socket
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -422,7 +423,11 @@ def test_nginx_proxies_with_every_path_it_writes_in_its_own_directory(hello: Htt
         assert "daemon off;" in config and f"listen 127.0.0.1:{nginx.port};" in config
         written = re.findall(r"^\s*(?:pid|access_log|\w+_temp_path)\s+(\S+);", config, re.M)
         assert len(written) == 7 and all(path.startswith(tmpdir + "/") for path in written), written
-        assert '"GET /anything HTTP/1.1" 200' in open(nginx.access_log_path).read()
+        # nginx writes the access log after the response has gone out: wait for the line, briefly.
+        deadline = time.monotonic() + 5
+        while '"GET /anything HTTP/1.1" 200' not in open(nginx.access_log_path).read():
+            assert time.monotonic() < deadline, open(nginx.access_log_path).read()
+            time.sleep(0.02)
         workers = _nginx_workers(pid)
         assert workers
     finally:
