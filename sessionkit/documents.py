@@ -79,6 +79,14 @@ _ISO_DATE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _SPACE = " \t\n\r"
 _LONG_DIGITS = re.compile(rb"[0-9]{16}")
+#: The start of a document as express-session and sessionkit write it: the cookie first, its
+#: ``originalMaxAge`` (an integer or null) then ``expires`` (a date or null), then flat members
+#: without escapes or nested values. A ``}`` inside a string there ends the match in an
+#: unterminated string, which the check of the rest refuses: such a document is read in full.
+_COMMON_SHAPE = re.compile(r'\{"cookie":\{"originalMaxAge":(-?[0-9]+|null),"expires":(null|"[0-9T:.Z+-]{1,30}")'
+                           r'([^{}\[\]\\]*)\}')
+#: The cookie objects read in `_COMMON_SHAPE` so far, by their text but ``expires``.
+_COOKIE_PARTS: dict[tuple[str, str], tuple[dict[str, Any], tuple[str, str]]] = {}
 
 # The plain-json serializer's reading rules: no NaN or Infinity, no float that overflows.
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
@@ -102,12 +110,27 @@ class Document(NamedTuple):
     cookie: dict[str, Any]
     #: The read could not touch the document in the store: the save must.
     touch_due: bool = False
+    #: The cookie object's JSON text before and after the value of ``expires``, when it has the
+    #: common shape: a touch only changes that value, so the rest is written back as it was.
+    shape: tuple[str, str] | None = None
 
 
 def iso_date(ms: int) -> str:
     """``new Date(ms).toISOString()`` for the years 1 to 9999 (ValueError outside them)."""
+    global _last_date
+    last = _last_date
+    if last[0] == ms:
+        return last[1]
     seconds, millis = divmod(ms, 1000)
-    return f"{_second_text(seconds)}.{millis:03d}Z"
+    text = f"{_second_text(seconds)}.{millis:03d}Z"
+    _last_date = (ms, text)
+    return text
+
+
+#: The date `iso_date` wrote last, as (ms, text): a request formats its new expiry for the read's touch,
+#: then parses it back in the touched document and writes it again at save. One tuple, swapped whole,
+#: so threads only ever see a matching pair.
+_last_date: tuple[int | None, str] = (None, "")
 
 
 @functools.lru_cache(maxsize=512)
@@ -123,6 +146,9 @@ def _second_text(seconds: int) -> str:
 
 def parse_iso_date(text: str) -> int | None:
     """Milliseconds since 1970 of a ``toISOString`` date, or None if `text` is not one."""
+    last = _last_date
+    if last[1] == text:
+        return last[0]
     if len(text) == 24 and text[19] == "." and text[23] == "Z" and text[20:23].isdigit() and text.isascii():
         seconds = _text_second(text[:19])  # the form every writer uses: one lookup for the second
         return None if seconds is None else seconds * 1000 + int(text[20:23])
@@ -181,42 +207,54 @@ def parse_document(raw: bytes, *, touch_due: bool = False) -> Document:
     try:
         text = raw.decode("utf-8")
         length = len(text)
-        index = 0 if text[:1] == "{" else _skip(text, 0)
-        if text[index:index + 1] != "{":
-            raise CorruptRecord("session document is not a JSON object")
         members: dict[str, bytes] = {}
         values: dict[str, Any] = {}
         cookie: Any = None
-        index += 1
-        if text[index:index + 1] in _SPACE:
-            index = _skip(text, index)
-        if text[index:index + 1] == "}":
-            index += 1
+        shape: tuple[str, str] | None = None
+        empty = False
+        common = _COMMON_SHAPE.match(text)
+        known = None if common is None else _common_cookie(common)
+        if known is not None:
+            # The cookie every writer writes: its fixed part was read once, only ``expires`` is new.
+            cookie, shape = known
+            end = common.end()  # type: ignore[union-attr]  # known is None without a match
         else:
+            index = 0 if text[:1] == "{" else _skip(text, 0)
+            if text[index:index + 1] != "{":
+                raise CorruptRecord("session document is not a JSON object")
+            index += 1
+            if text[index:index + 1] in _SPACE:
+                index = _skip(text, index)
+            if text[index:index + 1] == "}":
+                empty = True
+                index += 1
+        if not empty:
             # JSON.stringify writes no whitespace: the checks below look at one character, and
             # only a document that has some pays for skipping it.
             while True:
-                if text[index:index + 1] != '"':
-                    raise CorruptRecord("session document has a member without a name")
-                key, index = _scanstring(text, index + 1, True)
-                if index < length and text[index] != ":":
-                    index = _skip(text, index)
-                if text[index:index + 1] != ":":
-                    raise CorruptRecord("session document has a member without a value")
-                index += 1
-                if index < length and text[index] in _SPACE:
-                    index = _skip(text, index)
-                try:
-                    value, end = _scan_once(text, index)
-                except StopIteration:
-                    raise CorruptRecord("session document has a member that is no JSON value") from None
-                if key == "cookie":
-                    if cookie is not None:
-                        raise CorruptRecord("session document has two cookie members")
-                    cookie = value
-                else:
-                    members[key] = text[index:end].encode("utf-8", "surrogatepass")
-                    values[key] = value
+                if known is None:
+                    if text[index:index + 1] != '"':
+                        raise CorruptRecord("session document has a member without a name")
+                    key, index = _scanstring(text, index + 1, True)
+                    if index < length and text[index] != ":":
+                        index = _skip(text, index)
+                    if text[index:index + 1] != ":":
+                        raise CorruptRecord("session document has a member without a value")
+                    index += 1
+                    if index < length and text[index] in _SPACE:
+                        index = _skip(text, index)
+                    try:
+                        value, end = _scan_once(text, index)
+                    except StopIteration:
+                        raise CorruptRecord("session document has a member that is no JSON value") from None
+                    if key == "cookie":
+                        if cookie is not None:
+                            raise CorruptRecord("session document has two cookie members")
+                        cookie = value
+                    else:
+                        members[key] = text[index:end].encode("utf-8", "surrogatepass")
+                        values[key] = value
+                known = None
                 separator = text[end:end + 1]
                 if separator in _SPACE and separator:
                     end = _skip(text, end)
@@ -235,12 +273,54 @@ def parse_document(raw: bytes, *, touch_due: bool = False) -> Document:
         if isinstance(exc, CorruptRecord):
             raise
         raise CorruptRecord(f"session document is not valid JSON: {exc}") from None
-    return Document(raw, members, values, _check_cookie(cookie), touch_due)
+    return Document(raw, members, values, cookie if shape is not None else _check_cookie(cookie), touch_due, shape)
 
 
-def build_document(cookie: Mapping[str, Any], members: Mapping[str, bytes]) -> bytes:
-    """``JSON.stringify(req.session)``: the cookie object first, then each key's JSON text in order."""
-    parts = ['{"cookie":', _encode_cookie(cookie)]
+def _common_cookie(match: re.Match[str]) -> tuple[dict[str, Any], tuple[str, str]] | None:
+    """The cookie object `_COMMON_SHAPE` matched and its text around ``expires``, or None to read it in full.
+
+    Everything but ``expires`` is read and checked once per distinct text
+    (a service has a handful: one per cookie configuration), then copied.
+    """
+    max_age, expires, rest = match.groups()
+    key = (max_age, rest)
+    known = _COOKIE_PARTS.get(key)
+    if known is None:
+        if '"expires"' in rest:
+            return None  # a second expires: JSON.parse keeps the last one, the full read does too
+        head = f'{{"originalMaxAge":{max_age},"expires":'
+        try:
+            fixed = _DECODER.decode(head + "null" + rest + "}")
+            _check_cookie(fixed)
+        except (ValueError, RecursionError):  # JSONDecodeError, CorruptRecord: the full read says which
+            return None
+        if type(fixed) is not dict or fixed.get("expires", 0) is not None:
+            return None
+        if len(_COOKIE_PARTS) >= 256:
+            _COOKIE_PARTS.clear()
+        known = _COOKIE_PARTS[key] = (fixed, (head, rest + "}"))
+    cookie = known[0].copy()
+    if expires != "null":
+        expires = expires[1:-1]  # only date characters: no escapes to undo
+        if parse_iso_date(expires) is None:
+            raise CorruptRecord("session document's cookie.expires is neither null nor an ISO date")
+        cookie["expires"] = expires
+    return cookie, known[1]
+
+
+def build_document(cookie: Mapping[str, Any], members: Mapping[str, bytes],
+                   shape: tuple[str, str] | None = None) -> bytes:
+    """``JSON.stringify(req.session)``: the cookie object first, then each key's JSON text in order.
+
+    `shape` is the `Document.shape` of the document `cookie` was read from, when it differs from
+    that one's cookie in ``expires`` only (a touch): the cookie's text is then that one's.
+    """
+    if shape is None:
+        cookie_text = _encode_cookie(cookie)
+    else:
+        expires = cookie["expires"]
+        cookie_text = f'{shape[0]}"{expires}"{shape[1]}' if expires is not None else f"{shape[0]}null{shape[1]}"
+    parts = ['{"cookie":', cookie_text]
     for key, value in members.items():
         parts += [",", encode_basestring(key), ":", value.decode("utf-8", "surrogatepass")]
     parts.append("}")

@@ -442,8 +442,8 @@ class ConnectSessions:
         if self.max_age is None:
             return DocumentTouch("null", "", self.default_ttl, self.default_ttl)
         expires_ms = math.floor(now * 1000) + round(self.max_age * 1000)
-        return DocumentTouch(self._max_age_text, iso_date(expires_ms), self._touch_ttl, self.default_ttl,
-                             iso_date(expires_ms - 1000))
+        recent = iso_date(expires_ms - 1000)
+        return DocumentTouch(self._max_age_text, iso_date(expires_ms), self._touch_ttl, self.default_ttl, recent)
 
     def quiet(self, state: SessionState, now: float) -> bool:
         return False  # asked only when rolling: the cookie is sent again on every response
@@ -518,6 +518,9 @@ class ConnectSessions:
         cookie = current.cookie
         expires: int | Literal[False] | None = False
         if changes or state.touch_due:
+            # express-session touches a session once per request: the expiry the read asked the store for
+            # (from the read's clock) is the one the document, its TTL and the cookie all get.
+            touched_at = state.accessed_at
             gone = [ResponseCookie(name, None)]
             for _attempt in range(MAX_DOCUMENT_ATTEMPTS):
                 members = merge_data(current.members, changes)
@@ -527,7 +530,7 @@ class ConnectSessions:
                     state.mark_gone()
                     return Saved(gone, "emptied")
                 try:
-                    cookie, expires = touch(current.cookie, now)
+                    cookie, expires = touch(current.cookie, touched_at)
                     ttl = ttl_until(expires, now, self.default_ttl)
                 except ValueError:
                     ttl = 0
@@ -536,7 +539,7 @@ class ConnectSessions:
                     yield DeleteDocument(stored_id)
                     state.mark_gone()
                     return Saved(gone, "gone")
-                written = build_document(cookie, members)
+                written = build_document(cookie, members, current.shape)
                 try:
                     result = yield ReplaceDocument(stored_id, current.raw, written, ttl)
                     if result is MergeResult.APPLIED:
@@ -553,7 +556,7 @@ class ConnectSessions:
             else:
                 raise StoreError(f"the session document changed under {MAX_DOCUMENT_ATTEMPTS} saves in a row; "
                                  "nothing was written")
-            state.document = Document(written, members, {}, cookie)
+            state.document = Document(written, members, {}, cookie, False, current.shape)
             state.touch_due = False
         cookies = []
         if self.rolling or state.incoming.stale_key or (changes and cookie.get("expires")):
