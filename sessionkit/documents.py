@@ -49,6 +49,7 @@ __all__ = [
     "check_value",
     "document_ttl",
     "iso_date",
+    "iso_dates",
     "new_cookie",
     "parse_document",
     "parse_iso_date",
@@ -85,6 +86,9 @@ _LONG_DIGITS = re.compile(rb"[0-9]{16}")
 #: unterminated string, which the check of the rest refuses: such a document is read in full.
 _COMMON_SHAPE = re.compile(r'\{"cookie":\{"originalMaxAge":(-?[0-9]+|null),"expires":(null|"[0-9T:.Z+-]{1,30}")'
                            r'([^{}\[\]\\]*)\}')
+#: The last of those: the text before ``expires`` (from the document's start), the text after it
+#: (to the cookie's end), the cookie without ``expires``, and its `Document.shape`.
+_last_cookie: tuple[str, str, dict[str, Any], tuple[str, str]] | None = None
 #: The cookie objects read in `_COMMON_SHAPE` so far, by their text but ``expires``.
 _COOKIE_PARTS: dict[tuple[str, str], tuple[dict[str, Any], tuple[str, str]]] = {}
 
@@ -127,6 +131,21 @@ def iso_date(ms: int) -> str:
     return text
 
 
+def iso_dates(ms: int) -> tuple[str, str]:
+    """`iso_date` of `ms` and of one second earlier: a read's touch sends both (`DocumentTouch`)."""
+    global _last_date, _last_seconds
+    seconds, millis = divmod(ms, 1000)
+    texts = _last_seconds
+    if texts[0] != seconds:
+        texts = _last_seconds = (seconds, _second_text(seconds), _second_text(seconds - 1))
+    tail = f".{millis:03d}Z"
+    text = texts[1] + tail
+    _last_date = (ms, text)
+    return text, texts[2] + tail
+
+
+#: The second `iso_dates` wrote last, its text and the previous second's.
+_last_seconds: tuple[int | None, str, str] = (None, "", "")
 #: The date `iso_date` wrote last, as (ms, text): a request formats its new expiry for the read's touch,
 #: then parses it back in the touched document and writes it again at save. One tuple, swapped whole,
 #: so threads only ever see a matching pair.
@@ -206,82 +225,138 @@ def parse_document(raw: bytes, *, touch_due: bool = False) -> Document:
     """
     try:
         text = raw.decode("utf-8")
-        length = len(text)
-        members: dict[str, bytes] = {}
-        values: dict[str, Any] = {}
-        cookie: Any = None
-        shape: tuple[str, str] | None = None
-        empty = False
-        common = _COMMON_SHAPE.match(text)
-        known = None if common is None else _common_cookie(common)
-        if known is not None:
-            # The cookie every writer writes: its fixed part was read once, only ``expires`` is new.
-            cookie, shape = known
-            end = common.end()  # type: ignore[union-attr]  # known is None without a match
-        else:
-            index = 0 if text[:1] == "{" else _skip(text, 0)
-            if text[index:index + 1] != "{":
-                raise CorruptRecord("session document is not a JSON object")
-            index += 1
-            if text[index:index + 1] in _SPACE:
-                index = _skip(text, index)
-            if text[index:index + 1] == "}":
-                empty = True
-                index += 1
-        if not empty:
-            # JSON.stringify writes no whitespace: the checks below look at one character, and
-            # only a document that has some pays for skipping it.
-            while True:
-                if known is None:
-                    if text[index:index + 1] != '"':
-                        raise CorruptRecord("session document has a member without a name")
-                    key, index = _scanstring(text, index + 1, True)
-                    if index < length and text[index] != ":":
-                        index = _skip(text, index)
-                    if text[index:index + 1] != ":":
-                        raise CorruptRecord("session document has a member without a value")
-                    index += 1
-                    if index < length and text[index] in _SPACE:
-                        index = _skip(text, index)
-                    try:
-                        value, end = _scan_once(text, index)
-                    except StopIteration:
-                        raise CorruptRecord("session document has a member that is no JSON value") from None
-                    if key == "cookie":
-                        if cookie is not None:
-                            raise CorruptRecord("session document has two cookie members")
-                        cookie = value
-                    else:
-                        members[key] = text[index:end].encode("utf-8", "surrogatepass")
-                        values[key] = value
-                known = None
-                separator = text[end:end + 1]
-                if separator in _SPACE and separator:
-                    end = _skip(text, end)
-                    separator = text[end:end + 1]
-                if separator == "}":
-                    index = end + 1
-                    break
-                if separator != ",":
-                    raise CorruptRecord("session document's members are not separated by commas")
-                index = end + 1
-                if index < length and text[index] in _SPACE:
-                    index = _skip(text, index)
-        if index != length and _skip(text, index) != length:
-            raise CorruptRecord("session document has text after its object")
+        compact = _read_compact(text)
+        if compact is None:
+            members, values, cookie = _read_any(text)
+            return Document(raw, members, values, _check_cookie(cookie), touch_due)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError, a refused constant
         if isinstance(exc, CorruptRecord):
             raise
         raise CorruptRecord(f"session document is not valid JSON: {exc}") from None
-    return Document(raw, members, values, cookie if shape is not None else _check_cookie(cookie), touch_due, shape)
+    members, values, cookie, shape = compact
+    return Document(raw, members, values, cookie, touch_due, shape)
 
 
-def _common_cookie(match: re.Match[str]) -> tuple[dict[str, Any], tuple[str, str]] | None:
-    """The cookie object `_COMMON_SHAPE` matched and its text around ``expires``, or None to read it in full.
+def _read_compact(text: str) -> tuple[dict[str, bytes], dict[str, Any], dict[str, Any], tuple[str, str]] | None:
+    """`text` read as JSON.stringify writes a session (the cookie first, in its common shape, no
+    whitespace), or None: anything else is for `_read_any`, which says what is wrong with it."""
+    known = _cookie_as_last(text)
+    if known is None:
+        common = _COMMON_SHAPE.match(text)
+        if common is None:
+            return None
+        known = _common_cookie(common)
+        if known is None:
+            return None
+    cookie, shape, end = known
+    members: dict[str, bytes] = {}
+    values: dict[str, Any] = {}
+    while text.startswith(',"', end):
+        key, index = _scanstring(text, end + 2, True)
+        if key == "cookie" or not text.startswith(":", index):
+            return None
+        try:
+            value, end = _scan_once(text, index + 1)
+        except StopIteration:
+            return None
+        members[key] = text[index + 1:end].encode("utf-8", "surrogatepass")
+        values[key] = value
+    if end != len(text) - 1 or not text.endswith("}"):
+        return None
+    return members, values, cookie, shape
+
+
+def _read_any(text: str) -> tuple[dict[str, bytes], dict[str, Any], Any]:
+    """Members, their values and the cookie member of a document in any JSON form."""
+    length = len(text)
+    index = 0 if text[:1] == "{" else _skip(text, 0)
+    if text[index:index + 1] != "{":
+        raise CorruptRecord("session document is not a JSON object")
+    members: dict[str, bytes] = {}
+    values: dict[str, Any] = {}
+    cookie: Any = None
+    index += 1
+    if text[index:index + 1] in _SPACE:
+        index = _skip(text, index)
+    if text[index:index + 1] == "}":
+        index += 1
+    else:
+        # JSON.stringify writes no whitespace: the checks below look at one character, and
+        # only a document that has some pays for skipping it.
+        while True:
+            if text[index:index + 1] != '"':
+                raise CorruptRecord("session document has a member without a name")
+            key, index = _scanstring(text, index + 1, True)
+            if index < length and text[index] != ":":
+                index = _skip(text, index)
+            if text[index:index + 1] != ":":
+                raise CorruptRecord("session document has a member without a value")
+            index += 1
+            if index < length and text[index] in _SPACE:
+                index = _skip(text, index)
+            try:
+                value, end = _scan_once(text, index)
+            except StopIteration:
+                raise CorruptRecord("session document has a member that is no JSON value") from None
+            if key == "cookie":
+                if cookie is not None:
+                    raise CorruptRecord("session document has two cookie members")
+                cookie = value
+            else:
+                members[key] = text[index:end].encode("utf-8", "surrogatepass")
+                values[key] = value
+            separator = text[end:end + 1]
+            if separator in _SPACE and separator:
+                end = _skip(text, end)
+                separator = text[end:end + 1]
+            if separator == "}":
+                index = end + 1
+                break
+            if separator != ",":
+                raise CorruptRecord("session document's members are not separated by commas")
+            index = end + 1
+            if index < length and text[index] in _SPACE:
+                index = _skip(text, index)
+    if index != length and _skip(text, index) != length:
+        raise CorruptRecord("session document has text after its object")
+    return members, values, cookie
+
+
+def _cookie_as_last(text: str) -> tuple[dict[str, Any], tuple[str, str], int] | None:
+    """The cookie at the start of `text` if only its ``expires`` differs from the last one `_common_cookie`
+    read (the usual case: one configuration), with its shape and where it ends; else None."""
+    last = _last_cookie
+    if last is None or not text.startswith(last[0]):
+        return None
+    prefix, suffix, fixed, shape = last
+    start = len(prefix)
+    expires = None
+    if text.startswith('"', start):
+        close = text.find('"', start + 1)  # a date holds no quote (nor an escape: then it is no date)
+        expires = text[start + 1:close]
+        if close == -1 or parse_iso_date(expires) is None:
+            return None
+        after = close + 1
+    elif text.startswith("null", start):
+        after = start + 4
+    else:
+        return None
+    if not text.startswith(suffix, after):
+        return None
+    cookie = fixed.copy()
+    if expires is not None:
+        cookie["expires"] = expires
+    return cookie, shape, after + len(suffix)
+
+
+def _common_cookie(match: re.Match[str]) -> tuple[dict[str, Any], tuple[str, str], int] | None:
+    """The cookie object `_COMMON_SHAPE` matched, its text around ``expires`` and where it ends, or None
+    to read it in full.
 
     Everything but ``expires`` is read and checked once per distinct text
     (a service has a handful: one per cookie configuration), then copied.
     """
+    global _last_cookie
     max_age, expires, rest = match.groups()
     key = (max_age, rest)
     known = _COOKIE_PARTS.get(key)
@@ -305,7 +380,9 @@ def _common_cookie(match: re.Match[str]) -> tuple[dict[str, Any], tuple[str, str
         if parse_iso_date(expires) is None:
             raise CorruptRecord("session document's cookie.expires is neither null nor an ISO date")
         cookie["expires"] = expires
-    return cookie, known[1]
+    shape = known[1]
+    _last_cookie = ('{"cookie":' + shape[0], shape[1], known[0], shape)
+    return cookie, shape, match.end()
 
 
 def build_document(cookie: Mapping[str, Any], members: Mapping[str, bytes],

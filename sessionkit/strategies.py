@@ -36,7 +36,7 @@ from .documents import (
     check_key,
     check_value,
     document_ttl,
-    iso_date,
+    iso_dates,
     new_cookie,
     parse_document,
     parse_iso_date,
@@ -434,16 +434,16 @@ class ConnectSessions:
         self.new_id = new_id
         #: A quiet request writes nothing, but a rolling cookie is sent again each time.
         self.quiet_is_free = not rolling
-        self._max_age_text = "null" if max_age is None else str(round(max_age * 1000))
+        self._max_age_ms = 0 if max_age is None else round(max_age * 1000)
+        self._max_age_text = "null" if max_age is None else str(self._max_age_ms)
         self._touch_ttl = default_ttl if max_age is None else -(-round(max_age * 1000) // 1000)
 
     def _touch(self, now: float) -> DocumentTouch:
         """The touch a read asks the store for: what this configuration's cookie looks like, touched now."""
         if self.max_age is None:
             return DocumentTouch("null", "", self.default_ttl, self.default_ttl)
-        expires_ms = math.floor(now * 1000) + round(self.max_age * 1000)
-        recent = iso_date(expires_ms - 1000)
-        return DocumentTouch(self._max_age_text, iso_date(expires_ms), self._touch_ttl, self.default_ttl, recent)
+        expires, recent = iso_dates(math.floor(now * 1000) + self._max_age_ms)
+        return DocumentTouch(self._max_age_text, expires, self._touch_ttl, self.default_ttl, recent)
 
     def quiet(self, state: SessionState, now: float) -> bool:
         return False  # asked only when rolling: the cookie is sent again on every response
