@@ -517,6 +517,7 @@ class ConnectSessions:
                 check_value(key, change)
         cookie = current.cookie
         expires: int | Literal[False] | None = False
+        saved_baseline: Mapping[str, bytes] | None = None
         if changes or state.touch_due:
             # express-session touches a session once per request: the expiry the read asked the store for
             # (from the read's clock) is the one the document, its TTL and the cookie all get.
@@ -524,6 +525,8 @@ class ConnectSessions:
             gone = [ResponseCookie(name, None)]
             for _attempt in range(MAX_DOCUMENT_ATTEMPTS):
                 members = merge_data(current.members, changes)
+                if current.members is state.baseline:
+                    saved_baseline = members  # what was read, changed: the baseline after the save
                 if not members:
                     # Emptied: as for any store, an empty session is not kept.
                     yield DeleteDocument(stored_id)
@@ -561,5 +564,7 @@ class ConnectSessions:
         cookies = []
         if self.rolling or state.incoming.stale_key or (changes and cookie.get("expires")):
             cookies.append(self._cookie(stored_id, cookie, now, expires))
-        state.mark_saved(stored_id, merge_data(state.baseline, changes) if changes else state.baseline)
+        if saved_baseline is None:
+            saved_baseline = merge_data(state.baseline, changes) if changes else state.baseline
+        state.mark_saved(stored_id, saved_baseline)
         return Saved(cookies, "updated" if changes else "nothing")
