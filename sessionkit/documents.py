@@ -413,7 +413,7 @@ def check_key(key: str) -> None:
 
 def check_value(key: str, encoded: bytes) -> None:
     """Refuse an integer JavaScript would round (beyond 2**53 - 1): Node would read another number."""
-    if _LONG_DIGITS.search(encoded) is None:
+    if len(encoded) < 16 or _LONG_DIGITS.search(encoded) is None:
         return
     if _has_unsafe_integer(json.loads(encoded)):
         raise SerializationError(f"session[{key!r}]: an integer beyond 2**53 - 1 would reach Node as another "

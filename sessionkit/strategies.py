@@ -31,6 +31,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 from .codec import MAX_COOKIE_BYTES, CookieCodec, Incoming, KnownHeaders, ResponseCookie, parse_cookie_header
 from .documents import (
+    RESERVED_KEYS,
     Document,
     build_document,
     check_key,
@@ -512,7 +513,8 @@ class ConnectSessions:
         assert stored_id is not None and current is not None  # a stored session was read from its document
         changes = state.changes()
         for key, change in changes.items():
-            check_key(key)
+            if key in RESERVED_KEYS:
+                check_key(key)  # raises
             if change is not None:
                 check_value(key, change)
         cookie = current.cookie

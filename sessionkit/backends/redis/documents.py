@@ -122,7 +122,7 @@ return 1
 def load_args(touch: DocumentTouch | None) -> list[Any]:
     if touch is None:
         return ["", "", 0, 0, ""]
-    return [touch.max_age, touch.expires, touch.ttl, touch.default_ttl, touch.recent]
+    return list(touch)  # its fields are ARGV[1..5], in order
 
 
 def decode_load(reply: Any) -> tuple[bytes, bool] | None:
