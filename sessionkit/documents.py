@@ -149,7 +149,7 @@ _last_seconds: tuple[int | None, str, str] = (None, "", "")
 #: The date `iso_date` wrote last, as (ms, text): a request formats its new expiry for the read's touch,
 #: then parses it back in the touched document and writes it again at save. One tuple, swapped whole,
 #: so threads only ever see a matching pair.
-_last_date: tuple[int | None, str] = (None, "")
+_last_date: tuple[int | None, str] = (None, "\"")  # a text no date has, and no expires cut at a quote
 
 
 @functools.lru_cache(maxsize=512)
@@ -334,7 +334,8 @@ def _cookie_as_last(text: str) -> tuple[dict[str, Any], tuple[str, str], int] | 
     if text.startswith('"', start):
         close = text.find('"', start + 1)  # a date holds no quote (nor an escape: then it is no date)
         expires = text[start + 1:close]
-        if close == -1 or parse_iso_date(expires) is None:
+        # Usually the date this request's read just asked the store to write: known good.
+        if close == -1 or (expires != _last_date[1] and parse_iso_date(expires) is None):
             return None
         after = close + 1
     elif text.startswith("null", start):

@@ -121,6 +121,8 @@ def test_a_document_read_after_another_with_the_same_cookie_text_but_expires() -
     for cookie in (COOKIE.replace(EXPIRES, "2027-01-15T08:00:01.000Z\\\"x"),
                    COOKIE.replace(EXPIRES, "2027-02-30T08:00:01.000Z"),
                    COOKIE.replace(f'"{EXPIRES}"', "nul"),
+                   COOKIE.replace(f'"{EXPIRES}"', '""'),
+                   COOKIE.replace(f'"{EXPIRES}"', '"\x00"'),
                    COOKIE.replace(f'"{EXPIRES}"', "1"),
                    COOKIE.replace('"sameSite":"lax"', '"sameSite":"strict"'),
                    COOKIE.replace('"sameSite":"lax"}', '"sameSite":"lax","secure":true}')):
