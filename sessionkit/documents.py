@@ -42,6 +42,7 @@ from .serializers import _finite_float, _one_shot, _refuse_constant
 
 __all__ = [
     "DEFAULT_TTL",
+    "LONG_NUMBER",
     "RESERVED_KEYS",
     "Document",
     "build_document",
@@ -79,6 +80,8 @@ _ISO_SECOND = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}
 _ISO_DATE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{3}))?Z")
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _SPACE = " \t\n\r"
+#: The fewest digits of an integer JavaScript may round (2**53 has 16): shorter JSON text holds none.
+LONG_NUMBER = 16
 _LONG_DIGITS = re.compile(rb"[0-9]{16}")
 #: The start of a document as express-session and sessionkit write it: the cookie first, its
 #: ``originalMaxAge`` (an integer or null) then ``expires`` (a date or null), then flat members
@@ -86,6 +89,8 @@ _LONG_DIGITS = re.compile(rb"[0-9]{16}")
 #: unterminated string, which the check of the rest refuses: such a document is read in full.
 _COMMON_SHAPE = re.compile(r'\{"cookie":\{"originalMaxAge":(-?[0-9]+|null),"expires":(null|"[0-9T:.Z+-]{1,30}")'
                            r'([^{}\[\]\\]*)\}')
+#: `Document`'s fields given in full, without NamedTuple's generated ``__new__`` (one per read).
+_new_document = tuple.__new__
 #: The last of those: the text before ``expires`` (from the document's start), the text after it
 #: (to the cookie's end), the cookie without ``expires``, and its `Document.shape`.
 _last_cookie: tuple[str, str, dict[str, Any], tuple[str, str]] | None = None
@@ -234,7 +239,7 @@ def parse_document(raw: bytes, *, touch_due: bool = False) -> Document:
             raise
         raise CorruptRecord(f"session document is not valid JSON: {exc}") from None
     members, values, cookie, shape = compact
-    return Document(raw, members, values, cookie, touch_due, shape)
+    return _new_document(Document, (raw, members, values, cookie, touch_due, shape))
 
 
 def _read_compact(text: str) -> tuple[dict[str, bytes], dict[str, Any], dict[str, Any], tuple[str, str]] | None:
@@ -414,7 +419,7 @@ def check_key(key: str) -> None:
 
 def check_value(key: str, encoded: bytes) -> None:
     """Refuse an integer JavaScript would round (beyond 2**53 - 1): Node would read another number."""
-    if len(encoded) < 16 or _LONG_DIGITS.search(encoded) is None:
+    if len(encoded) < LONG_NUMBER or _LONG_DIGITS.search(encoded) is None:
         return
     if _has_unsafe_integer(json.loads(encoded)):
         raise SerializationError(f"session[{key!r}]: an integer beyond 2**53 - 1 would reach Node as another "
