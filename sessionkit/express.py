@@ -230,28 +230,28 @@ class ConnectCookieCodec(CookieCodec):
         self.signer = ConnectSigner(secret_keys)
         #: Cookie values (as sent) that verified recently: a returning browser costs one lookup.
         self._verified: dict[str, Incoming] = {}
-        #: Set-Cookie values rendered recently, by (value, max_age, https), with the second their
-        #: ``Expires`` names: express-session sends the cookie again with every change, and within
-        #: one second the header comes out the same.
-        self._rendered: dict[tuple[str, int, bool], tuple[int, str]] = {}
+        #: Set-Cookie values rendered recently, by https and cookie, with the second their ``Expires``
+        #: names: express-session sends the cookie again with every change, and within one second the
+        #: header comes out the same.
+        self._rendered: tuple[dict[ResponseCookie, tuple[int, str]], ...] = ({}, {})
 
     def render_cookie(self, cookie: ResponseCookie, *, https: bool) -> str:
         """`CookieCodec.render_cookie`, remembered for a second per session cookie."""
-        value, max_age = cookie.value, cookie.max_age
-        if value is None or not max_age or max_age < 0 or cookie.name is not self.name:
+        name, value, max_age = cookie
+        if value is None or not max_age or max_age < 0 or name is not self.name:
             return super().render_cookie(cookie, https=https)
         now = time.time()
         expires_at = int(now + max_age)  # the second `Expires` names
-        key = (value, max_age, https)
-        known = self._rendered.get(key)
+        rendered = self._rendered[https]
+        known = rendered.get(cookie)
         if known is not None and known[0] == expires_at:
             return known[1]
         header = dump_cookie(self.name, value, max_age=max_age, path=self.path, domain=self.domain,
                              secure=https if self.secure is None else self.secure, httponly=self.httponly,
                              samesite=self.samesite, partitioned=self.partitioned, now=now)
-        if len(self._rendered) >= 4096:
-            self._rendered.clear()  # bounded; it refills with live sessions
-        self._rendered[key] = (expires_at, header)
+        if len(rendered) >= 4096:
+            rendered.clear()  # bounded; it refills with live sessions
+        rendered[cookie] = (expires_at, header)
         return header
 
     def read(self, header: str | None) -> Incoming:

@@ -458,19 +458,19 @@ class ConnectSessions:
         self._touch_ttl = default_ttl if max_age is None else -(-round(max_age * 1000) // 1000)
         self._sign = codec.signer.sign
 
-    def _touch(self, now: float) -> DocumentTouch:
-        """The touch a read asks the store for: what this configuration's cookie looks like, touched now."""
-        if self.max_age is None:
-            return DocumentTouch("null", "", self.default_ttl, self.default_ttl)
-        expires, recent = iso_dates(math.floor(now * 1000) + self._max_age_ms)
-        return _new_record(DocumentTouch, (self._max_age_text, expires, self._touch_ttl, self.default_ttl, recent))
-
     def quiet(self, state: SessionState, now: float) -> bool:
         return False  # asked only when rolling: the cookie is sent again on every response
 
     def load(self, incoming: Incoming, now: float) -> LoadDocument:
+        """The read, with the touch it asks the store for: this configuration's cookie, touched now."""
         assert incoming.session_id is not None
-        return _new_record(LoadDocument, (incoming.session_id, self._touch(now)))
+        if self.max_age is None:
+            touch = DocumentTouch("null", "", self.default_ttl, self.default_ttl)
+        else:
+            expires, recent = iso_dates(math.floor(now * 1000) + self._max_age_ms)
+            touch = _new_record(DocumentTouch, (self._max_age_text, expires, self._touch_ttl, self.default_ttl,
+                                                recent))
+        return _new_record(LoadDocument, (incoming.session_id, touch))
 
     def loaded(self, incoming: Incoming, now: float, result: tuple[bytes, bool] | None) -> tuple[Record | None, str]:
         """The document as a record; one the store could not touch is checked here, and touched at save."""
@@ -486,7 +486,7 @@ class ConnectSessions:
             if ttl <= 0:
                 raise CorruptRecord("the session's cookie has no time left (originalMaxAge <= 0 or out of range)")
         # The document has no creation time: the session's clock is this request's.
-        return Record(document.members, now, now, NO_META, document), "idle"
+        return _new_record(Record, (document.members, now, now, NO_META, document)), "idle"
 
     def _cookie(self, session_id: str, cookie: Mapping[str, Any], now: float,
                 expires: int | Literal[False] | None = False) -> ResponseCookie:
@@ -591,4 +591,4 @@ class ConnectSessions:
         if saved_baseline is None:
             saved_baseline = merge_data(state.baseline, changes) if changes else state.baseline
         state.mark_saved(stored_id, saved_baseline)
-        return Saved(cookies, "updated" if changes else "nothing")
+        return _new_record(Saved, (cookies, "updated" if changes else "nothing"))
