@@ -92,8 +92,8 @@ _COMMON_SHAPE = re.compile(r'\{"cookie":\{"originalMaxAge":(-?[0-9]+|null),"expi
 #: `Document`'s fields given in full, without NamedTuple's generated ``__new__`` (one per read).
 _new_document = tuple.__new__
 #: The last of those: the text before ``expires`` (from the document's start), the text after it
-#: (to the cookie's end), the cookie without ``expires``, and its `Document.shape`.
-_last_cookie: tuple[str, str, dict[str, Any], tuple[str, str]] | None = None
+#: (to the cookie's end), the cookie without ``expires``, its `Document.shape`, and the two texts' lengths.
+_last_cookie: tuple[str, str, dict[str, Any], tuple[str, str], int, int] | None = None
 #: The cookie objects read in `_COMMON_SHAPE` so far, by their text but ``expires``.
 _COOKIE_PARTS: dict[tuple[str, str], tuple[dict[str, Any], tuple[str, str]]] = {}
 
@@ -245,7 +245,8 @@ def parse_document(raw: bytes, *, touch_due: bool = False) -> Document:
 def _read_compact(text: str) -> tuple[dict[str, bytes], dict[str, Any], dict[str, Any], tuple[str, str]] | None:
     """`text` read as JSON.stringify writes a session (the cookie first, in its common shape, no
     whitespace), or None: anything else is for `_read_any`, which says what is wrong with it."""
-    known = _cookie_as_last(text)
+    last = _last_cookie
+    known = None if last is None or not text.startswith(last[0]) else _cookie_as_last(text, last)
     if known is None:
         common = _COMMON_SHAPE.match(text)
         if common is None:
@@ -327,14 +328,12 @@ def _read_any(text: str) -> tuple[dict[str, bytes], dict[str, Any], Any]:
     return members, values, cookie
 
 
-def _cookie_as_last(text: str) -> tuple[dict[str, Any], tuple[str, str], int] | None:
-    """The cookie at the start of `text` if only its ``expires`` differs from the last one `_common_cookie`
-    read (the usual case: one configuration), with its shape and where it ends; else None."""
-    last = _last_cookie
-    if last is None or not text.startswith(last[0]):
-        return None
-    prefix, suffix, fixed, shape = last
-    start = len(prefix)
+def _cookie_as_last(text: str, last: tuple[str, str, dict[str, Any], tuple[str, str], int, int],
+                    ) -> tuple[dict[str, Any], tuple[str, str], int] | None:
+    """The cookie at the start of `text`, which starts as `last` (`_last_cookie`) does, if only its
+    ``expires`` differs from that one (the usual case: one configuration), with its shape and where it
+    ends; else None."""
+    _, suffix, fixed, shape, start, suffix_length = last
     expires = None
     if text.startswith('"', start):
         close = text.find('"', start + 1)  # a date holds no quote (nor an escape: then it is no date)
@@ -352,7 +351,7 @@ def _cookie_as_last(text: str) -> tuple[dict[str, Any], tuple[str, str], int] | 
     cookie = fixed.copy()
     if expires is not None:
         cookie["expires"] = expires
-    return cookie, shape, after + len(suffix)
+    return cookie, shape, after + suffix_length
 
 
 def _common_cookie(match: re.Match[str]) -> tuple[dict[str, Any], tuple[str, str], int] | None:
@@ -387,7 +386,8 @@ def _common_cookie(match: re.Match[str]) -> tuple[dict[str, Any], tuple[str, str
             raise CorruptRecord("session document's cookie.expires is neither null nor an ISO date")
         cookie["expires"] = expires
     shape = known[1]
-    _last_cookie = ('{"cookie":' + shape[0], shape[1], known[0], shape)
+    prefix = '{"cookie":' + shape[0]
+    _last_cookie = (prefix, shape[1], known[0], shape, len(prefix), len(shape[1]))
     return cookie, shape, match.end()
 
 

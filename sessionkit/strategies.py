@@ -554,7 +554,7 @@ class ConnectSessions:
                     return Saved([ResponseCookie(name, None)], "emptied")
                 try:
                     cookie, expires = _touched(current.cookie, touched_at)
-                    ttl = ttl_until(expires, now, self.default_ttl)
+                    ttl = self.default_ttl if expires is None else -(-(expires - math.floor(now * 1000)) // 1000)
                 except ValueError:
                     ttl = 0
                 if ttl <= 0:
@@ -585,9 +585,8 @@ class ConnectSessions:
         if self.rolling or state.incoming.stale_key or (changes and cookie.get("expires")):
             if expires is False or expires is None:
                 cookies.append(self._cookie(stored_id, cookie, now, expires))
-            else:  # the common case, written out: the expiry is known in ms
-                cookies.append(_new_record(ResponseCookie, (name, self._sign(stored_id),
-                                                            max(0, -(-(expires - math.floor(now * 1000)) // 1000)))))
+            else:  # the common case, written out: it lives as long as the document just written (ttl > 0)
+                cookies.append(_new_record(ResponseCookie, (name, self._sign(stored_id), ttl)))
         if saved_baseline is None:
             saved_baseline = merge_data(state.baseline, changes) if changes else state.baseline
         state.mark_saved(stored_id, saved_baseline)
