@@ -181,7 +181,7 @@ def test_a_remembered_set_cookie_is_the_one_the_codec_renders(https: bool) -> No
     plain = CookieCodec([KEY.encode()], name="connect.sid", domain="example.org", secure=None, samesite="strict")
     value = ConnectSigner([KEY.encode()]).sign("abc")
     for max_age in (86400, 86399, 1, 0, None):
-        cookie = ResponseCookie("connect.sid", value, max_age)
+        cookie = ResponseCookie(codec.name, value, max_age)  # the codec's own name, as the lifecycle passes it
         for _ in range(3):  # rendered, then remembered
             before = int(time.time())
             header = codec.render_cookie(cookie, https=https)
@@ -189,6 +189,8 @@ def test_a_remembered_set_cookie_is_the_one_the_codec_renders(https: bool) -> No
             if header != expected:  # the second turned between the two: render again in the new one
                 assert int(time.time()) != before
                 assert codec.render_cookie(cookie, https=https) == plain.render_cookie(cookie, https=https)
+    if https:
+        assert len(codec._rendered[True]) == 3  # 86400, 86399 and 1 s were remembered (0 and None never are)
     assert codec.render_cookie(ResponseCookie("connect.sid", None), https=https) == plain.render_cookie(
         ResponseCookie("connect.sid", None), https=https)
 
