@@ -42,6 +42,7 @@ from .serializers import _finite_float, _one_shot, _refuse_constant
 
 __all__ = [
     "DEFAULT_TTL",
+    "LONG_NUMBER",
     "RESERVED_KEYS",
     "Document",
     "build_document",
@@ -49,6 +50,7 @@ __all__ = [
     "check_value",
     "document_ttl",
     "iso_date",
+    "iso_dates",
     "new_cookie",
     "parse_document",
     "parse_iso_date",
@@ -78,7 +80,22 @@ _ISO_SECOND = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}
 _ISO_DATE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{3}))?Z")
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _SPACE = " \t\n\r"
+#: The fewest digits of an integer JavaScript may round (2**53 has 16): shorter JSON text holds none.
+LONG_NUMBER = 16
 _LONG_DIGITS = re.compile(rb"[0-9]{16}")
+#: The start of a document as express-session and sessionkit write it: the cookie first, its
+#: ``originalMaxAge`` (an integer or null) then ``expires`` (a date or null), then flat members
+#: without escapes or nested values. A ``}`` inside a string there ends the match in an
+#: unterminated string, which the check of the rest refuses: such a document is read in full.
+_COMMON_SHAPE = re.compile(r'\{"cookie":\{"originalMaxAge":(-?[0-9]+|null),"expires":(null|"[0-9T:.Z+-]{1,30}")'
+                           r'([^{}\[\]\\]*)\}')
+#: `Document`'s fields given in full, without NamedTuple's generated ``__new__`` (one per read).
+_new_document = tuple.__new__
+#: The last of those: the text before ``expires`` (from the document's start), the text after it
+#: (to the cookie's end), the cookie without ``expires``, its `Document.shape`, and the two texts' lengths.
+_last_cookie: tuple[str, str, dict[str, Any], tuple[str, str], int, int] | None = None
+#: The cookie objects read in `_COMMON_SHAPE` so far, by their text but ``expires``.
+_COOKIE_PARTS: dict[tuple[str, str], tuple[dict[str, Any], tuple[str, str]]] = {}
 
 # The plain-json serializer's reading rules: no NaN or Infinity, no float that overflows.
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
@@ -102,12 +119,42 @@ class Document(NamedTuple):
     cookie: dict[str, Any]
     #: The read could not touch the document in the store: the save must.
     touch_due: bool = False
+    #: The cookie object's JSON text before and after the value of ``expires``, when it has the
+    #: common shape: a touch only changes that value, so the rest is written back as it was.
+    shape: tuple[str, str] | None = None
 
 
 def iso_date(ms: int) -> str:
     """``new Date(ms).toISOString()`` for the years 1 to 9999 (ValueError outside them)."""
+    global _last_date
+    last = _last_date
+    if last[0] == ms:
+        return last[1]
     seconds, millis = divmod(ms, 1000)
-    return f"{_second_text(seconds)}.{millis:03d}Z"
+    text = f"{_second_text(seconds)}.{millis:03d}Z"
+    _last_date = (ms, text)
+    return text
+
+
+def iso_dates(ms: int) -> tuple[str, str]:
+    """`iso_date` of `ms` and of one second earlier: a read's touch sends both (`DocumentTouch`)."""
+    global _last_date, _last_seconds
+    seconds, millis = divmod(ms, 1000)
+    texts = _last_seconds
+    if texts[0] != seconds:
+        texts = _last_seconds = (seconds, _second_text(seconds), _second_text(seconds - 1))
+    tail = f".{millis:03d}Z"
+    text = texts[1] + tail
+    _last_date = (ms, text)
+    return text, texts[2] + tail
+
+
+#: The second `iso_dates` wrote last, its text and the previous second's.
+_last_seconds: tuple[int | None, str, str] = (None, "", "")
+#: The date `iso_date` wrote last, as (ms, text): a request formats its new expiry for the read's touch,
+#: then parses it back in the touched document and writes it again at save. One tuple, swapped whole,
+#: so threads only ever see a matching pair.
+_last_date: tuple[int | None, str] = (None, "\"")  # a text no date has, and no expires cut at a quote
 
 
 @functools.lru_cache(maxsize=512)
@@ -123,6 +170,9 @@ def _second_text(seconds: int) -> str:
 
 def parse_iso_date(text: str) -> int | None:
     """Milliseconds since 1970 of a ``toISOString`` date, or None if `text` is not one."""
+    last = _last_date
+    if last[1] == text:
+        return last[0]
     if len(text) == 24 and text[19] == "." and text[23] == "Z" and text[20:23].isdigit() and text.isascii():
         seconds = _text_second(text[:19])  # the form every writer uses: one lookup for the second
         return None if seconds is None else seconds * 1000 + int(text[20:23])
@@ -180,67 +230,180 @@ def parse_document(raw: bytes, *, touch_due: bool = False) -> Document:
     """
     try:
         text = raw.decode("utf-8")
-        length = len(text)
-        index = 0 if text[:1] == "{" else _skip(text, 0)
-        if text[index:index + 1] != "{":
-            raise CorruptRecord("session document is not a JSON object")
-        members: dict[str, bytes] = {}
-        values: dict[str, Any] = {}
-        cookie: Any = None
-        index += 1
-        if text[index:index + 1] in _SPACE:
-            index = _skip(text, index)
-        if text[index:index + 1] == "}":
-            index += 1
-        else:
-            # JSON.stringify writes no whitespace: the checks below look at one character, and
-            # only a document that has some pays for skipping it.
-            while True:
-                if text[index:index + 1] != '"':
-                    raise CorruptRecord("session document has a member without a name")
-                key, index = _scanstring(text, index + 1, True)
-                if index < length and text[index] != ":":
-                    index = _skip(text, index)
-                if text[index:index + 1] != ":":
-                    raise CorruptRecord("session document has a member without a value")
-                index += 1
-                if index < length and text[index] in _SPACE:
-                    index = _skip(text, index)
-                try:
-                    value, end = _scan_once(text, index)
-                except StopIteration:
-                    raise CorruptRecord("session document has a member that is no JSON value") from None
-                if key == "cookie":
-                    if cookie is not None:
-                        raise CorruptRecord("session document has two cookie members")
-                    cookie = value
-                else:
-                    members[key] = text[index:end].encode("utf-8", "surrogatepass")
-                    values[key] = value
-                separator = text[end:end + 1]
-                if separator in _SPACE and separator:
-                    end = _skip(text, end)
-                    separator = text[end:end + 1]
-                if separator == "}":
-                    index = end + 1
-                    break
-                if separator != ",":
-                    raise CorruptRecord("session document's members are not separated by commas")
-                index = end + 1
-                if index < length and text[index] in _SPACE:
-                    index = _skip(text, index)
-        if index != length and _skip(text, index) != length:
-            raise CorruptRecord("session document has text after its object")
+        compact = _read_compact(text)
+        if compact is None:
+            members, values, cookie = _read_any(text)
+            return Document(raw, members, values, _check_cookie(cookie), touch_due)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError, a refused constant
         if isinstance(exc, CorruptRecord):
             raise
         raise CorruptRecord(f"session document is not valid JSON: {exc}") from None
-    return Document(raw, members, values, _check_cookie(cookie), touch_due)
+    members, values, cookie, shape = compact
+    return _new_document(Document, (raw, members, values, cookie, touch_due, shape))
 
 
-def build_document(cookie: Mapping[str, Any], members: Mapping[str, bytes]) -> bytes:
-    """``JSON.stringify(req.session)``: the cookie object first, then each key's JSON text in order."""
-    parts = ['{"cookie":', _encode_cookie(cookie)]
+def _read_compact(text: str) -> tuple[dict[str, bytes], dict[str, Any], dict[str, Any], tuple[str, str]] | None:
+    """`text` read as JSON.stringify writes a session (the cookie first, in its common shape, no
+    whitespace), or None: anything else is for `_read_any`, which says what is wrong with it."""
+    last = _last_cookie
+    known = None if last is None or not text.startswith(last[0]) else _cookie_as_last(text, last)
+    if known is None:
+        common = _COMMON_SHAPE.match(text)
+        if common is None:
+            return None
+        known = _common_cookie(common)
+        if known is None:
+            return None
+    cookie, shape, end = known
+    members: dict[str, bytes] = {}
+    values: dict[str, Any] = {}
+    while text.startswith(',"', end):
+        key, index = _scanstring(text, end + 2, True)
+        if key == "cookie" or not text.startswith(":", index):
+            return None
+        try:
+            value, end = _scan_once(text, index + 1)
+        except StopIteration:
+            return None
+        members[key] = text[index + 1:end].encode("utf-8", "surrogatepass")
+        values[key] = value
+    if end != len(text) - 1 or not text.endswith("}"):
+        return None
+    return members, values, cookie, shape
+
+
+def _read_any(text: str) -> tuple[dict[str, bytes], dict[str, Any], Any]:
+    """Members, their values and the cookie member of a document in any JSON form."""
+    length = len(text)
+    index = 0 if text[:1] == "{" else _skip(text, 0)
+    if text[index:index + 1] != "{":
+        raise CorruptRecord("session document is not a JSON object")
+    members: dict[str, bytes] = {}
+    values: dict[str, Any] = {}
+    cookie: Any = None
+    index += 1
+    if text[index:index + 1] in _SPACE:
+        index = _skip(text, index)
+    if text[index:index + 1] == "}":
+        index += 1
+    else:
+        # JSON.stringify writes no whitespace: the checks below look at one character, and
+        # only a document that has some pays for skipping it.
+        while True:
+            if text[index:index + 1] != '"':
+                raise CorruptRecord("session document has a member without a name")
+            key, index = _scanstring(text, index + 1, True)
+            if index < length and text[index] != ":":
+                index = _skip(text, index)
+            if text[index:index + 1] != ":":
+                raise CorruptRecord("session document has a member without a value")
+            index += 1
+            if index < length and text[index] in _SPACE:
+                index = _skip(text, index)
+            try:
+                value, end = _scan_once(text, index)
+            except StopIteration:
+                raise CorruptRecord("session document has a member that is no JSON value") from None
+            if key == "cookie":
+                if cookie is not None:
+                    raise CorruptRecord("session document has two cookie members")
+                cookie = value
+            else:
+                members[key] = text[index:end].encode("utf-8", "surrogatepass")
+                values[key] = value
+            separator = text[end:end + 1]
+            if separator in _SPACE and separator:
+                end = _skip(text, end)
+                separator = text[end:end + 1]
+            if separator == "}":
+                index = end + 1
+                break
+            if separator != ",":
+                raise CorruptRecord("session document's members are not separated by commas")
+            index = end + 1
+            if index < length and text[index] in _SPACE:
+                index = _skip(text, index)
+    if index != length and _skip(text, index) != length:
+        raise CorruptRecord("session document has text after its object")
+    return members, values, cookie
+
+
+def _cookie_as_last(text: str, last: tuple[str, str, dict[str, Any], tuple[str, str], int, int],
+                    ) -> tuple[dict[str, Any], tuple[str, str], int] | None:
+    """The cookie at the start of `text`, which starts as `last` (`_last_cookie`) does, if only its
+    ``expires`` differs from that one (the usual case: one configuration), with its shape and where it
+    ends; else None."""
+    _, suffix, fixed, shape, start, suffix_length = last
+    expires = None
+    if text.startswith('"', start):
+        close = text.find('"', start + 1)  # a date holds no quote (nor an escape: then it is no date)
+        expires = text[start + 1:close]
+        # Usually the date this request's read just asked the store to write: known good.
+        if close == -1 or (expires != _last_date[1] and parse_iso_date(expires) is None):
+            return None
+        after = close + 1
+    elif text.startswith("null", start):
+        after = start + 4
+    else:
+        return None
+    if not text.startswith(suffix, after):
+        return None
+    cookie = fixed.copy()
+    if expires is not None:
+        cookie["expires"] = expires
+    return cookie, shape, after + suffix_length
+
+
+def _common_cookie(match: re.Match[str]) -> tuple[dict[str, Any], tuple[str, str], int] | None:
+    """The cookie object `_COMMON_SHAPE` matched, its text around ``expires`` and where it ends, or None
+    to read it in full.
+
+    Everything but ``expires`` is read and checked once per distinct text
+    (a service has a handful: one per cookie configuration), then copied.
+    """
+    global _last_cookie
+    max_age, expires, rest = match.groups()
+    key = (max_age, rest)
+    known = _COOKIE_PARTS.get(key)
+    if known is None:
+        if '"expires"' in rest:
+            return None  # a second expires: JSON.parse keeps the last one, the full read does too
+        head = f'{{"originalMaxAge":{max_age},"expires":'
+        try:
+            fixed = _DECODER.decode(head + "null" + rest + "}")
+            _check_cookie(fixed)
+        except (ValueError, RecursionError):  # JSONDecodeError, CorruptRecord: the full read says which
+            return None
+        if type(fixed) is not dict or fixed.get("expires", 0) is not None:
+            return None
+        if len(_COOKIE_PARTS) >= 256:
+            _COOKIE_PARTS.clear()
+        known = _COOKIE_PARTS[key] = (fixed, (head, rest + "}"))
+    cookie = known[0].copy()
+    if expires != "null":
+        expires = expires[1:-1]  # only date characters: no escapes to undo
+        if parse_iso_date(expires) is None:
+            raise CorruptRecord("session document's cookie.expires is neither null nor an ISO date")
+        cookie["expires"] = expires
+    shape = known[1]
+    prefix = '{"cookie":' + shape[0]
+    _last_cookie = (prefix, shape[1], known[0], shape, len(prefix), len(shape[1]))
+    return cookie, shape, match.end()
+
+
+def build_document(cookie: Mapping[str, Any], members: Mapping[str, bytes],
+                   shape: tuple[str, str] | None = None) -> bytes:
+    """``JSON.stringify(req.session)``: the cookie object first, then each key's JSON text in order.
+
+    `shape` is the `Document.shape` of the document `cookie` was read from, when it differs from
+    that one's cookie in ``expires`` only (a touch): the cookie's text is then that one's.
+    """
+    if shape is None:
+        cookie_text = _encode_cookie(cookie)
+    else:
+        expires = cookie["expires"]
+        cookie_text = f'{shape[0]}"{expires}"{shape[1]}' if expires is not None else f"{shape[0]}null{shape[1]}"
+    parts = ['{"cookie":', cookie_text]
     for key, value in members.items():
         parts += [",", encode_basestring(key), ":", value.decode("utf-8", "surrogatepass")]
     parts.append("}")
@@ -256,7 +419,7 @@ def check_key(key: str) -> None:
 
 def check_value(key: str, encoded: bytes) -> None:
     """Refuse an integer JavaScript would round (beyond 2**53 - 1): Node would read another number."""
-    if _LONG_DIGITS.search(encoded) is None:
+    if len(encoded) < LONG_NUMBER or _LONG_DIGITS.search(encoded) is None:
         return
     if _has_unsafe_integer(json.loads(encoded)):
         raise SerializationError(f"session[{key!r}]: an integer beyond 2**53 - 1 would reach Node as another "

@@ -28,10 +28,11 @@ import base64
 import hmac
 import re
 import secrets
+import time
 from collections.abc import Sequence
 from urllib.parse import quote
 
-from .codec import CookieCodec, Incoming, KeyedSha256, SameSite
+from .codec import CookieCodec, Incoming, KeyedSha256, ResponseCookie, SameSite, dump_cookie
 from .errors import ConfigError
 
 __all__ = [
@@ -233,6 +234,29 @@ class ConnectCookieCodec(CookieCodec):
         self.signer = ConnectSigner(secret_keys)
         #: Cookie values (as sent) that verified recently: a returning browser costs one lookup.
         self._verified: dict[str, Incoming] = {}
+        #: Set-Cookie values rendered recently, by https and cookie, with the second their ``Expires``
+        #: names: express-session sends the cookie again with every change, and within one second the
+        #: header comes out the same.
+        self._rendered: tuple[dict[ResponseCookie, tuple[int, str]], ...] = ({}, {})
+
+    def render_cookie(self, cookie: ResponseCookie, *, https: bool) -> str:
+        """`CookieCodec.render_cookie`, remembered for a second per session cookie."""
+        name, value, max_age = cookie
+        if value is None or not max_age or max_age < 0 or name is not self.name:
+            return super().render_cookie(cookie, https=https)
+        now = time.time()
+        expires_at = int(now + max_age)  # the second `Expires` names
+        rendered = self._rendered[https]
+        known = rendered.get(cookie)
+        if known is not None and known[0] == expires_at:
+            return known[1]
+        header = dump_cookie(self.name, value, max_age=max_age, path=self.path, domain=self.domain,
+                             secure=https if self.secure is None else self.secure, httponly=self.httponly,
+                             samesite=self.samesite, partitioned=self.partitioned, now=now)
+        if len(rendered) >= 4096:
+            rendered.clear()  # bounded; it refills with live sessions
+        rendered[cookie] = (expires_at, header)
+        return header
 
     def read(self, header: str | None) -> Incoming:
         """The verified id of the first ``connect.sid`` in `header`, as express-session reads it."""

@@ -31,12 +31,15 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 from .codec import MAX_COOKIE_BYTES, CookieCodec, Incoming, KnownHeaders, ResponseCookie, parse_cookie_header
 from .documents import (
+    LONG_NUMBER,
+    RESERVED_KEYS,
     Document,
     build_document,
     check_key,
     check_value,
     document_ttl,
     iso_date,
+    iso_dates,
     new_cookie,
     parse_document,
     parse_iso_date,
@@ -411,6 +414,22 @@ class CookieSessions:
 MAX_DOCUMENT_ATTEMPTS = 8
 
 
+def _touched(cookie: dict[str, Any], at: float) -> tuple[dict[str, Any], int | None]:
+    """`documents.touch`, but a cookie the read's touch left as the touch would is kept as it is (no copy)."""
+    max_age = cookie.get("originalMaxAge")
+    if type(max_age) is int:
+        expires = math.floor(at * 1000) + max_age
+        if cookie.get("expires") == iso_date(expires):
+            return cookie, expires
+    return touch(cookie, at)
+
+
+#: A NamedTuple built from all its fields, without its generated ``__new__`` (which handles defaults
+#: and keywords): the connect lifecycle's per-request records (`Document`, `DocumentTouch`,
+#: `LoadDocument`, `ReplaceDocument`, `ResponseCookie`) are built this way on their usual path.
+_new_document = _new_record = tuple.__new__
+
+
 class ConnectSessions:
     """express-session's signed id in the cookie, connect-redis's document in the store.
 
@@ -434,23 +453,24 @@ class ConnectSessions:
         self.new_id = new_id
         #: A quiet request writes nothing, but a rolling cookie is sent again each time.
         self.quiet_is_free = not rolling
-        self._max_age_text = "null" if max_age is None else str(round(max_age * 1000))
+        self._max_age_ms = 0 if max_age is None else round(max_age * 1000)
+        self._max_age_text = "null" if max_age is None else str(self._max_age_ms)
         self._touch_ttl = default_ttl if max_age is None else -(-round(max_age * 1000) // 1000)
-
-    def _touch(self, now: float) -> DocumentTouch:
-        """The touch a read asks the store for: what this configuration's cookie looks like, touched now."""
-        if self.max_age is None:
-            return DocumentTouch("null", "", self.default_ttl, self.default_ttl)
-        expires_ms = math.floor(now * 1000) + round(self.max_age * 1000)
-        return DocumentTouch(self._max_age_text, iso_date(expires_ms), self._touch_ttl, self.default_ttl,
-                             iso_date(expires_ms - 1000))
+        self._sign = codec.signer.sign
 
     def quiet(self, state: SessionState, now: float) -> bool:
         return False  # asked only when rolling: the cookie is sent again on every response
 
     def load(self, incoming: Incoming, now: float) -> LoadDocument:
+        """The read, with the touch it asks the store for: this configuration's cookie, touched now."""
         assert incoming.session_id is not None
-        return LoadDocument(incoming.session_id, self._touch(now))
+        if self.max_age is None:
+            touch = DocumentTouch("null", "", self.default_ttl, self.default_ttl)
+        else:
+            expires, recent = iso_dates(math.floor(now * 1000) + self._max_age_ms)
+            touch = _new_record(DocumentTouch, (self._max_age_text, expires, self._touch_ttl, self.default_ttl,
+                                                recent))
+        return _new_record(LoadDocument, (incoming.session_id, touch))
 
     def loaded(self, incoming: Incoming, now: float, result: tuple[bytes, bool] | None) -> tuple[Record | None, str]:
         """The document as a record; one the store could not touch is checked here, and touched at save."""
@@ -466,7 +486,7 @@ class ConnectSessions:
             if ttl <= 0:
                 raise CorruptRecord("the session's cookie has no time left (originalMaxAge <= 0 or out of range)")
         # The document has no creation time: the session's clock is this request's.
-        return Record(document.members, now, now, NO_META, document), "idle"
+        return _new_record(Record, (document.members, now, now, NO_META, document)), "idle"
 
     def _cookie(self, session_id: str, cookie: Mapping[str, Any], now: float,
                 expires: int | Literal[False] | None = False) -> ResponseCookie:
@@ -512,51 +532,62 @@ class ConnectSessions:
         assert stored_id is not None and current is not None  # a stored session was read from its document
         changes = state.changes()
         for key, change in changes.items():
-            check_key(key)
-            if change is not None:
+            if key in RESERVED_KEYS:
+                check_key(key)  # raises
+            if change is not None and len(change) >= LONG_NUMBER:
                 check_value(key, change)
         cookie = current.cookie
         expires: int | Literal[False] | None = False
+        saved_baseline: Mapping[str, bytes] | None = None
         if changes or state.touch_due:
-            gone = [ResponseCookie(name, None)]
+            # express-session touches a session once per request: the expiry the read asked the store for
+            # (from the read's clock) is the one the document, its TTL and the cookie all get.
+            touched_at = state.accessed_at
             for _attempt in range(MAX_DOCUMENT_ATTEMPTS):
                 members = merge_data(current.members, changes)
+                if current.members is state.baseline:
+                    saved_baseline = members  # what was read, changed: the baseline after the save
                 if not members:
                     # Emptied: as for any store, an empty session is not kept.
                     yield DeleteDocument(stored_id)
                     state.mark_gone()
-                    return Saved(gone, "emptied")
+                    return Saved([ResponseCookie(name, None)], "emptied")
                 try:
-                    cookie, expires = touch(current.cookie, now)
-                    ttl = ttl_until(expires, now, self.default_ttl)
+                    cookie, expires = _touched(current.cookie, touched_at)
+                    ttl = self.default_ttl if expires is None else -(-(expires - math.floor(now * 1000)) // 1000)
                 except ValueError:
                     ttl = 0
                 if ttl <= 0:
                     # No time left: connect-redis deletes such a session rather than store it.
                     yield DeleteDocument(stored_id)
                     state.mark_gone()
-                    return Saved(gone, "gone")
-                written = build_document(cookie, members)
+                    return Saved([ResponseCookie(name, None)], "gone")
+                written = build_document(cookie, members, current.shape)
                 try:
-                    result = yield ReplaceDocument(stored_id, current.raw, written, ttl)
+                    result = yield _new_record(ReplaceDocument, (stored_id, current.raw, written, ttl))
                     if result is MergeResult.APPLIED:
                         break
                     if result is MergeResult.GONE:  # ended meanwhile: invalidation wins
                         state.mark_gone()
-                        return Saved(gone, "gone")
+                        return Saved([ResponseCookie(name, None)], "gone")
                     assert isinstance(result, bytes)
                     current = parse_document(result)  # changed meanwhile: apply ours to theirs
                 except CorruptRecord:
                     yield DeleteDocument(stored_id)
                     state.mark_gone()
-                    return Saved(gone, "corrupt")
+                    return Saved([ResponseCookie(name, None)], "corrupt")
             else:
                 raise StoreError(f"the session document changed under {MAX_DOCUMENT_ATTEMPTS} saves in a row; "
                                  "nothing was written")
-            state.document = Document(written, members, {}, cookie)
+            state.document = _new_document(Document, (written, members, {}, cookie, False, current.shape))
             state.touch_due = False
         cookies = []
         if self.rolling or state.incoming.stale_key or (changes and cookie.get("expires")):
-            cookies.append(self._cookie(stored_id, cookie, now, expires))
-        state.mark_saved(stored_id, merge_data(state.baseline, changes) if changes else state.baseline)
-        return Saved(cookies, "updated" if changes else "nothing")
+            if expires is False or expires is None:
+                cookies.append(self._cookie(stored_id, cookie, now, expires))
+            else:  # the common case, written out: it lives as long as the document just written (ttl > 0)
+                cookies.append(_new_record(ResponseCookie, (name, self._sign(stored_id), ttl)))
+        if saved_baseline is None:
+            saved_baseline = merge_data(state.baseline, changes) if changes else state.baseline
+        state.mark_saved(stored_id, saved_baseline)
+        return _new_record(Saved, (cookies, "updated" if changes else "nothing"))

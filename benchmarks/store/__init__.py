@@ -15,6 +15,10 @@ in-process, like ``wsgi_bench``. The package, one job per module:
 - `counting`: store traffic per request, counted by the servers around a batch
   of requests (redis ``INFO``, memcached ``stats``); no client is patched.
 - `verdicts`: the ratios judged, the tables, the JSON.
+- `instructions`: the native and connect redis rows under callgrind,
+  instructions per request (``python -m benchmarks.store.instructions``).
+- `pairs`: the same rows alone, in adjacent A/B batches of wall time
+  (``python -m benchmarks.store.pairs``).
 
 It measures from the outside: sessionkit only through ``SessionManager`` and
 its middleware, never through a private name.

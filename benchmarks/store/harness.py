@@ -36,6 +36,8 @@ __all__ = [
     "Scope",
     "Send",
     "Setup",
+    "TimedAsgiBrowser",
+    "TimedBrowser",
     "asgi_counter",
     "close_setups",
     "exit_on_sigterm",
@@ -74,6 +76,9 @@ class Setup:
     aclose: Callable[[], Awaitable[None]] | None = None
     #: Peers: whether their read responses carried Set-Cookie (seen in the timed runs).
     read_sets_cookie: bool = False
+    #: Also time what the benchmark's browser spends on the responses' ``Set-Cookie`` headers (the
+    #: client's work, not the server's): `Results.client` then holds it per round.
+    client_timed: bool = False
 
 
 # -- ASGI: the counter app and the in-process driver ---------------------------------------------------
@@ -98,6 +103,19 @@ async def asgi_counter(state: Any, path: str, send: Send) -> None:
 
 def _unused_wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     raise AssertionError("an AsgiBrowser sends ASGI requests only")
+
+
+class TimedBrowser(Browser):
+    """A Browser that adds up the time it spends taking in each response's ``Set-Cookie`` headers."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        self.client_ns = 0
+
+    def _store_cookies(self, headers: list[tuple[str, str]]) -> None:
+        start = time.perf_counter_ns()
+        super()._store_cookies(headers)
+        self.client_ns += time.perf_counter_ns() - start
 
 
 class AsgiBrowser(Browser):
@@ -142,19 +160,30 @@ class AsgiBrowser(Browser):
         return Response(str(start["status"]), response_headers, b"".join(chunks))
 
 
+class TimedAsgiBrowser(AsgiBrowser, TimedBrowser):
+    """`AsgiBrowser` with `TimedBrowser`'s clock on ``Set-Cookie``."""
+
+
 # -- running workloads ---------------------------------------------------------------------------------
 
 
 def new_browser(setup: Setup) -> Browser:
+    if setup.client_timed:
+        return TimedBrowser(setup.app) if setup.kind == "wsgi" else TimedAsgiBrowser(setup.app)
     return Browser(setup.app) if setup.kind == "wsgi" else AsgiBrowser(setup.app)
 
 
-def run_job(setup: Setup, workload: str, requests: int, loop: asyncio.AbstractEventLoop) -> float:
-    """Run one workload on a fresh browser, check its outcome; µs per timed request."""
+def run_job(setup: Setup, workload: str, requests: int, loop: asyncio.AbstractEventLoop) -> tuple[float, float]:
+    """Run one workload on a fresh browser, check its outcome; µs per timed request, and of those the µs
+    the browser spent on ``Set-Cookie`` (0 unless `Setup.client_timed`)."""
     setup.reset()
+    browser = new_browser(setup)
     if setup.kind == "wsgi":
-        return _run_sync(setup, workload, Browser(setup.app), requests)
-    return loop.run_until_complete(_run_async(setup, workload, AsgiBrowser(setup.app), requests))
+        total = _run_sync(setup, workload, browser, requests)
+    else:
+        assert isinstance(browser, AsgiBrowser)
+        total = loop.run_until_complete(_run_async(setup, workload, browser, requests))
+    return total, getattr(browser, "client_ns", 0) / requests / 1000
 
 
 def _workload_path(workload: str, requests: int) -> tuple[str, int]:
@@ -166,6 +195,8 @@ def _run_sync(setup: Setup, workload: str, browser: Browser, requests: int) -> f
         browser.request("/write")
     path, expected = _workload_path(workload, requests)
     request = browser.request
+    if isinstance(browser, TimedBrowser):
+        browser.client_ns = 0
     gc.collect()
     start = time.perf_counter_ns()
     for _ in range(requests):
@@ -180,6 +211,8 @@ async def _run_async(setup: Setup, workload: str, browser: AsgiBrowser, requests
         await browser.arequest("/write")
     path, expected = _workload_path(workload, requests)
     request = browser.arequest
+    if isinstance(browser, TimedBrowser):
+        browser.client_ns = 0
     gc.collect()
     start = time.perf_counter_ns()
     for _ in range(requests):
@@ -240,9 +273,18 @@ class Results:
     setups: list[Setup]
     samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     orders: list[list[str]] = field(default_factory=list)
+    #: For `Setup.client_timed` setups: of each sample, the µs the browser spent on ``Set-Cookie``.
+    client: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
-    def add(self, setup: str, workload: str, us_per_request: float) -> None:
+    def add(self, setup: str, workload: str, us_per_request: float, client_us: float | None = None) -> None:
         self.samples.setdefault(setup, {}).setdefault(workload, []).append(us_per_request)
+        if client_us is not None:
+            self.client.setdefault(setup, {}).setdefault(workload, []).append(client_us)
+
+    def server(self, setup: str, workload: str) -> list[float]:
+        """Per round: µs per request without the browser's ``Set-Cookie`` work (a client_timed setup)."""
+        return [total - client for total, client in zip(self.samples[setup][workload],
+                                                         self.client[setup][workload], strict=True)]
 
     def has(self, setup: str) -> bool:
         return setup in self.samples
@@ -281,7 +323,8 @@ def measure(setups: list[Setup], rounds: int, requests: int, rng: random.Random,
         rng.shuffle(jobs)
         results.orders.append([f"{setup.name}/{workload}" for setup, workload in jobs])
         for setup, workload in jobs:
-            results.add(setup.name, workload, run_job(setup, workload, requests, loop))
+            total, client = run_job(setup, workload, requests, loop)
+            results.add(setup.name, workload, total, client if setup.client_timed else None)
     return results
 
 

@@ -122,18 +122,19 @@ def sessionkit_setups(env: Environment) -> list[Setup]:
                              f"{type(exc).__name__}: {exc}")
             continue
         optional = store == "memcache"
+        timed = store == "redis"  # compared with the connect rows, the browser's part apart
         setups.append(Setup(sync_name, "wsgi", SessionMiddleware(session_app, sync_manager), BARE_WSGI, store,
-                            strict_cookies=True, optional=optional, close=sync_manager.close))
+                            strict_cookies=True, optional=optional, close=sync_manager.close, client_timed=timed))
         setups.append(Setup(async_name, "asgi", SessionkitASGIMiddleware(session_asgi_app, async_manager),
                             BARE_ASGI, store, strict_cookies=True, optional=optional,
-                            close=async_manager.close, aclose=async_manager.aclose))
+                            close=async_manager.close, aclose=async_manager.aclose, client_timed=timed))
     # Express's format on the same redis, its defaults (cookie.maxAge one day: a write re-sends the cookie).
     sync_manager, async_manager = _manager(env.redis_url, codec="connect"), _manager(env.redis_url, codec="connect")
     setups.append(Setup(SK_CONNECT_SYNC, "wsgi", SessionMiddleware(session_app, sync_manager), BARE_WSGI, "redis",
-                        strict_cookies=True, close=sync_manager.close))
+                        strict_cookies=True, close=sync_manager.close, client_timed=True))
     setups.append(Setup(SK_CONNECT_ASYNC, "asgi", SessionkitASGIMiddleware(session_asgi_app, async_manager),
                         BARE_ASGI, "redis", strict_cookies=True, close=async_manager.close,
-                        aclose=async_manager.aclose))
+                        aclose=async_manager.aclose, client_timed=True))
     return setups
 
 

@@ -51,8 +51,10 @@ __all__ = [
 FLOOR_LIMIT = 1.25
 PEER_SPEEDUP = 2.0
 #: Express's format (``codec="connect"``) per request against the native format, same store, same face:
-#: no more, give or take the run-to-run noise of a median of ratios.
-CONNECT_LIMIT = 1.05
+#: no more (1.0), judged on the server's µs (without the browser's work on ``Set-Cookie``), with 3 %
+#: for the noise of a median of per-round wall-time ratios on a shared machine. Instruction counts
+#: (``python -m benchmarks.store.instructions``) have no such noise: there the limit is 1.0 itself.
+CONNECT_LIMIT = 1.03
 
 
 @dataclass
@@ -88,10 +90,14 @@ def verdicts(results: Results) -> tuple[list[Verdict], list[str]]:
             missing.append(f"{connect} vs {native}: not judged (not measured)")
             continue
         for workload in WORKLOADS:
-            value = statistics.median(results.per_round(connect, native, workload, ratio))
-            over = statistics.median(results.per_round(connect, native, workload, lambda a, b: a - b))
-            out.append(Verdict(f"{connect} / {native}, {workload}", value, CONNECT_LIMIT, False,
-                               f"the connect codec costs {over:+.1f} µs per request over the native one"))
+            mine, theirs = results.server(connect, workload), results.server(native, workload)
+            value = statistics.median([ratio(a, b) for a, b in zip(mine, theirs, strict=True)])
+            over = statistics.median([a - b for a, b in zip(mine, theirs, strict=True)])
+            total = statistics.median(results.per_round(connect, native, workload, ratio))
+            client = statistics.median(results.client[connect][workload])
+            out.append(Verdict(f"{connect} / {native}, {workload}, server µs", value, CONNECT_LIMIT, False,
+                               f"the connect codec costs {over:+.1f} µs per request over the native one; with "
+                               f"the browser's {client:.1f} µs on its Set-Cookie, {total:.3f}x"))
     sk_added = results.added(SK_REDIS_SYNC, "read") if results.has(SK_REDIS_SYNC) else []
     for peer in PEERS:
         if not (results.has(peer) and results.has(SK_REDIS_SYNC)):
@@ -158,7 +164,7 @@ def format_premise(setups: list[Setup], probes: dict[str, Probe]) -> str:
 
 def format_verdicts(found: list[Verdict], missing: list[str], results: Results) -> str:
     lines = [f"verdicts (median over rounds of per-round ratios; sessionkit vs floor <= {FLOOR_LIMIT}x, "
-             f"connect codec vs native <= {CONNECT_LIMIT}x, "
+             f"connect codec vs native <= {CONNECT_LIMIT}x on server µs (1.0 and 3 % for wall-time noise), "
              f"peer vs sessionkit redis WSGI >= {PEER_SPEEDUP}x slower on reads):"]
     width = max((len(v.label) for v in found), default=0)
     for v in found:
@@ -202,6 +208,7 @@ def write_json(path: Path, results: Results, probes: dict[str, Probe], found: li
         "baselines": {s.name: s.baseline for s in results.setups},
         "orders": results.orders,
         "samples": results.samples,
+        "client_us": results.client,
         "added_us": {s: {w: results.added(s, w) for w in WORKLOADS} for s in names if results.baseline(s)},
         "summary": {s: {w: results.summary(s, w) for w in WORKLOADS} for s in names},
         "server_counts": {name: vars(p) for name, p in probes.items()},

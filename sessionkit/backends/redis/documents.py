@@ -13,9 +13,10 @@ session up under exactly that name.
   splices the new ``expires`` in and sets the document and its TTL together
   (or, for a cookie with no expiry, only renews the TTL). Any other document
   comes back untouched, flagged, and the lifecycle touches it with its save.
-- Write (`REPLACE_DOCUMENT`): a compare-and-set on the SHA-1 of the
-  document as it was read; a missing key is never written (a logout wins),
-  a changed one is returned so the lifecycle can re-apply its changes.
+- Write (`REPLACE_DOCUMENT`): a compare-and-set on the document as it was
+  read, sent whole when it is small (a session's usual size: no hashing on
+  either side), else as its SHA-1; a missing key is never written (a logout
+  wins), a changed one is returned so the lifecycle can re-apply its changes.
 - New (`CREATE_DOCUMENT`): ``SET … EX``, deleting the ids it replaces.
 
 Nothing here does I/O or decides a rule; `RedisStore` sends the scripts.
@@ -30,8 +31,8 @@ from typing import Any
 from ...flow import DocumentTouch, MergeResult
 from ...record import CorruptRecord
 
-__all__ = ["CREATE_DOCUMENT", "DOCUMENT_PREFIX", "LOAD_DOCUMENT", "REPLACE_DOCUMENT", "create_args",
-           "decode_load", "decode_replace", "load_args", "replace_args"]
+__all__ = ["CREATE_DOCUMENT", "DOCUMENT_PREFIX", "EXPECTED_WHOLE_BYTES", "LOAD_DOCUMENT", "REPLACE_DOCUMENT",
+           "create_args", "decode_load", "decode_replace", "load_args", "replace_args"]
 
 #: connect-redis's default key prefix.
 DOCUMENT_PREFIX = "sess:"
@@ -101,15 +102,22 @@ end
 return '0' .. doc
 """
 
-#: KEYS[1] session; ARGV[1] SHA-1 (hex) of the document expected; ARGV[2] the new one; ARGV[3] TTL in s.
-#: Returns 0 (gone: nothing written), 1 (written) or the document the key holds instead (nothing written).
+#: KEYS[1] session; ARGV[1] the document expected, or its SHA-1 (hex) when ARGV[4] is '1'; ARGV[2] the
+#: new one; ARGV[3] TTL in s. Returns 0 (gone: nothing written), 1 (written) or the document the key
+#: holds instead (nothing written).
 REPLACE_DOCUMENT = """
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
-if redis.sha1hex(current) ~= ARGV[1] then return current end
+if ARGV[4] == '1' then
+  if redis.sha1hex(current) ~= ARGV[1] then return current end
+elseif current ~= ARGV[1] then return current end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 """
+
+#: Up to this size the expected document goes to the script as it is: a few hundred bytes more on the
+#: wire cost less than hashing it here and in Redis. Past it, its SHA-1 (40 bytes) does.
+EXPECTED_WHOLE_BYTES = 2048
 
 #: KEYS[1] new session, KEYS[2..] ids it replaces; ARGV[1] the document, ARGV[2] TTL in s.
 CREATE_DOCUMENT = """
@@ -122,7 +130,7 @@ return 1
 def load_args(touch: DocumentTouch | None) -> list[Any]:
     if touch is None:
         return ["", "", 0, 0, ""]
-    return [touch.max_age, touch.expires, touch.ttl, touch.default_ttl, touch.recent]
+    return list(touch)  # its fields are ARGV[1..5], in order
 
 
 def decode_load(reply: Any) -> tuple[bytes, bool] | None:
@@ -134,7 +142,9 @@ def decode_load(reply: Any) -> tuple[bytes, bool] | None:
 
 
 def replace_args(expected: bytes, document: bytes, ttl: int) -> list[Any]:
-    return [hashlib.sha1(expected, usedforsecurity=False).hexdigest(), document, ttl]
+    if len(expected) <= EXPECTED_WHOLE_BYTES:
+        return [expected, document, ttl, 0]
+    return [hashlib.sha1(expected, usedforsecurity=False).hexdigest(), document, ttl, 1]
 
 
 def decode_replace(reply: Any) -> MergeResult | bytes:
