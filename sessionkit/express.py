@@ -258,10 +258,9 @@ class ConnectCookieCodec(CookieCodec):
         rendered[cookie] = (expires_at, header)
         return header
 
-    def read(self, header: str | None) -> Incoming:
-        """The verified id of the first ``connect.sid`` in `header`, as express-session reads it."""
-        if not header:
-            return _NO_COOKIE
+    def _verify(self, header: str) -> Incoming:
+        """The verified id of the first ``connect.sid`` in `header`, as express-session reads it
+        (`CookieCodec.read` remembers the headers that verified)."""
         raw = _raw_cookie(header, self.name)
         if not raw:
             return _NO_COOKIE  # express-session ignores an empty value, as if no cookie came
