@@ -3,8 +3,9 @@
 `SessionManager` holds the configuration and decides *what* happens to a
 session: which id to load, what to write with which TTL, which ids to delete,
 which cookie to set, what a failed store means for the response. Those
-decisions are written once, as generators that yield store operations
-(`load_flow`, `save_flow`); `run_sync` and `run_async` carry them out.
+decisions are written once: a load as one store operation and what its
+result means (`_load_op`, `_after_load`), a save as a generator that yields
+store operations (`save_flow`), which `run_sync` and `run_async` carry out.
 
 Adapters call `open`/`save`/`finish` (WSGI) or `aopen`/`asave`/`afinish`
 (ASGI) and translate requests and responses, nothing more; a store failure
@@ -40,7 +41,7 @@ from .events import (
     id_hash,
 )
 from .express import CONNECT_COOKIE_NAME, ConnectCookieCodec, new_connect_id
-from .flow import Emit, EndBound, Flow, ListBound, Load, Publish, TouchBound, run_async, run_sync
+from .flow import Emit, EndBound, Flow, ListBound, Load, LoadDocument, Publish, TouchBound, run_async, run_sync
 from .migrate import LegacyCookie
 from .naming import name_hash, stored_name
 from .proxies import TrustedProxies
@@ -365,26 +366,16 @@ class SessionManager:
             if self.events.active:
                 self.events.emit(CookieRejected(digest))
 
-    def load_flow(self, session: Session) -> Flow[None]:
-        """Load the session the cookie names; anything wrong leaves it new and empty.
+    def _load_op(self, state: SessionState) -> Load | LoadDocument | None:
+        """The load's one store operation (None: the strategy needs none, as a cookie:// token).
 
-        One store operation (`_load_op`), then `_after_load`; the drivers run
-        those two steps themselves (no flow to drive on the common path) and this
-        flow only for what follows a load now and then (events, an expired id).
+        Loading is two steps, so that the drivers run no flow on the common
+        path: this operation, carried out by `open` (``op.run``) or `aopen`
+        (``await op.arun``), then `_after_load` with its result or exception,
+        which holds every rule of a load.
         """
-        state = session.state
-        if state.incoming.session_id is None:
-            return
         state.loaded = True
-        op = self.strategy.load(state.incoming, state.now)
-        result: Any
-        try:
-            result = None if op is None else (yield op)
-        except Exception as exc:
-            result = exc
-        after = self._after_load(state, result)
-        if after is not None:
-            yield from after
+        return self.strategy.load(state.incoming, state.now)
 
     def _after_load(self, state: SessionState, result: Any) -> Flow[None] | None:
         """Take what the load op gave (its result, or the exception it raised) into the session.
@@ -570,9 +561,7 @@ class SessionManager:
         session = self.new_session(cookie_header, https=https, session_class=session_class)
         state = session.state
         if state.incoming.session_id is not None:
-            # `load_flow`, driven here step by step: one store operation, then what it means.
-            state.loaded = True
-            op = self.strategy.load(state.incoming, state.now)
+            op = self._load_op(state)
             result: Any
             try:
                 result = None if op is None else op.run(self.store)
@@ -622,9 +611,7 @@ class SessionManager:
         session = self.new_session(cookie_header, https=https, session_class=session_class)
         state = session.state
         if state.incoming.session_id is not None:
-            # `load_flow`, driven here step by step, as `open` does.
-            state.loaded = True
-            op = self.strategy.load(state.incoming, state.now)
+            op = self._load_op(state)
             result: Any
             try:
                 result = None if op is None else await op.arun(self.store)

@@ -86,7 +86,7 @@ class SessionBooks(RuleBasedStateMachine):
             self.handles = [*self.handles[-(MAX_HANDLES - 1):], (got, expected)]
 
     def _load(self, raw: dict[str, bytes]) -> None:
-        def loader(session: Session) -> None:  # what SessionManager.load_flow does with a record
+        def loader(session: Session) -> None:  # what SessionManager._after_load does with a record
             session.state.attach(SESSION_ID, Record(raw, 0.0, 0.0), JSON.loads)
 
         # Lazy, as in a WSGI request: the first access loads.
