@@ -81,7 +81,7 @@ def instructions(tree: Path, url: str, op: str, requests: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.commits", description=__doc__.split("\n")[0])
     parser.add_argument("--before", default="ae94b71", help="the commit to compare with (default: ae94b71)")
-    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=12, help="wall-time rounds (0: instructions only)")
     parser.add_argument("--requests", type=int, default=1500)
     parser.add_argument("--callgrind", action="store_true", help="also count instructions (needs valgrind)")
     parser.add_argument("--json", type=Path, help="write the figures here too")
@@ -96,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         urls = {"memory": "memory://", "redis": server.url, "cookie": "cookie://"}
         report: dict[str, object] = {"before": args.before}
         results = wall(trees, urls, args.rounds, args.requests)
-        print(f"wall time, {args.rounds} rounds x {args.requests} requests: µs added over a bare app (median)")
-        print(f"{'row':<14} {'before':>8} {'after':>8} {'after/before':>13}   per-round ratios")
         rows = {}
-        for row in ROWS:
+        if args.rounds:
+            print(f"wall time, {args.rounds} rounds x {args.requests} requests: µs added over a bare app (median)")
+            print(f"{'row':<14} {'before':>8} {'after':>8} {'after/before':>13}   per-round ratios")
+        for row in ROWS if args.rounds else ():
             before, after = results[row]["before"], results[row]["after"]
             ratios = [a / b for a, b in zip(after, before, strict=True)]
             rows[row] = {"before": statistics.median(before), "after": statistics.median(after),
