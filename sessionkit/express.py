@@ -232,8 +232,6 @@ class ConnectCookieCodec(CookieCodec):
         super().__init__(secret_keys, name=name, path=path, domain=domain, secure=secure, httponly=httponly,
                          samesite=samesite, partitioned=partitioned)
         self.signer = ConnectSigner(secret_keys)
-        #: Cookie values (as sent) that verified recently: a returning browser costs one lookup.
-        self._verified: dict[str, Incoming] = {}
         #: Set-Cookie values rendered recently, by https and cookie, with the second their ``Expires``
         #: names: express-session sends the cookie again with every change, and within one second the
         #: header comes out the same.
@@ -260,13 +258,10 @@ class ConnectCookieCodec(CookieCodec):
 
     def _verify(self, header: str) -> Incoming:
         """The verified id of the first ``connect.sid`` in `header`, as express-session reads it
-        (`CookieCodec.read` remembers the headers that verified)."""
+        (`CookieCodec.read` remembers the headers that verified, the signer the values)."""
         raw = _raw_cookie(header, self.name)
         if not raw:
             return _NO_COOKIE  # express-session ignores an empty value, as if no cookie came
-        known = self._verified.get(raw)
-        if known is not None:
-            return known
         value = raw
         if "%" in raw:
             decoded = decode_uri_component(raw)
@@ -274,8 +269,4 @@ class ConnectCookieCodec(CookieCodec):
         verified = self.signer.unsign(value)
         if verified is None:
             return _BAD_COOKIE
-        incoming = Incoming(verified[0], present=True, stale_key=verified[1] > 0)
-        if len(self._verified) >= 4096:
-            self._verified.clear()  # bounded; it refills with live cookies
-        self._verified[raw] = incoming
-        return incoming
+        return Incoming(verified[0], present=True, stale_key=verified[1] > 0)
