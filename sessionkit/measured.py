@@ -30,6 +30,22 @@ def record_size(record: Record) -> int:
     return sum(len(value) for value in record.data.values())
 
 
+class _Timed:
+    """Times one store call: reports (operation, seconds, whether it raised) when the call ends."""
+
+    __slots__ = ("_observe", "_operation", "_started")
+
+    def __init__(self, observe: Observer, operation: str) -> None:
+        self._observe = observe
+        self._operation = operation
+
+    def __enter__(self) -> None:
+        self._started = _clock()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, traceback: Any) -> None:
+        self._observe(self._operation, _clock() - self._started, kind is not None)
+
+
 class MeasuredStore:
     """Wraps a `Store`: every load, create, merge and delete (sync or async) is timed and reported."""
 
@@ -42,87 +58,55 @@ class MeasuredStore:
         # Only reached for what this class does not define: the wrapped store's other faces.
         return getattr(self.store, name)
 
-    def _done(self, operation: str, started: float, failed: bool) -> None:
-        self._observe(operation, _clock() - started, failed)
+    def _timed(self, operation: str) -> _Timed:
+        return _Timed(self._observe, operation)
 
     def load(self, session_id: str, touch_ttl: float | None) -> Record | None:
-        started, failed = _clock(), True
-        try:
+        with self._timed("load"):
             record: Record | None = self.store.load(session_id, touch_ttl)
-            failed = False
-        finally:
-            self._done("load", started, failed)
         if record is not None:
             self._observe_size(record_size(record))
         return record
 
     def create(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
-        started, failed = _clock(), True
-        try:
+        with self._timed("create"):
             self.store.create(session_id, record, ttl, replaces)
-            failed = False
-        finally:
-            self._done("create", started, failed)
         self._observe_size(record_size(record))
 
     def merge(self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float,
               ttl: float) -> MergeResult:
-        started, failed = _clock(), True
-        try:
+        with self._timed("merge"):
             result: MergeResult = self.store.merge(session_id, changes, accessed_at, ttl)
-            failed = False
-        finally:
-            self._done("merge", started, failed)
         return result
 
     def delete(self, session_id: str) -> None:
-        started, failed = _clock(), True
-        try:
+        with self._timed("delete"):
             self.store.delete(session_id)
-            failed = False
-        finally:
-            self._done("delete", started, failed)
 
     def close(self) -> None:
         self.store.close()
 
     async def aload(self, session_id: str, touch_ttl: float | None) -> Record | None:
-        started, failed = _clock(), True
-        try:
+        with self._timed("load"):
             record: Record | None = await self.store.aload(session_id, touch_ttl)
-            failed = False
-        finally:
-            self._done("load", started, failed)
         if record is not None:
             self._observe_size(record_size(record))
         return record
 
     async def acreate(self, session_id: str, record: Record, ttl: float, replaces: tuple[str, ...] = ()) -> None:
-        started, failed = _clock(), True
-        try:
+        with self._timed("create"):
             await self.store.acreate(session_id, record, ttl, replaces)
-            failed = False
-        finally:
-            self._done("create", started, failed)
         self._observe_size(record_size(record))
 
     async def amerge(self, session_id: str, changes: Mapping[str, bytes | None], accessed_at: float,
                      ttl: float) -> MergeResult:
-        started, failed = _clock(), True
-        try:
+        with self._timed("merge"):
             result: MergeResult = await self.store.amerge(session_id, changes, accessed_at, ttl)
-            failed = False
-        finally:
-            self._done("merge", started, failed)
         return result
 
     async def adelete(self, session_id: str) -> None:
-        started, failed = _clock(), True
-        try:
+        with self._timed("delete"):
             await self.store.adelete(session_id)
-            failed = False
-        finally:
-            self._done("delete", started, failed)
 
     async def aclose(self) -> None:
         await self.store.aclose()
