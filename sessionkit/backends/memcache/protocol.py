@@ -165,13 +165,7 @@ def fetch_with_ttl(sock: socket.socket, key: str) -> tuple[bytes, int] | None:
 
 def add_item(sock: socket.socket, key: str, value: bytes, exptime: int) -> bool:
     """``add``: True if stored, False if the key holds an item already (NOT_STORED)."""
-    sock.sendall(b"add %s 0 %d %d\r\n%s\r\n" % (key.encode("ascii"), exptime, len(value), value))
-    line = _read_last_line(sock, b"add")
-    if line == b"STORED":
-        return True
-    if line == b"NOT_STORED":
-        return False
-    raise _unexpected(line, b"add")
+    return _store(sock, b"add", key, value, exptime)
 
 
 def cas(sock: socket.socket, key: str, value: bytes, token: bytes, exptime: int) -> bool | None:
@@ -189,13 +183,18 @@ def cas(sock: socket.socket, key: str, value: bytes, token: bytes, exptime: int)
 
 def set_item(sock: socket.socket, key: str, value: bytes, exptime: int) -> bool:
     """``set``: True if stored, False if memcached declined (NOT_STORED)."""
-    sock.sendall(b"set %s 0 %d %d\r\n%s\r\n" % (key.encode("ascii"), exptime, len(value), value))
-    line = _read_last_line(sock, b"set")
+    return _store(sock, b"set", key, value, exptime)
+
+
+def _store(sock: socket.socket, verb: bytes, key: str, value: bytes, exptime: int) -> bool:
+    """A storage command without a cas token: True on STORED, False on NOT_STORED."""
+    sock.sendall(b"%s %s 0 %d %d\r\n%s\r\n" % (verb, key.encode("ascii"), exptime, len(value), value))
+    line = _read_last_line(sock, verb)
     if line == b"STORED":
         return True
     if line == b"NOT_STORED":
         return False
-    raise _unexpected(line, b"set")
+    raise _unexpected(line, verb)
 
 
 def delete(sock: socket.socket, key: str) -> bool:
