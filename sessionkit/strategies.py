@@ -554,7 +554,7 @@ class ConnectSessions:
                     return Saved([ResponseCookie(name, None)], "emptied")
                 try:
                     cookie, expires = _touched(current.cookie, touched_at)
-                    ttl = self.default_ttl if expires is None else -(-(expires - math.floor(now * 1000)) // 1000)
+                    ttl = ttl_until(expires, now, self.default_ttl)
                 except ValueError:
                     ttl = 0
                 if ttl <= 0:
