@@ -339,9 +339,11 @@ class CookieSessions:
         return self._issue(state, now)
 
     def _issue(self, state: SessionState, now: float) -> Saved:
-        """The token to send, if the session changed or is due for its rolling re-issue (no store operation)."""
-        if state.is_quiet() and self.quiet(state, now):
-            return Saved([], "nothing")
+        """The token to send, if the session changed or is due for its rolling re-issue (no store operation).
+
+        A quiet read not yet due never gets here (the manager asks `quiet` first); one that did
+        would still end below, with its bytes unchanged.
+        """
         ended = bool(state.doomed)
         data = state.encoded_data()
         incoming = state.incoming
