@@ -214,7 +214,7 @@ def test_show_by_cookie_id_and_hash(url: str, capsys: pytest.CaptureFixture[str]
     assert 86000 < shown["ttl"] <= 86400 and shown["bytes"] > shown["document_bytes"] > 50 and "created" not in shown
     for form in (f"connect.sid={value}", unquote(value), f'"{value}"'):
         assert run_json(capsys, "show", "--url", url, "--", form)["id_hash"] == id_hash(raw)
-    shown = run_json(capsys, "show", "--url", url, "--codec", "connect", "--values", raw)
+    shown = run_json(capsys, "show", "--url", url, "--codec", "connect", "--values", "--", raw)
     assert shown["values"] == {"user": '"alice"', "count": "1"} and "key" not in shown
     by_hash = run_json(capsys, "show", "--url", url, "--codec", "connect", id_hash(raw))
     assert by_hash["keys"] == {"user": 7, "count": 1} and by_hash["id_hash"] == id_hash(raw)
@@ -242,7 +242,7 @@ def test_rm_by_cookie_id_and_hash_ends_sessions_for_the_browser(url: str, capsys
     removed = run_json(capsys, "rm", "--url", url, "--rate", "100", "--", cookies[0], id_hash(raws[1]))
     assert sorted((item["id_hash"], item["removed"]) for item in removed) == sorted(
         [(id_hash(raws[0]), True), (id_hash(raws[1]), True)])
-    removed = run_json(capsys, "rm", "--url", url, "--codec", "connect", raws[2])
+    removed = run_json(capsys, "rm", "--url", url, "--codec", "connect", "--", raws[2])  # an id may start with '-'
     assert removed == [{"id_hash": id_hash(raws[2]), "removed": True}]
     left = run_json(capsys, "ls", "--url", url, "--codec", "connect")
     assert [item["id_hash"] for item in left] == [id_hash(raws[3])]
